@@ -1,0 +1,3 @@
+from litgpt_inheritune.cli import main
+
+main()

@@ -1,0 +1,167 @@
+"""Reading and writing LitGPT checkpoint directories safely: lazy loading, staged output, provenance."""
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+from tqdm import tqdm
+
+# What litgpt's Tokenizer and its HF conversion read from a checkpoint directory, besides weights and configs.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "generation_config.json",
+    "prompt_style.yaml",
+)
+# Keys of a Hugging Face config.json that hold the number of blocks.
+HF_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+PROVENANCE_FILE = "provenance.json"
+SHOW_PROGRESS_FROM_BYTES = 64 * 2**20
+
+
+def fail(message: str) -> NoReturn:
+    """Stops a command on bad input: one line on stderr, exit code 1, no traceback."""
+    raise SystemExit(f"error: {message}")
+
+
+def load_lazy_state_dict(path: Path) -> dict:
+    """Memory-maps a LitGPT ``.pth`` checkpoint: nothing is read until a tensor is used. Never unpickles objects."""
+    if not path.is_file():
+        fail(f"{path} does not exist; expected a LitGPT checkpoint file (lit_model.pth)")
+    try:
+        checkpoint = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    except Exception as error:  # torch raises many types for truncated, corrupt or foreign files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fail(f"{path} is not a readable PyTorch checkpoint ({reason})")
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
+        checkpoint = checkpoint["model"]  # what `litgpt pretrain` and `finetune_full` save
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        fail(f"{path} does not hold a state dict of tensors")
+    return checkpoint
+
+
+def fingerprint(path: Path) -> dict:
+    """Size and a checksum of a checkpoint that costs O(number of tensors), not O(bytes).
+
+    PyTorch checkpoints are zip archives whose directory stores a CRC-32 of every tensor's bytes; the checksum is
+    the SHA-256 of that directory (names, sizes, CRCs). A full SHA-256 would read the whole reference, which is
+    exactly what ``init`` avoids.
+    """
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            digest.update(f"{info.filename}\0{info.file_size}\0{info.CRC}\n".encode())
+    return {"size_bytes": path.stat().st_size, "checksum": f"sha256-zipdir:{digest.hexdigest()}"}
+
+
+def save_state_dict(state_dict: dict, path: Path) -> None:
+    """``torch.save`` with a progress bar for large files (the bar follows the bytes on disk)."""
+    total = sum(t.numel() * t.element_size() for t in {id(t): t for t in state_dict.values()}.values())
+    if total < SHOW_PROGRESS_FROM_BYTES:
+        torch.save(state_dict, path)
+        return
+    done = threading.Event()
+
+    def follow() -> None:
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {path.name}", file=sys.stderr) as bar:
+            while not done.wait(0.5):
+                bar.update(max(0, (path.stat().st_size if path.exists() else 0) - bar.n))
+            bar.update(total - bar.n)
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    try:
+        torch.save(state_dict, path)
+    finally:
+        done.set()
+        watcher.join()
+
+
+def copy_tokenizer_files(source_dir: Path, out_dir: Path) -> list[str]:
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (source_dir / name).is_file():
+            shutil.copy2(source_dir / name, out_dir / name)
+            copied.append(name)
+    return copied
+
+
+def write_hf_config(source_dir: Path, out_dir: Path, layers: list[int]) -> bool:
+    """Copies the reference's Hugging Face config.json with the block count (and per-layer lists) cut to ``layers``.
+
+    ``litgpt evaluate`` and ``convert_from_litgpt`` users load the converted weights with this file, so it must
+    describe the derived model, not the reference.
+    """
+    if not (source_dir / "config.json").is_file():
+        return False
+    hf_config = json.loads((source_dir / "config.json").read_text())
+    n_reference = next((hf_config[k] for k in HF_LAYER_COUNT_KEYS if isinstance(hf_config.get(k), int)), None)
+    for key in HF_LAYER_COUNT_KEYS:
+        if key in hf_config:
+            hf_config[key] = len(layers)
+    for key, value in hf_config.items():
+        if "layer" in key and isinstance(value, list) and len(value) == n_reference:
+            hf_config[key] = [value[i] for i in layers]
+    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    return True
+
+
+def write_provenance(out_dir: Path, record: dict) -> None:
+    from importlib.metadata import version
+
+    record = dict(record)
+    record["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["versions"] = {name: version(name) for name in ("litgpt-inheritune", "litgpt", "torch")}
+    (out_dir / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def check_out_dir(out_dir: Path, overwrite: bool, protected: tuple[Path, ...] = ()) -> None:
+    """Refuses an out_dir that would destroy something: a file, a non-empty folder without overwrite, an input."""
+    resolved = out_dir.resolve()
+    for path in protected:
+        path = path.resolve()
+        if resolved == path or resolved in path.parents:
+            fail(f"--out_dir {out_dir} would replace the input {path}; choose another directory")
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out_dir {out_dir} is a file; give a directory path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        fail(f"--out_dir {out_dir} exists and is not empty; pass --overwrite true to replace it or choose another")
+
+
+@contextmanager
+def staged_dir(out_dir: Path):
+    """Yields a temporary directory next to ``out_dir`` that replaces it only when the block succeeds.
+
+    A failure or interruption leaves ``out_dir`` exactly as it was.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        retired = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}-{time.monotonic_ns()}")
+        os.rename(out_dir, retired)
+        os.rename(staging, out_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(staging, out_dir)

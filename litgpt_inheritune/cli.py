@@ -1,0 +1,26 @@
+"""The `inheritune` commands, as `litgpt inheritune <command>`, `litgpt-inheritune <command>` and
+`python -m litgpt_inheritune <command>`."""
+
+from litgpt_inheritune.init import main as init_fn
+
+COMMANDS = {
+    "_help": "Inheritune: derive small base models from the early blocks of a large one.",
+    "init": init_fn,
+}
+
+
+def extend_litgpt_cli(litgpt_main) -> None:
+    """Adds `inheritune` to the subcommands of ``litgpt.__main__`` (called by litgpt_inheritune_hook)."""
+    litgpt_main.PARSER_DATA["inheritune"] = COMMANDS
+    stock_commands = litgpt_main.parser_commands
+    litgpt_main.parser_commands = lambda: [*stock_commands(), "inheritune"]
+
+
+def main() -> None:
+    from litgpt.utils import CLI
+
+    CLI({key: value for key, value in COMMANDS.items() if key != "_help"})
+
+
+if __name__ == "__main__":
+    main()

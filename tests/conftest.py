@@ -1,0 +1,98 @@
+"""Tiny LitGPT reference checkpoints, built on the fly, for fast tests of real behaviour."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from litgpt.config import Config
+from litgpt.model import GPT
+from litgpt.utils import save_config
+
+BIN = Path(sys.executable).parent
+TEXT = (
+    "the early layers of a deep model carry most of its knowledge while many deeper layers are lazy "
+    "their attention collapses onto a single column so a small model can inherit the potent blocks "
+    "train briefly on a subset of the data and grow until it matches the reference"
+)
+
+# Three block styles LitGPT supports: LLaMA with grouped-query attention, GPT-NeoX with parallel residual and
+# biases, Gemma-2 with post-norms, sliding windows on some layers and soft-capping.
+TINY_CONFIGS = {
+    "llama-gqa": dict(
+        name="tiny-llama", block_size=64, vocab_size=320, padding_multiple=32, n_layer=6, n_embd=32, n_head=4,
+        n_query_groups=2, rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm",
+        mlp_class_name="LLaMAMLP", intermediate_size=48,
+    ),
+    "gpt-neox": dict(
+        name="tiny-pythia", block_size=64, vocab_size=320, padding_multiple=32, n_layer=5, n_embd=32, n_head=4,
+        rotary_percentage=0.25, parallel_residual=True, bias=True, norm_class_name="LayerNorm",
+        mlp_class_name="GptNeoxMLP",
+    ),
+    "gemma-2": dict(
+        name="tiny-gemma-2", block_size=64, vocab_size=320, padding_multiple=32, n_layer=6, n_embd=32, n_head=4,
+        n_query_groups=1, head_size=16, rotary_percentage=1.0, parallel_residual=False, bias=False,
+        norm_class_name="RMSNorm", mlp_class_name="GemmaMLP", intermediate_size=48, scale_embeddings=True,
+        post_attention_norm=True, post_mlp_norm=True, attention_logit_softcapping=50.0,
+        final_logit_softcapping=30.0, sliding_window_size=8, sliding_window_indices=[1, 0, 1, 0, 1, 0],
+    ),
+}
+
+
+def write_tokenizer(out_dir: Path, vocab_size: int) -> None:
+    """A byte-level BPE tokenizer trained on TEXT, saved the way Hugging Face checkpoints ship it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tokenizer.train_from_iterator([TEXT] * 4, trainer)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": False, "tokenizer_class": "PreTrainedTokenizerFast"})
+    )
+
+
+def make_reference(out_dir: Path, style: str = "llama-gqa", seed: int = 0, hf_config: bool = True) -> Path:
+    """Writes a randomly initialised LitGPT checkpoint directory: weights, model_config.yaml, tokenizer, config.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = Config(**TINY_CONFIGS[style])
+    torch.manual_seed(seed)
+    model = GPT(config)
+    # non-trivial norms and biases, so that forgetting to copy one of them shows up in the logits
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("norm_1.weight", "norm_2.weight", "ln_f.weight", ".bias")) or "norm" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    torch.save(model.state_dict(), out_dir / "lit_model.pth")
+    save_config(config, out_dir)
+    write_tokenizer(out_dir, config.vocab_size)
+    if hf_config:
+        (out_dir / "config.json").write_text(
+            json.dumps({"model_type": "llama", "num_hidden_layers": config.n_layer, "hidden_size": config.n_embd,
+                        "layer_types": [f"type{i}" for i in range(config.n_layer)]})
+        )
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_references(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("references")
+    return {style: make_reference(root / style, style) for style in TINY_CONFIGS}
+
+
+def run_cli(*args, check: bool = False) -> subprocess.CompletedProcess:
+    """Runs an installed console script (litgpt, litgpt-inheritune) or `python -m ...` as a user would."""
+    command = [str(BIN / args[0]), *args[1:]] if args[0] != "python" else [sys.executable, *args[1:]]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
