@@ -1,0 +1,116 @@
+"""Peak memory and time of `init` on a synthetic ~1.2 GB, 24-block reference, keeping 4 blocks.
+
+Reports, for `init` and for a plain `torch.load` of the same reference, the peak resident memory above the
+post-import baseline divided by the target's bytes (goal for init: <= 1.5, better <= 1.0), and init's wall time
+divided by the time to copy the kept number of bytes from the reference file (page cache warm for both).
+
+    .venv/bin/python benchmarks/inherit_memory.py [--work_dir benchmarks/.cache/inherit_memory]
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Imports load large shared libraries whose transient peak would hide ours: reset the kernel's peak-RSS mark
+# (VmHWM, via /proc/self/clear_refs) after importing, then read it back after the work.
+MEASURE = r"""
+import json, sys, time
+from pathlib import Path
+import psutil, torch
+from litgpt_inheritune.init import main as init
+
+def vm_hwm():
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+baseline = psutil.Process().memory_info().rss
+start = time.perf_counter()
+if sys.argv[1] == "init":
+    init(Path(sys.argv[2]), out_dir=Path(sys.argv[3]), n_layers=4, overwrite=True)
+else:
+    state_dict = torch.load(Path(sys.argv[2]) / "lit_model.pth", weights_only=True)
+seconds = time.perf_counter() - start
+print(json.dumps({"baseline_rss": baseline, "peak_rss": vm_hwm(), "seconds": seconds}))
+"""
+
+
+def make_reference(reference_dir: Path) -> None:
+    import torch
+    from litgpt.config import Config
+    from litgpt.model import GPT
+    from litgpt.utils import save_config
+
+    config = Config(
+        name="synthetic-24L", block_size=2048, vocab_size=32000, padding_multiple=64, n_layer=24, n_embd=1024,
+        n_head=16, rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm",
+        mlp_class_name="LLaMAMLP", intermediate_size=2048,
+    )
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in GPT(config).state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    state_dict = {k: torch.randn(shape, generator=generator) * 0.02 for k, shape in shapes.items()}
+    reference_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, reference_dir / "lit_model.pth")
+    save_config(config, reference_dir)
+
+
+def run(*args: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def copy_seconds(source: Path, destination: Path, n_bytes: int) -> float:
+    start = time.perf_counter()
+    with open(source, "rb") as src, open(destination, "wb") as dst:
+        remaining = n_bytes
+        while remaining:
+            chunk = src.read(min(remaining, 16 * 2**20))
+            dst.write(chunk)
+            remaining -= len(chunk)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/inherit_memory"))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    reference_dir, target_dir = args.work_dir / "reference", args.work_dir / "target"
+    if not (reference_dir / "lit_model.pth").is_file():
+        print(f"building the synthetic reference in {reference_dir} ...", file=sys.stderr)
+        make_reference(reference_dir)
+    reference_bytes = (reference_dir / "lit_model.pth").stat().st_size
+    copy_seconds(reference_dir / "lit_model.pth", Path("/dev/null"), reference_bytes)  # warm the page cache
+
+    # disk write-back makes single timings noisy: take the median of a few runs of each
+    runs = [run("init", str(reference_dir), str(target_dir)) for _ in range(args.repeats)]
+    inherited = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+    target_bytes = (target_dir / "lit_model.pth").stat().st_size
+    full_load = run("load", str(reference_dir))
+    copies = [copy_seconds(reference_dir / "lit_model.pth", args.work_dir / "copy.bin", target_bytes) for _ in range(args.repeats)]
+    copy = sorted(copies)[len(copies) // 2]
+    (args.work_dir / "copy.bin").unlink()
+
+    def ratio(measured: dict) -> float:
+        return round((measured["peak_rss"] - measured["baseline_rss"]) / target_bytes, 3)
+
+    report = {
+        "reference_bytes": reference_bytes,
+        "target_bytes": target_bytes,
+        "init_peak_over_target": max(ratio(r) for r in runs),
+        "torch_load_peak_over_target": ratio(full_load),
+        "init_seconds": round(inherited["seconds"], 3),
+        "copy_kept_bytes_seconds": round(copy, 3),
+        "init_time_over_copy": round(inherited["seconds"] / copy, 2),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
