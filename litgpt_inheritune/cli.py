@@ -2,10 +2,12 @@
 `python -m litgpt_inheritune <command>`."""
 
 from litgpt_inheritune.init import main as init_fn
+from litgpt_inheritune.pretrain import setup as pretrain_fn
 
 COMMANDS = {
     "_help": "Inheritune: derive small base models from the early blocks of a large one.",
     "init": init_fn,
+    "pretrain": pretrain_fn,
 }
 
 

@@ -1,0 +1,525 @@
+"""`litgpt inheritune pretrain`: continue training an inherited checkpoint with Lightning Fabric.
+
+setup() checks the arguments and launches Fabric; main() builds the model, optimizer and data; fit() is the loop;
+checkpoints are written atomically and every stop condition (epochs, tokens, steps, time) is honoured.
+"""
+
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, fields, is_dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.fabric.strategies import DDPStrategy, FSDPStrategy
+from lightning.fabric.utilities.throughput import ThroughputMonitor, measure_flops
+from litgpt.args import EvalArgs, LogArgs, TrainArgs
+from litgpt.config import Config
+from litgpt.data import DataModule
+from litgpt.model import GPT, Block
+from litgpt.pretrain import get_lr, initialize_weights
+from litgpt.tokenizer import Tokenizer
+from litgpt.types import LoggerChoice
+from litgpt.utils import (
+    CycleIterator,
+    choose_logger,
+    chunked_cross_entropy,
+    instantiate_torch_optimizer,
+    num_parameters,
+    parse_devices,
+    save_config,
+)
+from tqdm import tqdm
+
+from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_lazy_state_dict, write_provenance
+from litgpt_inheritune.redpajama import RedPajamaSample
+
+PAPER_OPTIMIZER = {
+    "class_path": "torch.optim.AdamW",
+    "init_args": {"lr": 3e-4, "weight_decay": 0.1, "betas": [0.9, 0.95]},
+}
+STEP_DIR_PREFIX = "step-"
+
+
+def setup(
+    checkpoint_dir: Path,
+    out_dir: Path = Path("out/inheritune/pretrain"),
+    precision: Optional[Literal["bf16-true", "bf16-mixed", "32-true"]] = None,
+    initialize: Literal["checkpoint", "random"] = "checkpoint",
+    resume: Union[bool, Literal["auto"], Path] = False,
+    data: Optional[DataModule] = None,
+    train: TrainArgs = TrainArgs(
+        save_interval=1000,
+        log_interval=10,
+        global_batch_size=64,
+        micro_batch_size=4,
+        lr_warmup_steps=1000,
+        max_norm=1.0,
+        min_lr=3e-5,
+    ),
+    eval: EvalArgs = EvalArgs(interval=1000, max_iters=100),
+    log: LogArgs = LogArgs(),
+    optimizer: Union[str, dict] = PAPER_OPTIMIZER,
+    devices: Union[int, str] = "auto",
+    num_nodes: int = 1,
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto",
+    fsdp_state_dict: Literal["full", "sharded"] = "full",
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+    logger_name: LoggerChoice = "csv",
+    seed: int = 42,
+) -> None:
+    """Continue pretraining an inherited checkpoint (or train its architecture from scratch) with Lightning Fabric.
+
+    Stops at the first of --train.epochs (passes over the data module's training tokens), --train.max_tokens,
+    --train.max_steps (optimizer steps) and --train.max_time (seconds). Checkpoints go to out_dir/step-XXXXXXXX/
+    (model, optimizer, data-loader position, RNG states, counters; written to a temporary folder, then renamed), the
+    result to out_dir/final/, a plain LitGPT checkpoint.
+
+    Arguments:
+        checkpoint_dir: LitGPT checkpoint to train: lit_model.pth, model_config.yaml and tokenizer files
+            (e.g. the output of ``litgpt inheritune init``). The architecture comes from its model_config.yaml.
+        out_dir: Directory for checkpoints, logs and the final model.
+        precision: "bf16-true", "bf16-mixed" or "32-true". Default: bf16-mixed where supported, else 32-true.
+        initialize: "checkpoint" starts from the checkpoint's weights; "random" trains the same architecture from a
+            random initialisation (the paper's baseline).
+        resume: "auto" continues from the newest complete checkpoint in out_dir (or starts fresh if there is none),
+            True requires one, a path names one.
+        data: Data module. Default: ``RedPajamaSample``. litgpt's own modules (TextFiles, LitData, ...) work too.
+        train: Training arguments (litgpt's TrainArgs). lr_warmup_steps and save_interval count optimizer steps.
+        eval: Validation arguments (litgpt's EvalArgs): interval in optimizer steps, max_iters batches per pass.
+        log: Logger arguments (litgpt's LogArgs).
+        optimizer: Optimizer class path and arguments, e.g. "AdamW" or
+            {"class_path": "bitsandbytes.optim.AdamW8bit", "init_args": {"lr": 3e-4}}. Default: the paper's AdamW
+            (lr 3e-4, weight decay 0.1, betas 0.9/0.95).
+        devices: Devices per node ("auto": all GPUs, or 1 on a CPU). On a CPU, N > 1 runs N processes with DDP over gloo.
+        num_nodes: Number of nodes (launch one process per node with torchrun, SLURM or Lightning's launcher).
+        strategy: "auto" (one device: none; several: FSDP), "ddp" or "fsdp" (one FSDP unit per transformer block).
+        fsdp_state_dict: With FSDP, "full" writes one checkpoint file from rank 0; "sharded" one file per rank.
+        activation_checkpointing: Recompute each block's activations in the backward pass to save memory.
+        compile: Compile the model with torch.compile (off by default; useful on GPUs).
+        logger_name: "csv", "tensorboard", "wandb", "mlflow" or "litlogger".
+        seed: Random seed.
+    """
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    hparams = hyperparameters(locals())
+    config = check_checkpoint_dir(checkpoint_dir)
+    data = RedPajamaSample() if data is None else data
+    devices = parse_devices(devices)
+    check_train_args(train, eval, devices * num_nodes)
+    resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
+    if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
+        fail(f"--resume {resume_path} holds a run of another model than {checkpoint_dir}; choose another --out_dir")
+    if strategy == "fsdp" and not torch.cuda.is_available():
+        fail("--strategy fsdp needs CUDA GPUs (Lightning's FSDP does not run on CPUs); use --strategy ddp here")
+    precision = precision or ("bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true")
+
+    if strategy == "fsdp" or (strategy == "auto" and devices * num_nodes > 1 and torch.cuda.is_available()):
+        fabric_strategy = FSDPStrategy(
+            auto_wrap_policy={Block},
+            activation_checkpointing_policy={Block} if activation_checkpointing else None,
+            state_dict_type=fsdp_state_dict,
+            sharding_strategy="HYBRID_SHARD" if num_nodes > 1 else "FULL_SHARD",
+        )
+    elif strategy == "ddp" or devices * num_nodes > 1:
+        fabric_strategy = DDPStrategy(process_group_backend=None if torch.cuda.is_available() else "gloo")
+    else:
+        fabric_strategy = "auto"
+    logger = choose_logger(
+        logger_name, out_dir, name=f"inheritune-pretrain-{config.name}", resume=bool(resume_path),
+        log_interval=train.log_interval, log_args=asdict(log),
+    )
+    fabric = L.Fabric(
+        accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=devices, num_nodes=num_nodes,
+        strategy=fabric_strategy, precision=precision, loggers=[logger],
+    )
+    fabric.launch()
+    if logger_name in ("tensorboard", "wandb", "mlflow"):
+        fabric.logger.log_hyperparams(hparams)
+    main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
+         activation_checkpointing, compile, seed, hparams)
+
+
+def main(
+    fabric: L.Fabric,
+    checkpoint_dir: Path,
+    out_dir: Path,
+    config: Config,
+    initialize: str,
+    resume_path: Optional[Path],
+    data: DataModule,
+    train: TrainArgs,
+    eval: EvalArgs,
+    optimizer: Union[str, dict],
+    activation_checkpointing: bool,
+    compile: bool,
+    seed: int,
+    hparams: dict,
+) -> None:
+    fabric.seed_everything(seed)
+    fsdp = isinstance(fabric.strategy, FSDPStrategy)
+    with fabric.init_module(empty_init=fsdp):
+        model = GPT(config)
+    model.max_seq_length = min(config.block_size, train.max_seq_length or config.block_size)
+    if initialize == "random":
+        initialize_weights(fabric, model, n_layer=config.n_layer, n_embd=config.n_embd)
+    elif not fsdp:
+        model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"))
+    if activation_checkpointing and not fsdp:
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+        apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, Block))
+    fabric.print(f"{config.name}: {num_parameters(model):,} parameters, {config.n_layer} blocks, {initialize} weights")
+    if compile:
+        model = torch.compile(model)
+    model = fabric.setup(model)
+    if initialize == "checkpoint" and fsdp:
+        fabric.load_raw(checkpoint_dir / "lit_model.pth", model, weights_only=True)
+
+    optimizer = instantiate_torch_optimizer(optimizer, model.parameters(), fused=fabric.device.type == "cuda")
+    optimizer = fabric.setup_optimizers(optimizer)
+
+    tokenizer = Tokenizer(checkpoint_dir)
+    data.connect(tokenizer=tokenizer, batch_size=train.micro_batch_size, max_seq_length=model.max_seq_length)
+    with fabric.rank_zero_first():
+        data.prepare_data()
+    data.setup()
+    train_dataloader, val_dataloader = fabric.setup_dataloaders(data.train_dataloader(), data.val_dataloader())
+
+    state = {"model": model, "optimizer": optimizer, "train_dataloader": train_dataloader,
+             "iter_num": 0, "step_count": 0, "epoch": 0, "rng": {}}
+    if resume_path is not None:
+        fabric.print(f"Resuming from {resume_path}")
+        fabric.load(resume_path / "lit_model.pth", state, weights_only=True)
+        set_rng_state(state["rng"])
+
+    fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams)
+    save_final(fabric, state, out_dir, checkpoint_dir, hparams)
+
+
+def fit(
+    fabric: L.Fabric,
+    state: dict,
+    train_dataloader,
+    val_dataloader,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    train: TrainArgs,
+    eval: EvalArgs,
+    hparams: dict,
+) -> None:
+    model, optimizer = state["model"], state["optimizer"]
+    config: Config = model.config
+    seq_len = model.max_seq_length
+    accumulation = train.gradient_accumulation_iters(fabric.world_size)
+    tokens_per_step = train.global_batch_size * seq_len
+    max_steps = total_steps(train, len(train_dataloader) // accumulation, tokens_per_step)
+    warmup_steps = min(max_steps, train.lr_warmup_steps or 0)
+    if train.lr_warmup_fraction:
+        warmup_steps = math.ceil(train.lr_warmup_fraction * max_steps)
+    lr_max = optimizer.defaults["lr"]  # param_groups hold the scheduled lr, restored on resume
+    fabric.print(
+        f"Training {max_steps:,} optimizer steps of {tokens_per_step:,} tokens ({train.global_batch_size} x"
+        f" {seq_len}, {accumulation} micro-batches of {train.micro_batch_size} per rank on"
+        f" {fabric.world_size} ranks); {len(train_dataloader) // accumulation:,} steps per epoch"
+    )
+
+    with torch.device("meta"):
+        meta_model = GPT(config)
+        x = torch.randint(0, 1, (train.micro_batch_size, seq_len))
+        flops_per_iter = measure_flops(meta_model, lambda: meta_model(x), lambda y: chunked_cross_entropy(y, x, chunk_size=0))
+        del meta_model, x
+    throughput = ThroughputMonitor(fabric, window_size=5)
+    progress = Progress(fabric, total=max_steps, initial=state["step_count"])
+
+    if eval.initial_validation and state["step_count"] == 0:
+        log_validation(fabric, model, val_dataloader, eval, state, progress)
+    start_time, start_step = time.perf_counter(), state["step_count"]
+    train_iterator = CycleIterator(train_dataloader)
+    train_iterator.epoch = state["epoch"]
+    while state["step_count"] < max_steps:
+        if train.max_time is not None and time.perf_counter() - start_time >= train.max_time:
+            fabric.print(f"Stopping: --train.max_time {train.max_time} s reached")
+            break
+        lr = get_lr(lr_max, state["step_count"], warmup_steps, max_steps, train.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        step_loss = torch.zeros((), device=fabric.device)
+        for micro_step in range(accumulation):
+            batch = next(train_iterator)
+            input_ids = batch[:, :seq_len].contiguous().long()
+            targets = batch[:, 1 : seq_len + 1].contiguous().long()
+            with fabric.no_backward_sync(model, enabled=micro_step < accumulation - 1):
+                loss = chunked_cross_entropy(model(input_ids), targets)
+                fabric.backward(loss / accumulation)
+            step_loss += loss.detach() / accumulation
+        fabric.clip_gradients(model, optimizer, max_norm=train.max_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step_count"] += 1
+        state["iter_num"] += accumulation
+        state["epoch"] = train_iterator.epoch
+
+        step = state["step_count"]
+        if step % train.log_interval == 0 or step == max_steps:
+            loss_value = fabric.all_reduce(step_loss, reduce_op="mean").item()
+            elapsed = time.perf_counter() - start_time
+            throughput.update(
+                time=elapsed, batches=step, samples=step * train.global_batch_size,
+                lengths=step * tokens_per_step, flops=flops_per_iter * accumulation * step,
+            )
+            metrics = {"loss": loss_value, "learning_rate": lr, "step": step, "epoch": state["epoch"],
+                       "tokens": step * tokens_per_step, **throughput.compute()}
+            metrics["tokens_per_sec"] = (step - start_step) * tokens_per_step / elapsed
+            fabric.log_dict(metrics, step=step)
+            progress.update(step, loss=loss_value, lr=lr, tokens_per_sec=metrics["tokens_per_sec"], mfu=metrics.get("throughput/device/mfu"))
+        if eval.interval and step % eval.interval == 0 and step < max_steps:
+            log_validation(fabric, model, val_dataloader, eval, state, progress)
+        if train.save_interval and step % train.save_interval == 0:
+            save_step(fabric, state, out_dir, checkpoint_dir, hparams)
+    progress.close()
+    if eval.final_validation:
+        log_validation(fabric, model, val_dataloader, eval, state, progress)
+
+
+def total_steps(train: TrainArgs, steps_per_epoch: int, tokens_per_step: int) -> int:
+    """Optimizer steps until the first of epochs, max_tokens and max_steps."""
+    limits = []
+    if train.epochs is not None:
+        limits.append(train.epochs * steps_per_epoch)
+    if train.max_tokens is not None:
+        limits.append(train.max_tokens // tokens_per_step)
+    if train.max_steps is not None:
+        limits.append(train.max_steps)
+    if not limits:
+        limits.append(steps_per_epoch)  # only max_time given: the schedule spans one epoch
+    if steps_per_epoch < 1:
+        fail("the training data holds less than one optimizer step; lower --train.global_batch_size or add data")
+    return max(1, min(limits))
+
+
+@torch.no_grad()
+def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
+    """Mean next-token loss over up to max_iters batches per rank, averaged over ranks."""
+    model.eval()
+    total, count = torch.zeros((), device=fabric.device), 0
+    for k, batch in enumerate(val_dataloader):
+        if k >= max_iters:
+            break
+        input_ids = batch[:, : model.max_seq_length].contiguous().long()
+        targets = batch[:, 1 : model.max_seq_length + 1].contiguous().long()
+        total += chunked_cross_entropy(model(input_ids), targets)
+        count += 1
+    model.train()
+    if count == 0:
+        fail("the validation data holds less than one batch; raise --data.val_tokens or lower --train.micro_batch_size")
+    return fabric.all_reduce(total / count, reduce_op="mean").item()
+
+
+def log_validation(fabric, model, val_dataloader, eval: EvalArgs, state: dict, progress: "Progress") -> None:
+    t0 = time.perf_counter()
+    val_loss = validate(fabric, model, val_dataloader, eval.max_iters)
+    metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50))}
+    fabric.log_dict(metrics, step=state["step_count"])
+    progress.write(
+        f"step {state['step_count']}: val loss {val_loss:.4f}, val ppl {metrics['val_ppl']:.2f}"
+        f" ({time.perf_counter() - t0:.1f} s)"
+    )
+
+
+class Progress:
+    """A tqdm bar with loss, lr, tokens/s and ETA on rank 0 when stderr is a terminal; plain log lines otherwise."""
+
+    def __init__(self, fabric: L.Fabric, total: int, initial: int) -> None:
+        self.enabled = fabric.global_rank == 0
+        self.total, self.start, self.t0 = total, initial, time.perf_counter()
+        self.bar = tqdm(total=total, initial=initial, desc="pretrain", unit="step", file=sys.stderr, dynamic_ncols=True) if self.enabled and sys.stderr.isatty() else None
+
+    def update(self, step: int, loss: float, lr: float, tokens_per_sec: float, mfu: Optional[float]) -> None:
+        if not self.enabled:
+            return
+        extra = f", MFU {mfu:.1%}" if mfu is not None else ""
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f}, lr {lr:.2e}, {tokens_per_sec:,.0f} tok/s{extra}", refresh=False)
+            self.bar.update(step - self.bar.n)
+            return
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / max(1, step - self.start) * (self.total - step)
+        print(
+            f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s{extra}"
+            f" | elapsed {timedelta(seconds=int(elapsed))} | ETA {timedelta(seconds=int(eta))}",
+            flush=True,
+        )
+
+    def write(self, line: str) -> None:
+        if self.enabled:
+            (self.bar.write if self.bar is not None else print)(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
+    """Writes out_dir/step-XXXXXXXX/ through a hidden temporary folder, renamed once every rank has written."""
+    name = f"{STEP_DIR_PREFIX}{state['step_count']:08d}"
+    staging = out_dir / f".{name}.partial"
+    if fabric.global_rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    fabric.barrier()
+    state["rng"] = get_rng_state()
+    fabric.save(staging / "lit_model.pth", state)
+    if fabric.global_rank == 0:
+        write_side_files(staging, state["model"].config, checkpoint_dir, hparams, state)
+        if (out_dir / name).exists():  # a re-run of the same step after a resume
+            shutil.rmtree(out_dir / name)
+        os.rename(staging, out_dir / name)
+    fabric.barrier()
+
+
+def save_final(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
+    """out_dir/final/: a plain LitGPT checkpoint (bare state dict in lit_model.pth, configs, tokenizer, provenance)."""
+    staging = out_dir / ".final.partial"
+    if fabric.global_rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    fabric.barrier()
+    fabric.save(staging / "model.pth", {"model": state["model"]})
+    if fabric.global_rank == 0:
+        saved = staging / "model.pth"
+        if saved.is_dir():  # sharded FSDP checkpoint: consolidate into one file
+            from lightning.fabric.utilities.load import _load_distributed_checkpoint
+
+            state_dict = _load_distributed_checkpoint(saved)["model"]
+        else:
+            state_dict = load_lazy_state_dict(saved)
+        torch.save(state_dict, staging / "lit_model.pth")
+        del state_dict
+        shutil.rmtree(saved) if saved.is_dir() else saved.unlink()
+        write_side_files(staging, state["model"].config, checkpoint_dir, hparams, state)
+        if (out_dir / "final").exists():
+            shutil.rmtree(out_dir / "final")
+        os.rename(staging, out_dir / "final")
+        fabric.print(f"Saved the trained model to {out_dir / 'final'}")
+    fabric.barrier()
+
+
+def write_side_files(directory: Path, config: Config, checkpoint_dir: Path, hparams: dict, state: dict) -> None:
+    save_config(config, directory)
+    copy_tokenizer_files(checkpoint_dir, directory)
+    (directory / "hyperparameters.yaml").write_text(yaml.safe_dump(hparams, sort_keys=False))
+    write_provenance(directory, {
+        "command": "litgpt inheritune pretrain",
+        "checkpoint_dir": str(checkpoint_dir.resolve()),
+        "step": state["step_count"],
+        "iter_num": state["iter_num"],
+        "epoch": state["epoch"],
+        "name": config.name,
+        "n_layer": config.n_layer,
+    })
+
+
+def get_rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    version, inner, gauss_next = state["python"]
+    random.setstate((version, tuple(inner), gauss_next))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def find_resume_path(resume: Union[bool, str, Path], out_dir: Path, checkpoint_dir: Path) -> Optional[Path]:
+    """The checkpoint folder to resume from, or None; refuses an out_dir that holds a run we were not asked to resume."""
+    completed = sorted(out_dir.glob(f"{STEP_DIR_PREFIX}*/lit_model.pth")) if out_dir.is_dir() else []
+    newest = completed[-1].parent if completed else None
+    if resume is False or resume == "false":
+        previous = newest or (out_dir / "final" if (out_dir / "final").exists() else None)
+        if previous is not None:
+            fail(f"--out_dir {out_dir} holds a previous run ({previous.name}); pass --resume auto to continue it or choose another --out_dir")
+        return None
+    if resume is True or resume == "true":
+        if newest is None:
+            fail(f"--resume true but --out_dir {out_dir} holds no complete checkpoint (step-*/lit_model.pth)")
+        return newest
+    if resume == "auto":
+        return newest
+    path = Path(resume)
+    path = path.parent if path.name == "lit_model.pth" else path
+    if not (path / "lit_model.pth").exists():
+        fail(f"--resume {resume} is not a checkpoint folder holding lit_model.pth; valid: auto, true, false or such a folder")
+    return path
+
+
+def check_checkpoint_dir(checkpoint_dir: Path) -> Config:
+    """The checkpoint's config, after making sure weights, config and tokenizer are all there."""
+    if not checkpoint_dir.is_dir():
+        fail(f"checkpoint_dir {checkpoint_dir} is not a directory; expected a LitGPT checkpoint (e.g. from `litgpt inheritune init`)")
+    missing = [name for name in ("lit_model.pth", "model_config.yaml") if not (checkpoint_dir / name).is_file()]
+    if not ((checkpoint_dir / "tokenizer.json").is_file() or (checkpoint_dir / "tokenizer.model").is_file()):
+        missing.append("tokenizer.json or tokenizer.model")
+    if missing:
+        fail(f"checkpoint_dir {checkpoint_dir} is missing {', '.join(missing)}; copy them from the reference checkpoint")
+    return Config.from_file(checkpoint_dir / "model_config.yaml")
+
+
+def check_train_args(train: TrainArgs, eval: EvalArgs, world_size: int) -> None:
+    if train.micro_batch_size < 1 or train.global_batch_size < 1:
+        fail(f"--train.micro_batch_size {train.micro_batch_size} and --train.global_batch_size {train.global_batch_size} must be positive")
+    per_rank = train.global_batch_size // world_size
+    if per_rank < train.micro_batch_size or per_rank % train.micro_batch_size or train.global_batch_size % world_size:
+        fail(
+            f"--train.global_batch_size {train.global_batch_size} must split into whole micro-batches of"
+            f" --train.micro_batch_size {train.micro_batch_size} on each of {world_size} ranks"
+            f" (a multiple of {train.micro_batch_size * world_size})"
+        )
+    if train.max_norm is None:
+        fail("--train.max_norm is required (the paper clips gradients at 1.0)")
+    if all(v is None for v in (train.epochs, train.max_tokens, train.max_steps, train.max_time)):
+        fail("give a stop condition: --train.epochs, --train.max_tokens, --train.max_steps or --train.max_time")
+    if train.log_interval < 1 or (train.save_interval is not None and train.save_interval < 1):
+        fail("--train.log_interval and --train.save_interval must be at least 1")
+
+
+def hyperparameters(arguments: dict) -> dict:
+    """The command's arguments as YAML-able values, so that hyperparameters.yaml can be passed back as --config."""
+
+    def plain(value):
+        if isinstance(value, DataModule) and is_dataclass(value):
+            init_args = {f.name: plain(getattr(value, f.name)) for f in fields(value) if f.init}
+            return {"class_path": f"{type(value).__module__}.{type(value).__qualname__}", "init_args": init_args}
+        if is_dataclass(value):
+            return plain(asdict(value))
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+    return {name: plain(value) for name, value in arguments.items()}
