@@ -96,3 +96,30 @@ def run_cli(*args, check: bool = False) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def write_jsonl_corpus(out_dir: Path, n_documents: int = 400, seed: int = 0) -> Path:
+    """RedPajama-style jsonl: one {"text", "meta"} object per line, documents of 20-80 words drawn from TEXT."""
+    import random
+
+    rng = random.Random(seed)
+    words = TEXT.split()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "sample.jsonl", "w") as f:
+        for i in range(n_documents):
+            text = " ".join(rng.choice(words) for _ in range(rng.randint(20, 80)))
+            f.write(json.dumps({"text": text, "meta": {"source": "test", "index": i}}) + "\n")
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_target(tiny_references, tmp_path_factory) -> Path:
+    """The first 3 of 6 blocks of the tiny LLaMA reference."""
+    from litgpt_inheritune.init import main as init
+
+    return init(tiny_references["llama-gqa"], out_dir=tmp_path_factory.mktemp("targets") / "llama-3L", n_layers=3)
+
+
+@pytest.fixture(scope="session")
+def jsonl_corpus(tmp_path_factory) -> Path:
+    return write_jsonl_corpus(tmp_path_factory.mktemp("corpus") / "redpajama")

@@ -1,0 +1,264 @@
+"""`litgpt inheritune pretrain` and the RedPajamaSample data module, on a tiny inherited model and a jsonl corpus."""
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from litgpt.args import EvalArgs, TrainArgs
+from litgpt.tokenizer import Tokenizer
+
+from conftest import BIN, run_cli, write_jsonl_corpus
+from litgpt_inheritune.pretrain import setup as pretrain
+from litgpt_inheritune.pretrain import total_steps
+from litgpt_inheritune.redpajama import RedPajamaSample
+
+SEQ = 32
+
+
+def train_args(**overrides) -> TrainArgs:
+    values = dict(save_interval=None, log_interval=1, global_batch_size=8, micro_batch_size=4, lr_warmup_steps=2,
+                  max_norm=1.0, min_lr=3e-5, max_seq_length=SEQ)
+    values.update(overrides)
+    return TrainArgs(**values)
+
+
+def data_module(corpus: Path, **overrides) -> RedPajamaSample:
+    values = dict(data_dir=corpus, token_budget=20_000, val_tokens=2_000, num_workers=0)
+    values.update(overrides)
+    return RedPajamaSample(**values)
+
+
+def metrics(out_dir: Path) -> list[dict]:
+    with open(out_dir / "logs" / "csv" / "version_0" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def cli_args(target: Path, corpus: Path, out_dir: Path, *extra: str) -> list[str]:
+    return [
+        "litgpt", "inheritune", "pretrain", str(target), "--out_dir", str(out_dir), "--data", "RedPajamaSample",
+        "--data.data_dir", str(corpus), "--data.token_budget", "20000", "--data.val_tokens", "2000",
+        "--data.num_workers", "0", "--train.max_seq_length", str(SEQ), "--train.global_batch_size", "8",
+        "--train.micro_batch_size", "4", "--train.lr_warmup_steps", "5", "--eval.interval", "1000",
+        "--eval.max_iters", "5", *extra,
+    ]
+
+
+def test_epochs_over_the_token_budget_and_a_plain_final_checkpoint(tiny_target, jsonl_corpus, tmp_path):
+    data = data_module(jsonl_corpus)
+    out_dir = tmp_path / "run"
+    pretrain(tiny_target, out_dir=out_dir, data=data, train=train_args(epochs=2), eval=EvalArgs(interval=10, max_iters=5, initial_validation=True))
+
+    # steps: 2 epochs of (train tokens // (SEQ + 1)) blocks, in micro-batches of 4, 2 micro-batches per step
+    manifest = data.manifest()
+    steps_per_epoch = manifest["train"]["tokens"] // (SEQ + 1) // 4 // 2
+    rows = metrics(out_dir)
+    train_rows = [r for r in rows if r["loss"]]
+    assert [int(float(r["step"])) for r in train_rows] == list(range(1, 2 * steps_per_epoch + 1))
+    assert float(train_rows[-1]["epoch"]) == 1
+    val_losses = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+    assert len(val_losses) == 1 + (2 * steps_per_epoch - 1) // 10 + 1  # initial, every 10 steps, final
+    assert val_losses[-1] < val_losses[0] - 0.3  # it learns the corpus
+    assert all(float(r["tokens_per_sec"]) > 0 for r in train_rows)
+    lrs = [float(r["learning_rate"]) for r in train_rows]
+    assert lrs[0] == 0 and max(lrs) == pytest.approx(3e-4, rel=0.05) and lrs[-1] == pytest.approx(3e-5, rel=0.05)
+
+    final = out_dir / "final"
+    state_dict = torch.load(final / "lit_model.pth", weights_only=True)
+    reference = torch.load(tiny_target / "lit_model.pth", weights_only=True)
+    assert set(state_dict) == set(reference)  # a bare state dict, as `litgpt download` writes
+    assert not torch.equal(state_dict["transformer.h.0.attn.qkv.weight"], reference["transformer.h.0.attn.qkv.weight"])
+    assert yaml.safe_load((final / "model_config.yaml").read_text()) == yaml.safe_load((tiny_target / "model_config.yaml").read_text())
+    assert (final / "tokenizer.json").read_bytes() == (tiny_target / "tokenizer.json").read_bytes()
+    hparams = yaml.safe_load((final / "hyperparameters.yaml").read_text())
+    assert hparams["train"]["epochs"] == 2 and hparams["data"]["init_args"]["token_budget"] == 20_000
+    assert hparams["optimizer"]["init_args"] == {"lr": 3e-4, "weight_decay": 0.1, "betas": [0.9, 0.95]}
+    provenance = json.loads((final / "provenance.json").read_text())
+    assert provenance["step"] == 2 * steps_per_epoch and provenance["checkpoint_dir"] == str(tiny_target.resolve())
+
+
+def test_final_checkpoint_works_with_litgpt_and_init(tiny_target, jsonl_corpus, tmp_path):
+    out_dir = tmp_path / "run"
+    pretrain(tiny_target, out_dir=out_dir, data=data_module(jsonl_corpus), train=train_args(max_steps=3, save_interval=3), eval=EvalArgs(interval=100, max_iters=2))
+    result = run_cli("litgpt", "generate", str(out_dir / "final"), "--prompt", "the early", "--max_new_tokens", "4", check=True)
+    assert result.stdout.strip().splitlines()[-1].startswith("the early")
+    # a step checkpoint holds the whole training state, and our init reads its model
+    step = torch.load(out_dir / "step-00000003" / "lit_model.pth", weights_only=True)
+    assert {"model", "optimizer", "train_dataloader", "iter_num", "step_count", "epoch", "rng"} <= set(step)
+    assert step["step_count"] == 3 and step["iter_num"] == 6
+    from litgpt_inheritune.init import main as init
+
+    grown = init(out_dir / "step-00000003", out_dir=tmp_path / "two", n_layers=2)
+    assert torch.equal(torch.load(grown / "lit_model.pth", weights_only=True)["transformer.h.1.mlp.fc_1.weight"], step["model"]["transformer.h.1.mlp.fc_1.weight"])
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        (dict(epochs=3), 30),
+        (dict(max_tokens=2560), 10),  # 2560 tokens / (8 x 32 per step)
+        (dict(max_steps=7), 7),
+        (dict(epochs=3, max_tokens=2560, max_steps=12), 10),
+        (dict(epochs=1, max_steps=12), 10),
+        (dict(max_time=5.0), 10),
+    ],
+)
+def test_total_steps_is_the_first_limit(limits, expected):
+    assert total_steps(train_args(**limits), steps_per_epoch=10, tokens_per_step=8 * SEQ) == expected
+
+
+def test_max_tokens_and_max_steps_stop_the_run(tiny_target, jsonl_corpus, tmp_path):
+    pretrain(tiny_target, out_dir=tmp_path / "a", data=data_module(jsonl_corpus), train=train_args(max_tokens=5 * 8 * SEQ), eval=EvalArgs(final_validation=False))
+    assert max(int(float(r["step"])) for r in metrics(tmp_path / "a")) == 5
+    pretrain(tiny_target, out_dir=tmp_path / "b", data=data_module(jsonl_corpus), train=train_args(max_steps=4, epochs=5), eval=EvalArgs(final_validation=False))
+    assert max(int(float(r["step"])) for r in metrics(tmp_path / "b")) == 4
+
+
+def test_random_initialisation_baseline(tiny_target, jsonl_corpus, tmp_path):
+    pretrain(tiny_target, out_dir=tmp_path / "r", initialize="random", data=data_module(jsonl_corpus), train=train_args(max_steps=1, lr_warmup_steps=1, min_lr=0.0), eval=EvalArgs(final_validation=False))
+    trained = torch.load(tmp_path / "r" / "final" / "lit_model.pth", weights_only=True)
+    inherited = torch.load(tiny_target / "lit_model.pth", weights_only=True)
+    # the first step has lr 0 (warm-up), so the weights are the random initialisation: unrelated to the checkpoint's
+    weight = trained["transformer.h.0.attn.qkv.weight"]
+    assert not torch.allclose(weight, inherited["transformer.h.0.attn.qkv.weight"], atol=1e-2)
+    assert weight.std().item() == pytest.approx((2 / 5 / 32) ** 0.5, rel=0.2)  # litgpt's GPT-NeoX init, n_embd 32
+
+
+def test_sigkill_and_resume_gives_the_same_weights(tiny_target, jsonl_corpus, tmp_path):
+    """A run killed with SIGKILL right after a checkpoint and resumed with --resume auto ends where an uninterrupted run ends."""
+    common = ("--train.max_steps", "150", "--train.save_interval", "10", "--train.log_interval", "50")
+    run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "straight", *common), check=True)
+
+    command = cli_args(tiny_target, jsonl_corpus, tmp_path / "killed", *common)
+    process = subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (tmp_path / "killed" / "step-00000020").exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "final").exists(), "the run finished before it could be killed"
+    completed = sorted(p.name for p in (tmp_path / "killed").glob("step-*"))
+    assert completed[-1] < "step-00000150"
+
+    resumed = run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "killed", *common, "--resume", "auto"), check=True)
+    assert f"Resuming from {tmp_path / 'killed' / completed[-1]}" in resumed.stdout + resumed.stderr
+    straight = torch.load(tmp_path / "straight" / "final" / "lit_model.pth", weights_only=True)
+    after_kill = torch.load(tmp_path / "killed" / "final" / "lit_model.pth", weights_only=True)
+    assert max((straight[k] - after_kill[k]).abs().max().item() for k in straight) <= 1e-4
+    assert not list((tmp_path / "killed").glob(".*partial"))
+
+
+def test_two_processes_ddp_on_cpu(tiny_target, jsonl_corpus, tmp_path):
+    """--devices 2 on a CPU: two processes, DDP over gloo, each rank its own shard of the data."""
+    result = run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "ddp", "--devices", "2", "--train.micro_batch_size", "2",
+                               "--train.max_steps", "6", "--train.save_interval", "3", "--train.log_interval", "1"), check=True)
+    output = result.stdout + result.stderr
+    assert "distributed_backend=gloo" in output and "Starting with 2 processes" in output
+    assert "2 micro-batches of 2 per rank on 2 ranks" in output
+    step = torch.load(tmp_path / "ddp" / "step-00000003" / "lit_model.pth", weights_only=True)
+    assert step["train_dataloader"]["dataset"]["world_size"] == 2
+    assert (tmp_path / "ddp" / "final" / "lit_model.pth").is_file()
+    losses = [float(r["loss"]) for r in metrics(tmp_path / "ddp") if r["loss"]]
+    assert len(losses) == 6
+
+
+def test_litgpt_textfiles_data_module(tiny_target, tmp_path):
+    """litgpt's own TextFiles module gets the checkpoint's tokenizer; the first file becomes the validation split."""
+    texts = tmp_path / "texts"
+    corpus = write_jsonl_corpus(tmp_path / "c", n_documents=60)
+    texts.mkdir()
+    for i, line in enumerate((corpus / "sample.jsonl").read_text().splitlines()):
+        (texts / f"{i:03d}.txt").write_text(json.loads(line)["text"])
+    result = run_cli("litgpt-inheritune", "pretrain", str(tiny_target), "--out_dir", str(tmp_path / "run"), "--data", "TextFiles",
+                     "--data.train_data_path", str(texts), "--data.num_workers", "0", "--train.max_seq_length", str(SEQ),
+                     "--train.global_batch_size", "4", "--train.micro_batch_size", "4", "--train.max_steps", "3", check=True)
+    assert "Training 3 optimizer steps" in result.stdout
+    assert (tmp_path / "run" / "final" / "lit_model.pth").is_file()
+
+
+def test_redpajama_sample_is_seeded_whole_documents_with_eos(tiny_target, tmp_path):
+    corpus = write_jsonl_corpus(tmp_path / "rp", n_documents=200)
+    tokenizer = Tokenizer(tiny_target)
+    data = data_module(corpus, token_budget=3_000, val_tokens=500, cache_dir=tmp_path / "cache")
+    data.connect(tokenizer=tokenizer, batch_size=2, max_seq_length=SEQ)
+    data.prepare_data()
+
+    # independent expectation: documents in the order of the seeded permutation, validation first
+    documents = [json.loads(line)["text"] for line in (corpus / "sample.jsonl").read_text().splitlines()]
+    order = np.random.default_rng(42).permutation(len(documents))
+    encoded = [tokenizer.encode(documents[i], eos=True).tolist() for i in order]
+    lengths = np.cumsum([len(e) for e in encoded])
+    n_val = int(np.searchsorted(lengths, 500)) + 1
+    n_train = int(np.searchsorted(lengths - lengths[n_val - 1], 3_000)) + 1 - n_val
+    expected_val = sum(encoded[:n_val], [])
+    expected_train = sum(encoded[n_val : n_val + n_train], [])
+
+    manifest = data.manifest()
+    assert manifest["val"] == {"tokens": len(expected_val), "documents": n_val}
+    assert manifest["train"] == {"tokens": len(expected_train), "documents": n_train}
+    from litdata.streaming import StreamingDataset, TokensLoader
+
+    stream = StreamingDataset(str(data.prepared_dir / "train"), item_loader=TokensLoader(block_size=SEQ + 1), shuffle=False)
+    blocks = torch.cat([stream[i] for i in range(len(stream))]).tolist()
+    assert blocks == expected_train[: len(blocks)] and len(blocks) > len(expected_train) - (SEQ + 1)
+    assert expected_train.count(tokenizer.eos_id) == n_train  # one EOS after each document
+
+    # cached: a second prepare reuses the chunks; another seed makes another sample
+    stamp = (data.prepared_dir / "manifest.json").stat().st_mtime_ns
+    again = data_module(corpus, token_budget=3_000, val_tokens=500, cache_dir=tmp_path / "cache")
+    again.connect(tokenizer=tokenizer, batch_size=2, max_seq_length=SEQ)
+    again.prepare_data()
+    assert again.prepared_dir == data.prepared_dir and (data.prepared_dir / "manifest.json").stat().st_mtime_ns == stamp
+    other = data_module(corpus, token_budget=3_000, val_tokens=500, cache_dir=tmp_path / "cache", seed=1)
+    other.connect(tokenizer=tokenizer, batch_size=2, max_seq_length=SEQ)
+    assert other.prepared_dir != data.prepared_dir
+
+
+def test_budget_larger_than_the_data_uses_all_of_it(tiny_target, tmp_path, capsys):
+    corpus = write_jsonl_corpus(tmp_path / "rp", n_documents=30)
+    data = data_module(corpus, token_budget=10**9, val_tokens=100, cache_dir=tmp_path / "cache")
+    data.connect(tokenizer=Tokenizer(tiny_target), batch_size=2, max_seq_length=SEQ)
+    data.prepare_data()
+    manifest = data.manifest()
+    assert manifest["val"]["documents"] + manifest["train"]["documents"] == 30
+    assert f"holds only {manifest['train']['tokens']:,} training tokens after validation; using all of them" in capsys.readouterr().err
+
+
+def test_bad_inputs_fail_with_one_line(tiny_target, jsonl_corpus, tmp_path, monkeypatch):
+    def fails(message, **kwargs):
+        arguments = dict(out_dir=tmp_path / "out", data=data_module(jsonl_corpus), train=train_args(max_steps=2))
+        arguments.update(kwargs)
+        with pytest.raises(SystemExit) as error:
+            pretrain(arguments.pop("checkpoint_dir", tiny_target), **arguments)
+        assert message in str(error.value) and "\n" not in str(error.value)
+
+    fails("must split into whole micro-batches", train=train_args(max_steps=2, global_batch_size=4, micro_batch_size=8))
+    fails("give a stop condition", train=train_args())
+    fails("--strategy fsdp needs CUDA GPUs", strategy="fsdp")
+    no_tokenizer = tmp_path / "no_tokenizer"
+    shutil.copytree(tiny_target, no_tokenizer)
+    (no_tokenizer / "tokenizer.json").unlink()
+    fails("is missing tokenizer.json or tokenizer.model", checkpoint_dir=no_tokenizer)
+    fails("is not a directory", checkpoint_dir=tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fails(f"--data.data_dir {empty} holds no .jsonl files", data=data_module(empty))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fails(f"--data.data_dir {tmp_path / 'absent'} does not exist and togethercomputer/RedPajama-Data-1T-Sample could not be downloaded", data=data_module(tmp_path / "absent"))
+    assert not (tmp_path / "out").exists()
+
+    pretrain(tiny_target, out_dir=tmp_path / "done", data=data_module(jsonl_corpus), train=train_args(max_steps=2, save_interval=1), eval=EvalArgs(final_validation=False))
+    before = sorted(p.name for p in (tmp_path / "done").iterdir())
+    fails("holds a previous run (step-00000002); pass --resume auto", out_dir=tmp_path / "done")
+    fails("holds no complete checkpoint", out_dir=tmp_path / "fresh", resume=True)
+    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == before
+
+    result = run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "cli", "--train.max_steps", "2", "--train.micro_batch_size", "16"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --train.global_batch_size 8 must split into whole micro-batches")
