@@ -1,0 +1,46 @@
+"""Recipes in config_hub/ are saved command lines: every key must be a flag of the command, and stated budgets hold."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_RECIPES = sorted(p for p in (ROOT / "config_hub" / "pretrain").glob("*.yaml") if "# gpu:" in p.read_text())
+
+
+def test_there_are_paper_recipes():
+    assert {p.name for p in GPU_RECIPES} == {
+        "open_llama_3b-13L-1B-8ep.yaml", "open_llama_3b-13L-50B.yaml", "open_llama_7b-7L-50B.yaml", "Llama-2-7b-hf-7L-50B.yaml",
+    }
+
+
+@pytest.mark.parametrize("recipe", GPU_RECIPES, ids=lambda p: p.name)
+def test_gpu_recipe_parses_as_a_command_line(recipe):
+    result = run_cli("litgpt", "inheritune", "pretrain", "--config", str(recipe), "--print_config", check=True)
+    assert yaml.safe_load(result.stdout)["train"] == {**yaml.safe_load(result.stdout)["train"], **yaml.safe_load(recipe.read_text())["train"]}
+
+
+def test_paper_settings_in_the_1_5b_recipe():
+    recipe = yaml.safe_load((ROOT / "config_hub" / "pretrain" / "open_llama_3b-13L-1B-8ep.yaml").read_text())
+    assert recipe["train"]["global_batch_size"] * recipe["train"]["max_seq_length"] == 131_072
+    assert recipe["train"]["epochs"] == 8 and recipe["data"]["init_args"]["token_budget"] == 10**9
+    assert recipe["optimizer"]["init_args"] == {"lr": 3e-4, "weight_decay": 0.1, "betas": [0.9, 0.95]}
+    assert recipe["train"]["lr_warmup_steps"] == 1000 and recipe["precision"] == "bf16-true"
+
+
+def test_stated_budgets_match_the_arithmetic():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_budget.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "| `open_llama_3b-13L-1B-8ep.yaml` | 1.82 B | 8 B | 61,035 | 8.2e+19 | 369 h on 1 x A6000 |" in result.stdout
+
+
+def test_tiny_cpu_recipe_runs(tiny_target, jsonl_corpus, tmp_path):
+    result = run_cli("litgpt", "inheritune", "pretrain", str(tiny_target), "--config", str(ROOT / "config_hub" / "pretrain" / "tiny-cpu.yaml"),
+                     "--data.data_dir", str(jsonl_corpus), "--out_dir", str(tmp_path / "run"), check=True)
+    assert "Training 75 optimizer steps" in result.stdout  # one epoch of the 20K-token budget
+    assert (tmp_path / "run" / "final" / "lit_model.pth").is_file()
