@@ -2,7 +2,7 @@
 
 Builds a 4-block, 256-wide LLaMA-style checkpoint (3.6M parameters, byte-level BPE vocabulary of 320) and ~600 KB of
 seeded random text, tokenizes the text once with litgpt's TextFiles module, then runs both commands one after the
-other as subprocesses: the same weights, data, seed, precision (32-true), optimizer (AdamW with the same arguments),
+other as subprocesses: the same weights, data, seed, precision (32-true), optimizer (torch's AdamW, default arguments),
 sequence length, global and micro batch size and number of optimizer steps. Both log one CSV row per optimizer step
 (ThroughputMonitor's `time`, seconds since the training loop started, and `tokens`); the throughput of each is
 (tokens at the last step - tokens at step W) / (time at the last step - time at step W), with W = --warmup, so
@@ -28,7 +28,6 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, SEED = 128, 8, 4, 42
-OPTIMIZER = '{"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-4, "weight_decay": 0.1, "betas": [0.9, 0.95]}}'
 
 
 def make_checkpoint(checkpoint_dir: Path) -> None:
@@ -69,17 +68,19 @@ def make_data(checkpoint_dir: Path, data_dir: Path) -> None:
     data.prepare_data()
 
 
-def command(which: str, checkpoint_dir: Path, data_dir: Path, out_dir: Path, steps: int, compile: bool) -> list:
+def command(which: str, checkpoint_dir: Path, data_dir: Path, out_dir: Path, args: argparse.Namespace) -> list:
+    steps = args.steps
     common = [
         "--out_dir", out_dir, "--data", "TextFiles", "--data.train_data_path", data_dir,
+        "--data.num_workers", args.num_workers,
         "--train.max_seq_length", SEQ_LENGTH, "--train.global_batch_size", GLOBAL_BATCH,
         "--train.micro_batch_size", MICRO_BATCH, "--train.max_norm", 1.0, "--train.lr_warmup_steps", 10,
         "--train.log_interval", 1, "--train.save_interval", "null", "--eval.interval", 1000,
-        "--eval.final_validation", "false", "--optimizer", OPTIMIZER, "--logger_name", "csv",
+        "--eval.final_validation", "false", "--optimizer", "AdamW", "--logger_name", "csv",
         "--precision", "32-true", "--devices", 1, "--seed", SEED,
     ]
     if which == "ours":
-        argv = ["inheritune", "pretrain", checkpoint_dir, "--train.max_steps", steps, "--compile", str(compile).lower()]
+        argv = ["inheritune", "pretrain", checkpoint_dir, "--train.max_steps", steps, "--compile", str(args.compile).lower()]
     else:  # stock stops on max_tokens; the model comes from --model_config, the weights from --initial_checkpoint_dir
         with open(checkpoint_dir / "model_config.yaml") as f:
             model_config = json.dumps(__import__("yaml").safe_load(f))
@@ -97,7 +98,7 @@ def run(which: str, args: argparse.Namespace, checkpoint_dir: Path, data_dir: Pa
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if not args.compile:
         env["TORCHDYNAMO_DISABLE"] = "1"  # stock's unconditional torch.compile(model) returns the model unchanged
-    argv = command(which, checkpoint_dir, run_dir / "data", run_dir / "out", args.steps, args.compile)
+    argv = command(which, checkpoint_dir, run_dir / "data", run_dir / "out", args)
     start = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per command")
     parser.add_argument("--warmup", type=int, default=15, help="first steps left out of the measurement")
     parser.add_argument("--compile", action="store_true", help="compile both models (default: neither)")
+    parser.add_argument("--num_workers", type=int, default=1, help="data-loader workers of both commands")
     parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/train_throughput"))
     args = parser.parse_args()
     if not 1 <= args.warmup < args.steps:

@@ -1,6 +1,8 @@
 """The `inheritune` commands, as `litgpt inheritune <command>`, `litgpt-inheritune <command>` and
 `python -m litgpt_inheritune <command>`."""
 
+from litgpt_inheritune.analyze import main as analyze_fn
+from litgpt_inheritune.convert_gguf import main as convert_gguf_fn
 from litgpt_inheritune.init import main as init_fn
 from litgpt_inheritune.pretrain import setup as pretrain_fn
 
@@ -8,6 +10,8 @@ COMMANDS = {
     "_help": "Inheritune: derive small base models from the early blocks of a large one.",
     "init": init_fn,
     "pretrain": pretrain_fn,
+    "analyze": analyze_fn,
+    "convert_gguf": convert_gguf_fn,
 }
 
 

