@@ -1,18 +1,24 @@
-"""Training tokens/s of `litgpt inheritune pretrain` against stock `litgpt pretrain`, same tiny model, data and settings.
+"""Training tokens/s of `litgpt inheritune pretrain` against stock `litgpt pretrain`: same model, data and settings.
 
-Builds a 4-block, 256-wide LLaMA-style checkpoint (3.6M parameters, byte-level BPE vocabulary of 320) and ~600 KB of
-seeded random text, tokenizes the text once with litgpt's TextFiles module, then runs both commands one after the
-other as subprocesses: the same weights, data, seed, precision (32-true), optimizer (torch's AdamW, default arguments),
-sequence length, global and micro batch size and number of optimizer steps. Both log one CSV row per optimizer step
-(ThroughputMonitor's `time`, seconds since the training loop started, and `tokens`); the throughput of each is
-(tokens at the last step - tokens at step W) / (time at the last step - time at step W), with W = --warmup, so
-startup, data preparation, data-loader worker start-up and compilation are left out.
+Builds a 4-block, 256-wide LLaMA-style checkpoint (3.6M parameters, byte-level BPE vocabulary of 320) and ~560 KB of
+seeded random text, tokenized once with litgpt's TextFiles module (each run gets a copy of the tokenized folder, so
+both read identical data and neither prepares it). Then runs the two commands one after the other as subprocesses,
+alternating, --repeats times each: same weights, data, seed, precision (32-true), optimizer (torch's AdamW with its
+default arguments), max_norm, sequence length, global and micro batch size, data-loader workers and number of
+optimizer steps (ours stops on --train.max_steps, stock on the equal --train.max_tokens).
 
-Stock `litgpt pretrain` always calls torch.compile(model); ours does not unless --compile true. By default both run
-eager (TORCHDYNAMO_DISABLE=1 in both processes turns stock's torch.compile into a no-op), which compares the two
-training loops; with --compile both compile (ours gets --compile true).
+Both log one CSV row per optimizer step with ThroughputMonitor's `time` (seconds since the training loop started)
+and `tokens`. A run's throughput is (tokens at the last step - tokens at step W) / (time at the last step - time at
+step W), W = --warmup, which leaves out startup, data-loader start-up, the first steps and compilation; each command's
+figure is its best run (other load on the machine only ever slows a run down). The ratio of the tokens per median
+step time is reported too, as it shrugs off short stalls.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--warmup 15] [--compile] [--work_dir benchmarks/.cache/train_throughput]
+Stock `litgpt pretrain` always calls torch.compile(model); ours only with --compile true. By default both run eager:
+TORCHDYNAMO_DISABLE=1, set for both processes, turns stock's torch.compile into a no-op, so the training loops are
+compared on the same eager model. With --compile both compile (ours gets --compile true).
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--warmup 15] [--repeats 3] [--compile]
+        [--num_workers 1] [--work_dir benchmarks/.cache/train_throughput]
 """
 
 import argparse
@@ -26,8 +32,12 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 BIN = Path(sys.executable).parent
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, SEED = 128, 8, 4, 42
+TOKENS_PER_STEP = GLOBAL_BATCH * SEQ_LENGTH
 
 
 def make_checkpoint(checkpoint_dir: Path) -> None:
@@ -36,7 +46,7 @@ def make_checkpoint(checkpoint_dir: Path) -> None:
     from litgpt.model import GPT
     from litgpt.utils import save_config
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(TESTS))
     from conftest import write_tokenizer
 
     config = Config(
@@ -52,15 +62,15 @@ def make_checkpoint(checkpoint_dir: Path) -> None:
 
 
 def make_data(checkpoint_dir: Path, data_dir: Path) -> None:
-    """Random sentences over the tests' word list, tokenized once: data_dir/train and data_dir/val (the first file)."""
+    """Random sequences of the tests' words in 4 files (the first becomes validation), tokenized into train/ and val/."""
     from litgpt.data import TextFiles
     from litgpt.tokenizer import Tokenizer
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(TESTS))
     from conftest import TEXT
 
     words, rng = TEXT.split(), random.Random(0)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True)
     for i, n_words in enumerate([5_000, 25_000, 25_000, 25_000]):
         (data_dir / f"part{i}.txt").write_text(" ".join(rng.choice(words) for _ in range(n_words)))
     data = TextFiles(train_data_path=data_dir)
@@ -68,96 +78,103 @@ def make_data(checkpoint_dir: Path, data_dir: Path) -> None:
     data.prepare_data()
 
 
-def command(which: str, checkpoint_dir: Path, data_dir: Path, out_dir: Path, args: argparse.Namespace) -> list:
-    steps = args.steps
+def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Namespace) -> list:
     common = [
-        "--out_dir", out_dir, "--data", "TextFiles", "--data.train_data_path", data_dir,
-        "--data.num_workers", args.num_workers,
-        "--train.max_seq_length", SEQ_LENGTH, "--train.global_batch_size", GLOBAL_BATCH,
-        "--train.micro_batch_size", MICRO_BATCH, "--train.max_norm", 1.0, "--train.lr_warmup_steps", 10,
-        "--train.log_interval", 1, "--train.save_interval", "null", "--eval.interval", 1000,
-        "--eval.final_validation", "false", "--optimizer", "AdamW", "--logger_name", "csv",
+        "--out_dir", run_dir / "out", "--data", "TextFiles", "--data.train_data_path", run_dir / "data",
+        "--data.num_workers", args.num_workers, "--train.max_seq_length", SEQ_LENGTH,
+        "--train.global_batch_size", GLOBAL_BATCH, "--train.micro_batch_size", MICRO_BATCH, "--train.max_norm", 1.0,
+        "--train.lr_warmup_steps", 10, "--train.log_interval", 1, "--train.save_interval", "null",
+        "--eval.interval", 1000, "--eval.final_validation", "false", "--optimizer", "AdamW", "--logger_name", "csv",
         "--precision", "32-true", "--devices", 1, "--seed", SEED,
     ]
     if which == "ours":
-        argv = ["inheritune", "pretrain", checkpoint_dir, "--train.max_steps", steps, "--compile", str(args.compile).lower()]
-    else:  # stock stops on max_tokens; the model comes from --model_config, the weights from --initial_checkpoint_dir
-        with open(checkpoint_dir / "model_config.yaml") as f:
-            model_config = json.dumps(__import__("yaml").safe_load(f))
-        argv = [
-            "pretrain", "bench-llama", "--model_config", model_config, "--initial_checkpoint_dir", checkpoint_dir,
-            "--tokenizer_dir", checkpoint_dir, "--train.max_tokens", steps * GLOBAL_BATCH * SEQ_LENGTH,
-        ]
-    return [str(BIN / "litgpt"), *map(str, argv + common)]
+        specific = ["inheritune", "pretrain", checkpoint_dir, "--train.max_steps", args.steps,
+                    "--compile", str(args.compile).lower()]
+    else:  # stock takes the architecture as a dict, the weights from --initial_checkpoint_dir, stops on max_tokens
+        model_config = json.dumps(yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text()))
+        specific = ["pretrain", "bench-llama", "--model_config", model_config, "--initial_checkpoint_dir", checkpoint_dir,
+                    "--tokenizer_dir", checkpoint_dir, "--train.max_tokens", args.steps * TOKENS_PER_STEP]
+    return [str(BIN / "litgpt"), *map(str, specific + common)]
 
 
-def run(which: str, args: argparse.Namespace, checkpoint_dir: Path, data_dir: Path) -> dict:
-    run_dir = args.work_dir / which
+def run(which: str, repeat: int, checkpoint_dir: Path, args: argparse.Namespace) -> dict:
+    run_dir = args.work_dir / f"{which}-{repeat}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.copytree(data_dir, run_dir / "data")  # already tokenized: TextFiles skips its preparation
+    shutil.copytree(args.work_dir / "data", run_dir / "data")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if not args.compile:
-        env["TORCHDYNAMO_DISABLE"] = "1"  # stock's unconditional torch.compile(model) returns the model unchanged
-    argv = command(which, checkpoint_dir, run_dir / "data", run_dir / "out", args)
+        env["TORCHDYNAMO_DISABLE"] = "1"  # torch.compile(model) returns the model itself
+    load_average = os.getloadavg()[0]
     start = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
+    result = subprocess.run(command(which, checkpoint_dir, run_dir, args), capture_output=True, text=True, env=env)
+    process_seconds = time.perf_counter() - start
     (run_dir / "log.txt").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         sys.exit(f"{which} failed ({result.returncode}), see {run_dir / 'log.txt'}:\n{result.stderr[-3000:]}")
 
-    # one row per optimizer step: `tokens` counts the tokens trained on, `time` the seconds since the loop started
     with open(run_dir / "out" / "logs" / "csv" / "version_0" / "metrics.csv") as f:
         rows = sorted((r for r in csv.DictReader(f) if r.get("time")), key=lambda r: int(r["tokens"]))
-    tokens = [int(r["tokens"]) for r in rows]
-    times = [float(r["time"]) for r in rows]
-    if tokens != [(i + 1) * GLOBAL_BATCH * SEQ_LENGTH for i in range(args.steps)]:
-        sys.exit(f"{which}: expected {args.steps} logged steps of {GLOBAL_BATCH * SEQ_LENGTH} tokens, got {tokens}")
-    step_seconds = sorted(b - a for a, b in zip(times[args.warmup - 1 :], times[args.warmup :]))
+    tokens, times = [int(r["tokens"]) for r in rows], [float(r["time"]) for r in rows]
+    if tokens != [(i + 1) * TOKENS_PER_STEP for i in range(args.steps)]:
+        sys.exit(f"{which}: expected {args.steps} logged steps of {TOKENS_PER_STEP} tokens, got {tokens}")
+    w = args.warmup - 1  # index of the row of step W
+    step_seconds = sorted(b - a for a, b in zip(times[w:], times[w + 1 :]))
     return {
-        "tokens_per_sec": round((tokens[-1] - tokens[args.warmup - 1]) / (times[-1] - times[args.warmup - 1]), 1),
+        "tokens_per_sec": round((tokens[-1] - tokens[w]) / (times[-1] - times[w]), 1),
         "median_step_seconds": round(step_seconds[len(step_seconds) // 2], 4),
         "max_step_seconds": round(step_seconds[-1], 4),
-        "warmup_seconds": round(times[args.warmup - 1], 2),
-        "process_seconds": round(wall, 1),
+        "warmup_seconds": round(times[w], 2),
+        "process_seconds": round(process_seconds, 1),
+        "load_average_before": round(load_average, 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per command")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=15, help="first steps left out of the measurement")
-    parser.add_argument("--compile", action="store_true", help="compile both models (default: neither)")
-    parser.add_argument("--num_workers", type=int, default=1, help="data-loader workers of both commands")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each command, alternating")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models (default: neither)")
+    parser.add_argument("--num_workers", type=int, default=1, help="data-loader workers, both commands")
     parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/train_throughput"))
     args = parser.parse_args()
-    if not 1 <= args.warmup < args.steps:
-        parser.error("--warmup must be at least 1 and below --steps")
-    checkpoint_dir, data_dir = args.work_dir / "checkpoint", args.work_dir / "data"
+    if not 1 <= args.warmup < args.steps - 1 or args.repeats < 1:
+        parser.error("need 1 <= --warmup < --steps - 1 and --repeats >= 1")
+    checkpoint_dir = args.work_dir / "checkpoint"
     if not (checkpoint_dir / "lit_model.pth").is_file():
         print(f"building the checkpoint in {checkpoint_dir} ...", file=sys.stderr)
         make_checkpoint(checkpoint_dir)
-    if not (data_dir / "val").is_dir():
-        print(f"writing and tokenizing the text in {data_dir} ...", file=sys.stderr)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        make_data(checkpoint_dir, data_dir)
+    if not (args.work_dir / "data" / "val").is_dir():
+        print(f"writing and tokenizing the text in {args.work_dir / 'data'} ...", file=sys.stderr)
+        shutil.rmtree(args.work_dir / "data", ignore_errors=True)
+        make_data(checkpoint_dir, args.work_dir / "data")
 
-    ours = run("ours", args, checkpoint_dir, data_dir)
-    stock = run("stock", args, checkpoint_dir, data_dir)
+    runs = {"ours": [], "stock": []}
+    for repeat in range(args.repeats):
+        for which in runs:
+            print(f"run {repeat + 1}/{args.repeats}: {which} ...", file=sys.stderr)
+            runs[which].append(run(which, repeat, checkpoint_dir, args))
+    ours = max(r["tokens_per_sec"] for r in runs["ours"])
+    stock = max(r["tokens_per_sec"] for r in runs["stock"])
+
+    def median_step(which: str) -> float:
+        return sorted(r["median_step_seconds"] for r in runs[which])[args.repeats // 2]
+
     report = {
-        "ours_tokens_per_sec": ours["tokens_per_sec"],
-        "stock_tokens_per_sec": stock["tokens_per_sec"],
-        "ratio": round(ours["tokens_per_sec"] / stock["tokens_per_sec"], 3),
+        "ours_tokens_per_sec": ours,
+        "stock_tokens_per_sec": stock,
+        "ratio": round(ours / stock, 3),
+        "ratio_of_median_steps": round(median_step("stock") / median_step("ours"), 3),
         "steps_measured": args.steps - args.warmup,
         "stock_torch_compile": args.compile,
         "ours_torch_compile": args.compile,
         "settings": {
-            "steps": args.steps, "warmup_steps": args.warmup, "max_seq_length": SEQ_LENGTH,
-            "global_batch_size": GLOBAL_BATCH, "micro_batch_size": MICRO_BATCH, "precision": "32-true",
-            "seed": SEED, "torch_threads": __import__("torch").get_num_threads(),
+            "steps": args.steps, "warmup_steps": args.warmup, "repeats": args.repeats,
+            "max_seq_length": SEQ_LENGTH, "global_batch_size": GLOBAL_BATCH, "micro_batch_size": MICRO_BATCH,
+            "precision": "32-true", "optimizer": "AdamW", "seed": SEED, "num_workers": args.num_workers,
+            "cpu_count": os.cpu_count(),
         },
-        "ours": ours,
-        "stock": stock,
+        "runs": runs,
     }
     print(json.dumps(report, indent=2))
 

@@ -1,8 +1,9 @@
 """`litgpt inheritune init`: build a target checkpoint from the early blocks of a reference checkpoint."""
 
+import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from litgpt.config import Config
 from litgpt.utils import save_config
@@ -26,6 +27,8 @@ def main(
     out_dir: Optional[Path] = None,
     n_layers: Optional[int] = None,
     layers: Optional[str] = None,
+    select: Literal["first", "rank"] = "first",
+    analysis: Optional[Path] = None,
     overwrite: bool = False,
 ) -> Path:
     """Inherit the token embedding, chosen transformer blocks, final norm and LM head of a reference model.
@@ -40,6 +43,9 @@ def main(
             Default: next to the reference, named after the target, e.g. ``open_llama_3b-inheritune-13L``.
         n_layers: Keep the first ``n_layers`` blocks (the paper: half of the reference, e.g. 13 of OpenLLaMA-3B's 26).
         layers: Keep these blocks instead, in this order: 0-based indices or inclusive ranges, e.g. ``0,1,2`` or ``4-7``.
+        select: With --n_layers: "first" keeps blocks 0..n-1; "rank" keeps the contiguous n blocks with the highest
+            average MaxRank in the attention analysis given by --analysis.
+        analysis: An out_dir of ``litgpt inheritune analyze`` run on this reference (holds attention.json).
         overwrite: Replace ``out_dir`` if it already holds files.
     """
     reference_dir = Path(reference_dir)
@@ -52,7 +58,12 @@ def main(
     except Exception as error:
         fail(f"reference_dir {reference_dir} has no usable model_config.yaml ({error})")
     try:
-        kept = first_layers(n_layers, reference_config.n_layer) if layers is None else parse_layers(layers, reference_config.n_layer)
+        if layers is not None:
+            kept = parse_layers(layers, reference_config.n_layer)
+        else:
+            kept = first_layers(n_layers, reference_config.n_layer)
+            if select == "rank":
+                kept = best_window_from_analysis(analysis, n_layers, reference_config.n_layer)
         config = inherit_config(reference_config, kept)
     except ValueError as error:
         fail(str(error))
@@ -91,3 +102,14 @@ def main(
     extra = " and config.json" if wrote_hf_config else ""
     print(f"Inherited blocks {kept} of {reference_config.name} ({reference_config.n_layer} blocks) into {out_dir}{extra}")
     return out_dir
+
+
+def best_window_from_analysis(analysis: Optional[Path], n_layers: int, n_reference: int) -> list[int]:
+    """The contiguous window of n_layers blocks with the highest average MaxRank, from analyze's attention.json."""
+    path = Path(analysis) / "attention.json" if analysis is not None else None
+    if path is None or not path.is_file():
+        raise ValueError(f"--select rank needs --analysis DIR holding attention.json from `litgpt inheritune analyze`; got {analysis}")
+    result = json.loads(path.read_text())
+    if len(result["max_rank"]) != n_reference:
+        raise ValueError(f"--analysis {analysis} describes {len(result['max_rank'])} layers but the reference has {n_reference}")
+    return result["suggested_layers"]["best_window"][str(n_layers)]

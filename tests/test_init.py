@@ -210,3 +210,18 @@ def test_litgpt_generate_runs_on_target(tiny_references, tmp_path):
     result = run_cli("litgpt", "generate", str(out_dir), "--prompt", "the early", "--max_new_tokens", "6", check=True)
     assert result.stdout.strip().splitlines()[-1].startswith("the early")
     assert "Time for inference 1" in result.stderr + result.stdout
+
+
+def test_select_by_rank_takes_the_best_window_of_an_analysis(tiny_references, tmp_path):
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    max_rank = [2.0, 3.0, 9.0, 8.0, 1.0, 1.0]
+    windows = {"2": [2, 3], "3": [1, 2, 3]}
+    (analysis / "attention.json").write_text(json.dumps({"max_rank": max_rank, "suggested_layers": {"best_window": windows}}))
+    out_dir = init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=2, select="rank", analysis=analysis)
+    assert json.loads((out_dir / "provenance.json").read_text())["layers"] == [2, 3]
+    with pytest.raises(SystemExit, match="--select rank needs --analysis DIR"):
+        init(tiny_references["llama-gqa"], out_dir=tmp_path / "u", n_layers=2, select="rank")
+    (analysis / "attention.json").write_text(json.dumps({"max_rank": [1.0] * 4, "suggested_layers": {"best_window": windows}}))
+    with pytest.raises(SystemExit, match="describes 4 layers but the reference has 6"):
+        init(tiny_references["llama-gqa"], out_dir=tmp_path / "u", n_layers=2, select="rank", analysis=analysis)
