@@ -1,0 +1,122 @@
+"""`litgpt inheritune export`: a LitGPT checkpoint → a complete Hugging Face folder.
+
+litgpt's ``convert_from_litgpt`` renames the weights but writes no config.json; this command also writes the
+config (derived from model_config.yaml), model.safetensors, the tokenizer files and generation_config.json, so
+``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` loads it directly.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from litgpt.config import Config
+from litgpt.scripts.convert_lit_checkpoint import copy_weights_gpt_neox, copy_weights_llama
+from litgpt.tokenizer import Tokenizer
+from safetensors.torch import save_file
+
+from litgpt_inheritune.checkpoint import check_out_dir, copy_tokenizer_files, fail, load_lazy_state_dict, staged_dir
+
+SUPPORTED = "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
+
+
+def main(
+    checkpoint_dir: Path,
+    out_dir: Optional[Path] = None,
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16",
+    overwrite: bool = False,
+) -> Path:
+    """Export a LitGPT checkpoint as a Hugging Face folder that transformers loads with from_pretrained.
+
+    Arguments:
+        checkpoint_dir: A LitGPT checkpoint directory (lit_model.pth, model_config.yaml, tokenizer files).
+        out_dir: Output folder. Default: ``<checkpoint_dir>/hf``.
+        dtype: Data type of the saved weights.
+        overwrite: Replace ``out_dir`` if it already holds files.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    if not (checkpoint_dir / "model_config.yaml").is_file() or not (checkpoint_dir / "lit_model.pth").is_file():
+        fail(f"checkpoint_dir {checkpoint_dir} is missing lit_model.pth or model_config.yaml; expected a LitGPT checkpoint")
+    out_dir = checkpoint_dir / "hf" if out_dir is None else Path(out_dir)
+    check_out_dir(out_dir, overwrite, protected=(checkpoint_dir,))
+    config = Config.from_file(checkpoint_dir / "model_config.yaml")
+    try:
+        tokenizer = Tokenizer(checkpoint_dir)
+    except Exception:
+        fail(f"checkpoint_dir {checkpoint_dir} has no tokenizer (tokenizer.json or tokenizer.model)")
+    hf_config, copy_weights = hf_config_for(config, tokenizer, dtype)
+
+    lit_weights = load_lazy_state_dict(checkpoint_dir / "lit_model.pth")
+    hf_weights = {}
+    copy_weights(config, hf_weights, lit_weights)
+    hf_weights = {name: tensor.to(getattr(torch, dtype)).contiguous() for name, tensor in hf_weights.items()}
+
+    with staged_dir(out_dir) as staging:
+        save_file(hf_weights, staging / "model.safetensors", metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        copy_tokenizer_files(checkpoint_dir, staging)
+        if not (staging / "generation_config.json").is_file():
+            generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
+            (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    print(f"Exported {config.name} to {out_dir} ({hf_config['architectures'][0]}, {dtype})", file=sys.stderr)
+    return out_dir
+
+
+def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[dict, callable]:
+    """The Hugging Face config.json for a LitGPT config, and litgpt's function that renames the weights."""
+    common = {
+        "vocab_size": config.padded_vocab_size,  # the embedding and head keep LitGPT's padded rows
+        "hidden_size": config.n_embd,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "max_position_embeddings": config.block_size,
+        "tie_word_embeddings": False,  # LitGPT stores the embedding and the head separately
+        "torch_dtype": dtype,
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+    }
+    unsupported = [
+        name for name, value in (
+            ("scale_embeddings", config.scale_embeddings), ("norm_qk", config.norm_qk),
+            ("post_attention_norm", config.post_attention_norm), ("post_mlp_norm", config.post_mlp_norm),
+            ("attention_logit_softcapping", config.attention_logit_softcapping),
+            ("final_logit_softcapping", config.final_logit_softcapping),
+            ("sliding_window_size", config.sliding_window_size), ("n_expert", config.n_expert),
+            ("latent_attention", config.latent_attention), ("lm_head_bias", config.lm_head_bias),
+        ) if value
+    ]
+    if config.mlp_class_name == "LLaMAMLP" and config.norm_class_name == "RMSNorm" and not config.parallel_residual and not unsupported:
+        hf = {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            **common,
+            "num_key_value_heads": config.n_query_groups,
+            "head_dim": config.head_size,
+            "hidden_act": "silu",
+            "rms_norm_eps": config.norm_eps,
+            "rope_theta": config.rope_base,
+            "attention_bias": config.bias or config.attn_bias,
+            "mlp_bias": config.bias,
+        }
+        if config.rope_adjustments:
+            hf["rope_scaling"] = {"rope_type": "llama3", **config.rope_adjustments}
+        if config.rotary_percentage != 1.0:
+            fail(f"{config.name}: rotary_percentage {config.rotary_percentage} has no LLaMA equivalent; supported: {SUPPORTED}")
+        return hf, lambda c, sd, lw: copy_weights_llama(c, sd, lw, untie_weights=False)
+    if config.mlp_class_name == "GptNeoxMLP" and config.norm_class_name == "LayerNorm" and config.bias and not unsupported and config.n_query_groups == config.n_head:
+        hf = {
+            "architectures": ["GPTNeoXForCausalLM"],
+            "model_type": "gpt_neox",
+            **common,
+            "rotary_pct": config.rotary_percentage,
+            "rotary_emb_base": config.rope_base,
+            "layer_norm_eps": config.norm_eps,
+            "use_parallel_residual": config.parallel_residual,
+            "hidden_act": {"none": "gelu", "tanh": "gelu_pytorch_tanh"}[config.gelu_approximate],
+            "attention_bias": True,
+        }
+        return hf, copy_weights_gpt_neox
+    reason = f" (it uses {', '.join(unsupported)})" if unsupported else ""
+    fail(f"{config.name} cannot be exported to a Hugging Face architecture yet{reason}; supported: {SUPPORTED}")
