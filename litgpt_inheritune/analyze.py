@@ -20,7 +20,7 @@ from litgpt_inheritune.attention import (
     lazy_layers,
     potent_prefix,
 )
-from litgpt_inheritune.checkpoint import fail, load_lazy_state_dict
+from litgpt_inheritune.checkpoint import fail, load_lazy_state_dict, write_text_atomic
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
@@ -177,7 +177,7 @@ def analyze_model(model: GPT, windows: torch.Tensor, tau: float, eta: float, laz
 def write_tables(result: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in result.items() if k != "example_attention"}
-    write_atomic(out_dir / "attention.json", json.dumps(public, indent=2) + "\n")
+    write_text_atomic(out_dir / "attention.json", json.dumps(public, indent=2) + "\n")
     lazy = set(result["lazy_layers"])
     rows = [[layer, f"{r:.4f}", f"{m:.4f}", layer in lazy] for layer, (r, m) in enumerate(zip(result["max_rank"], result["avg_mass"]))]
     write_csv(out_dir / "layers.csv", ["layer", "max_rank", "avg_mass", "lazy"], rows)
@@ -192,7 +192,7 @@ def write_trajectory(results: dict, out_dir: Path, plots: bool) -> None:
             for layer, (r, m) in enumerate(zip(result["max_rank"], result["avg_mass"]))]
     write_csv(out_dir / "trajectory.csv", ["checkpoint", "layer", "max_rank", "avg_mass"], rows)
     trajectory = {name: {k: result[k] for k in ("max_rank", "avg_mass", "lazy_layers")} for name, result in results.items()}
-    write_atomic(out_dir / "trajectory.json", json.dumps(trajectory, indent=2) + "\n")
+    write_text_atomic(out_dir / "trajectory.json", json.dumps(trajectory, indent=2) + "\n")
     if plots:
         from litgpt_inheritune.plots import plot_trajectory
 
@@ -205,12 +205,6 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    temporary.replace(path)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(text)
     temporary.replace(path)
 
 

@@ -120,6 +120,13 @@ def write_hf_config(source_dir: Path, out_dir: Path, layers: list[int]) -> bool:
     return True
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes a file through a temporary sibling, so a reader never sees it half written."""
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
 def write_provenance(out_dir: Path, record: dict) -> None:
     from importlib.metadata import version
 

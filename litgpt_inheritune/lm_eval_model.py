@@ -1,0 +1,140 @@
+"""An lm-evaluation-harness model around LitGPT's GPT: no conversion to a Hugging Face folder on the way.
+
+Scoring follows lm-eval's own Hugging Face backend (``HFLM``): the same context/continuation split, the same
+truncation to the last ``max_length + 1`` tokens, the same rolling windows for perplexity, so the numbers agree.
+"""
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from litgpt.config import Config
+from litgpt.model import GPT
+from litgpt.tokenizer import Tokenizer
+from lm_eval import utils
+from lm_eval.api.model import TemplateLM
+from tqdm import tqdm
+
+from litgpt_inheritune.checkpoint import load_lazy_state_dict
+
+
+class LitGPTLM(TemplateLM):
+    def __init__(self, checkpoint_dir: Path, batch_size: int = 8, device: str = "cpu", dtype: Optional[torch.dtype] = None,
+                 max_length: Optional[int] = None) -> None:
+        super().__init__()
+        checkpoint_dir = Path(checkpoint_dir)
+        config = Config.from_file(checkpoint_dir / "model_config.yaml")
+        self.model = GPT(config)
+        self.model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"))
+        self.model.to(device=device, dtype=dtype).eval()
+        self.max_length = min(max_length or config.block_size, config.block_size)
+        self.model.max_seq_length = self.max_length
+        self.tokenizer = Tokenizer(checkpoint_dir)
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.vocab_size = config.vocab_size
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        return self.tokenizer.bos_id if self.tokenizer.bos_id is not None else self.tokenizer.eos_id
+
+    def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, **kwargs) -> list[int]:
+        """Tokens without special tokens, as HFLM encodes for causal models."""
+        if self.tokenizer.backend == "huggingface":
+            return self.tokenizer.processor.encode(string, add_special_tokens=False).ids
+        return self.tokenizer.processor.encode(string)
+
+    def tok_decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(torch.tensor(tokens))
+
+    @torch.no_grad()
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: Optional[int] = None) -> list[tuple[float, bool]]:
+        """Sum of log-probabilities of each continuation given its context, and whether it is the greedy choice."""
+        batch_size = override_bs or self.batch_size
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1] + requests[i][2]))
+        results: list[Optional[tuple[float, bool]]] = [None] * len(requests)
+        for start in tqdm(range(0, len(order), batch_size), disable=disable_tqdm, desc="loglikelihood"):
+            indices = order[start : start + batch_size]
+            inputs, continuations = [], []
+            for i in indices:
+                _, context, continuation = requests[i]
+                inputs.append((context + continuation)[-(self.max_length + 1) :][:-1])
+                continuations.append(continuation)
+            width = max(len(tokens) for tokens in inputs)
+            batch = torch.zeros(len(inputs), width, dtype=torch.long)
+            for row, tokens in enumerate(inputs):
+                batch[row, : len(tokens)] = torch.tensor(tokens)  # right padding: causal attention never sees it
+            with hidden_states_only(self.model) as head:
+                hidden = self.model(batch.to(self.device))
+            for row, (i, tokens, continuation) in enumerate(zip(indices, inputs, continuations)):
+                # the vocabulary projection only where a continuation token is predicted; a continuation longer
+                # than the context window is scored on the part that fits
+                n = min(len(continuation), len(tokens))
+                span = F.log_softmax(head(hidden[row, len(tokens) - n : len(tokens)]).float(), dim=-1).cpu()
+                target = torch.tensor(continuation[-n:])
+                greedy = bool((span.argmax(dim=-1) == target).all())
+                results[i] = (float(span.gather(1, target[:, None]).sum()), greedy)
+                self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Perplexity-style scores: the whole text in disjoint windows of max_length tokens, as HFLM does."""
+        scores = []
+        for (string,) in tqdm([r.args for r in requests], disable=disable_tqdm, desc="loglikelihood_rolling"):
+            windows = map(
+                utils.make_disjoint_window,
+                utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=1,
+                ),
+            )
+            results = self._loglikelihood_tokens([(None,) + window for window in windows], disable_tqdm=True)
+            scores.append(sum(log_likelihood for log_likelihood, _ in results))
+            self.cache_hook.add_partial("loglikelihood_rolling", (string,), scores[-1])
+        return scores
+
+    @torch.no_grad()
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy decoding (with litgpt's KV cache) until a stop string or max_gen_toks tokens."""
+        from litgpt.generate.base import generate
+
+        outputs = []
+        for context, gen_kwargs in tqdm([r.args for r in requests], disable=disable_tqdm, desc="generate_until"):
+            until = gen_kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            until.append(self.tok_decode([self.eot_token_id]))
+            max_new = gen_kwargs.get("max_gen_toks", 256)
+            prompt = torch.tensor(self.tok_encode(context)[-(self.max_length - max_new) :], device=self.device)
+            self.model.set_kv_cache(batch_size=1, device=self.device)
+            tokens = generate(self.model, prompt, max_returned_tokens=len(prompt) + max_new, temperature=0.0,
+                              eos_id=self.eot_token_id, include_prompt=False)
+            self.model.clear_kv_cache()
+            text = self.tok_decode(tokens.tolist())
+            for stop in until:
+                if stop and stop in text:
+                    text = text.split(stop)[0]
+            outputs.append(text)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+        return outputs
+
+
+@contextmanager
+def hidden_states_only(model: GPT):
+    """Makes ``model(idx)`` return the final hidden states; yields the LM head (with any logit soft-capping)."""
+    head, softcapping = model.lm_head, model.config.final_logit_softcapping
+    model.lm_head, model.config.final_logit_softcapping = torch.nn.Identity(), None
+
+    def project(hidden: torch.Tensor) -> torch.Tensor:
+        logits = head(hidden)
+        return logits if softcapping is None else torch.tanh(logits / softcapping) * softcapping
+
+    try:
+        yield project
+    finally:
+        model.lm_head, model.config.final_logit_softcapping = head, softcapping

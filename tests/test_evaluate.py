@@ -1,0 +1,122 @@
+"""`litgpt inheritune evaluate`: lm-evaluation-harness directly on LitGPT's model, tables beside chance level."""
+
+import json
+import os
+
+import pytest
+import torch
+from litgpt.config import Config
+from litgpt.model import GPT
+
+from conftest import run_cli
+from litgpt_inheritune.evaluate import LOW_DATA, main as evaluate, task_shots
+from litgpt_inheritune.lm_eval_model import LitGPTLM
+
+OFFLINE = "piqa_offline,arc_easy_offline,boolq_offline"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_scores_equal_lm_evals_hugging_face_backend(smollm2, offline_tasks, tmp_path):
+    """Same model (exported to a Hugging Face folder), same items: accuracies agree within one example."""
+    from lm_eval import evaluator
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from litgpt_inheritune.export import main as export
+
+    ours = evaluate(smollm2, tasks=OFFLINE, include_path=offline_tasks, limit=20, out_dir=tmp_path / "ours")
+    hf_dir = export(smollm2, out_dir=tmp_path / "hf", dtype="float32")
+    theirs = evaluator.simple_evaluate(
+        model=HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32"), tasks=OFFLINE.split(","),
+        limit=20, task_manager=TaskManager(include_path=str(offline_tasks)), random_seed=1234,
+    )
+    for task in OFFLINE.split(","):
+        for metric in ("acc,none", "acc_norm,none"):
+            assert abs(ours["results"][task][metric] - theirs["results"][task][metric]) <= 1 / 20 + 1e-9, (task, metric)
+    assert ours["results"]["piqa_offline"]["acc,none"] > 0.55  # a real model beats chance on PIQA
+
+
+def test_results_table_and_compare(tiny_references, offline_tasks, tmp_path):
+    reference = tiny_references["llama-gqa"]
+    first = tmp_path / "reference"
+    evaluate(reference, tasks="piqa_offline,boolq_offline", include_path=offline_tasks, limit=4, out_dir=first)
+    result = run_cli("litgpt", "inheritune", "evaluate", str(tiny_references["gpt-neox"]), "--tasks", "piqa_offline,boolq_offline",
+                     "--include_path", str(offline_tasks), "--limit", "4", "--out_dir", str(tmp_path / "other"),
+                     "--compare", f"[{first}]", check=True)
+    table = (tmp_path / "other" / "results.md").read_text()
+    header, _, piqa, boolq = table.splitlines()[:4]
+    assert header == ("| task | shots | metric | tiny-pythia (5 layers) | tiny-llama (6 layers) | chance |"
+                      " OpenLLaMA-3B (paper) | Inheritune 1.5B (paper) |")
+    ours = json.loads((tmp_path / "other" / "results.json").read_text())["results"]["piqa_offline"]["acc,none"]
+    theirs = json.loads((first / "results.json").read_text())["results"]["piqa_offline"]["acc,none"]
+    assert piqa == f"| piqa_offline | 0 | acc | {100 * ours:.2f} | {100 * theirs:.2f} | 50.00 | 74.97 | 56.47 |"
+    assert boolq.split(" | ")[5] == "62.20"  # majority class: 62.2% of BoolQ's validation answers are "yes"
+    assert table in result.stdout
+
+
+def test_low_data_suite_and_shots():
+    shots = task_shots("low_data", None)
+    assert shots == LOW_DATA and len(shots) == 10 and shots["mmlu"] == 5 and shots["wsc"] == 0
+    assert task_shots("low_data", 3) == {task: 3 for task in LOW_DATA}
+    assert task_shots("piqa,arc_easy", None) == {"piqa": None, "arc_easy": None}
+
+
+def test_loglikelihoods_equal_a_direct_computation(tiny_references):
+    """Continuation scores and rolling (perplexity) scores against a plain forward pass and log-softmax."""
+    from lm_eval.api.instance import Instance
+
+    reference = tiny_references["gemma-2"]  # soft-capped logits: the head must be applied as litgpt does
+    lm = LitGPTLM(reference, batch_size=3)
+    model = GPT(Config.from_file(reference / "model_config.yaml"))
+    model.load_state_dict(torch.load(reference / "lit_model.pth", weights_only=True))
+    model.eval()
+
+    def direct(tokens: list[int], start: int) -> float:
+        with torch.no_grad():
+            log_probs = model(torch.tensor([tokens[:-1]])).log_softmax(-1)[0]
+        return sum(log_probs[p - 1, tokens[p]].item() for p in range(start, len(tokens)))
+
+    pairs = [("the early layers", " carry"), ("a small model can", " inherit the potent blocks"), ("lazy", " layers")]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    for (context, continuation), (score, _) in zip(pairs, lm.loglikelihood(requests)):
+        context_tokens = lm.tok_encode(context)
+        whole = lm.tok_encode(context + continuation)
+        assert score == pytest.approx(direct(whole, len(context_tokens)), abs=1e-4)
+
+    text = "the early layers of a deep model carry most of its knowledge"
+    [rolling] = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
+    assert rolling == pytest.approx(direct([lm.prefix_token_id] + lm.tok_encode(text), 1), abs=1e-4)
+
+
+def test_generate_until_is_greedy_and_stops(tiny_references):
+    from lm_eval.api.instance import Instance
+
+    reference = tiny_references["llama-gqa"]
+    lm = LitGPTLM(reference)
+    prompt = lm.tok_encode("the early layers")
+    tokens = list(prompt)
+    with torch.no_grad():
+        for _ in range(6):
+            tokens.append(int(lm.model(torch.tensor([tokens]))[0, -1].argmax()))
+    expected = lm.tok_decode(tokens[len(prompt):])
+    [text] = lm.generate_until([Instance("generate_until", {}, ("the early layers", {"until": [], "max_gen_toks": 6}), 0)])
+    assert text == expected
+    stop = expected[2:4]
+    [cut] = lm.generate_until([Instance("generate_until", {}, ("the early layers", {"until": [stop], "max_gen_toks": 6}), 0)])
+    assert cut == expected.split(stop)[0]
+
+
+def test_bad_inputs(tiny_references, tmp_path):
+    with pytest.raises(SystemExit, match="unknown task 'piqq'; closest: .*piqa"):
+        evaluate(tiny_references["llama-gqa"], tasks="piqq", out_dir=tmp_path / "e")
+    with pytest.raises(SystemExit, match="is missing lit_model.pth"):
+        evaluate(tmp_path, tasks="piqa", out_dir=tmp_path / "e")
+    result = run_cli("litgpt", "inheritune", "evaluate", str(tmp_path / "nowhere"), "--tasks", "piqa")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint_dir")
+    assert not (tmp_path / "e").exists()
