@@ -10,6 +10,7 @@ import random
 import shutil
 import sys
 import time
+from copy import deepcopy
 from dataclasses import asdict, fields, is_dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -184,7 +185,8 @@ def main(
     if initialize == "checkpoint" and fsdp:
         fabric.load_raw(checkpoint_dir / "lit_model.pth", model, weights_only=True)
 
-    optimizer = instantiate_torch_optimizer(optimizer, model.parameters(), fused=fabric.device.type == "cuda")
+    # litgpt's helper writes into the dict's init_args: give it a copy, not the caller's (or our default)
+    optimizer = instantiate_torch_optimizer(deepcopy(optimizer), model.parameters(), fused=fabric.device.type == "cuda")
     optimizer = fabric.setup_optimizers(optimizer)
 
     tokenizer = Tokenizer(checkpoint_dir)
@@ -203,6 +205,8 @@ def main(
 
     fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams)
     save_final(fabric, state, out_dir, checkpoint_dir, hparams)
+    for logger in fabric.loggers:
+        logger.finalize("success")  # flushes the metrics logged since the last periodic write
 
 
 def fit(

@@ -77,7 +77,7 @@ def main() -> None:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         pretrain(inherited_init, out_dir=run_dir, initialize=initialize, data=data(), train=train,
-                 eval=EvalArgs(interval=8, max_iters=8, initial_validation=True), seed=args.seed)
+                 eval=EvalArgs(interval=8, max_iters=4, initial_validation=True), seed=args.seed)
         runs[name] = run_dir
 
     models = {"reference": reference, "inherited": runs["inherited"] / "final", "random": runs["random"] / "final"}

@@ -277,3 +277,12 @@ def test_activation_checkpointing_and_optimizer_by_class_path(tiny_target, jsonl
     assert max((plain[k] - recompute[k]).abs().max().item() for k in plain) <= 1e-6
     groups = torch.load(tmp_path / "plain" / "step-00000003" / "lit_model.pth", weights_only=True)["optimizer"]["param_groups"]
     assert groups[0]["momentum"] == 0.9 and "betas" not in groups[0]
+
+
+def test_every_logged_step_reaches_the_csv(tiny_target, jsonl_corpus, tmp_path):
+    """The CSV logger writes every log_interval rows; the ones after the last write must be flushed at the end."""
+    pretrain(tiny_target, out_dir=tmp_path / "run", data=data_module(jsonl_corpus), train=train_args(max_steps=3, log_interval=2),
+             eval=EvalArgs(final_validation=True))
+    rows = metrics(tmp_path / "run")
+    assert [int(float(r["step"])) for r in rows if r["loss"]] == [2, 3]
+    assert any(r["val_loss"] for r in rows)
