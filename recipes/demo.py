@@ -4,7 +4,7 @@ analyze SmolLM2-135M-Instruct (30 blocks) → inherit its first n blocks → con
 → train a randomly initialised model of the same shape on the same token budget → evaluate reference, inherited
 and random on PIQA, ARC-Easy, BoolQ and SciQ items → out_dir/report.md and out_dir/summary.json.
 
-    .venv/bin/python recipes/demo.py [--n_layers 10 --train_tokens 32768 --eval_limit 50]
+    .venv/bin/python recipes/demo.py [--n_layers 10 --train_tokens 98304 --eval_limit 50]
 """
 
 import argparse
@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", type=Path, default=Path("out/demo"))
     parser.add_argument("--n_layers", type=int, default=10, help="blocks to inherit (the reference has 30)")
-    parser.add_argument("--train_tokens", type=int, default=32768, help="training tokens for each of inherited and random")
+    parser.add_argument("--train_tokens", type=int, default=98304, help="training tokens for each of inherited and random")
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--eval_limit", type=int, default=50, help="items per benchmark")
     parser.add_argument("--analysis_sequences", type=int, default=30)

@@ -1,0 +1,35 @@
+"""recipes/demo.py end to end at toy size (scripts/demo.sh runs it at full size): every step, report and summary."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import MATERIALS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_runs_the_whole_method(tmp_path):
+    out_dir = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "demo.py"), "--out_dir", str(out_dir), "--cache_dir", str(MATERIALS),
+         "--n_layers", "4", "--train_tokens", "2048", "--eval_limit", "3", "--analysis_sequences", "2"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert {k: summary[k]["n_layers"] for k in ("reference", "inherited", "random")} == {"reference": 30, "inherited": 4, "random": 4}
+    assert summary["inherited"]["params"] == summary["random"]["params"] < summary["reference"]["params"]
+    for name in ("reference", "inherited", "random"):
+        assert summary[name]["val_loss"] > 0
+        assert set(summary[name]["scores"]) == {"piqa_offline", "arc_easy_offline", "boolq_offline", "sciq_offline"}
+    # the reference is the trained 30-block model: far better on held-out text than 2K tokens of training can make a 4-block one
+    assert summary["reference"]["val_loss"] < min(summary["inherited"]["val_loss"], summary["random"]["val_loss"])
+    report = (out_dir / "report.md").read_text()
+    assert "| reference | 30 |" in report and "| random | 4 |" in report
+    for picture in ("loss_curves.png", "analysis/max_rank.png"):
+        assert (out_dir / picture).read_bytes()[:4] == b"\x89PNG"
+    for stage in ("analyze the reference", "inherit the first 4 of 30 blocks", "pretrain inherited", "pretrain random", "evaluate random", "report"):
+        assert f"=== {stage}" in result.stderr
