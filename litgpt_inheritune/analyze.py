@@ -1,6 +1,7 @@
 """`litgpt inheritune analyze`: attention rank and column mass per head and layer, lazy layers, plots and tables."""
 
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -200,12 +201,11 @@ def write_trajectory(results: dict, out_dir: Path, plots: bool) -> None:
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    with open(temporary, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    temporary.replace(path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def summary(result: dict) -> str:
