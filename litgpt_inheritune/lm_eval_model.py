@@ -26,8 +26,10 @@ class LitGPTLM(TemplateLM):
         super().__init__()
         checkpoint_dir = Path(checkpoint_dir)
         config = Config.from_file(checkpoint_dir / "model_config.yaml")
-        self.model = GPT(config)
-        self.model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"))
+        with torch.device("meta"):  # no random initialisation of weights that are overwritten next
+            self.model = GPT(config)
+        self.model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"), assign=True)
+        self.model.cos, self.model.sin = self.model.rope_cache()
         self.model.to(device=device, dtype=dtype).eval()
         self.max_length = min(max_length or config.block_size, config.block_size)
         self.model.max_seq_length = self.max_length
@@ -55,47 +57,60 @@ class LitGPTLM(TemplateLM):
 
     @torch.no_grad()
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: Optional[int] = None) -> list[tuple[float, bool]]:
-        """Sum of log-probabilities of each continuation given its context, and whether it is the greedy choice."""
+        """Sum of log-probabilities of each continuation given its context, and whether it is the greedy choice.
+
+        Requests whose model input is the same token sequence (e.g. one context with one-token answers " yes" and
+        " no") share one row of the batch; the vocabulary projection runs once per batch, only at the positions
+        where a continuation token is predicted.
+        """
         batch_size = override_bs or self.batch_size
-        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1] + requests[i][2]))
+        sharing: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, context, continuation) in enumerate(requests):
+            sharing.setdefault(tuple((context + continuation)[-(self.max_length + 1) :][:-1]), []).append(i)
+        inputs = sorted(sharing, key=len, reverse=True)
         results: list[Optional[tuple[float, bool]]] = [None] * len(requests)
-        for start in tqdm(range(0, len(order), batch_size), disable=disable_tqdm, desc="loglikelihood"):
-            indices = order[start : start + batch_size]
-            inputs, continuations = [], []
-            for i in indices:
-                _, context, continuation = requests[i]
-                inputs.append((context + continuation)[-(self.max_length + 1) :][:-1])
-                continuations.append(continuation)
-            width = max(len(tokens) for tokens in inputs)
-            batch = torch.zeros(len(inputs), width, dtype=torch.long)
-            for row, tokens in enumerate(inputs):
+        for start in tqdm(range(0, len(inputs), batch_size), disable=disable_tqdm, desc="loglikelihood"):
+            rows = inputs[start : start + batch_size]
+            batch = torch.zeros(len(rows), len(rows[0]), dtype=torch.long)
+            for row, tokens in enumerate(rows):
                 batch[row, : len(tokens)] = torch.tensor(tokens)  # right padding: causal attention never sees it
+            # (request, row, positions): a continuation longer than the context window is scored on the part that fits
+            spans = []
+            for row, tokens in enumerate(rows):
+                for i in sharing[tokens]:
+                    n = min(len(requests[i][2]), len(tokens))
+                    spans.append((i, row, range(len(tokens) - n, len(tokens))))
             with hidden_states_only(self.model) as head:
                 hidden = self.model(batch.to(self.device))
-            for row, (i, tokens, continuation) in enumerate(zip(indices, inputs, continuations)):
-                # the vocabulary projection only where a continuation token is predicted; a continuation longer
-                # than the context window is scored on the part that fits
-                n = min(len(continuation), len(tokens))
-                span = F.log_softmax(head(hidden[row, len(tokens) - n : len(tokens)]).float(), dim=-1).cpu()
-                target = torch.tensor(continuation[-n:])
+            row_index = torch.tensor([row for _, row, positions in spans for _ in positions], device=self.device)
+            position_index = torch.tensor([p for _, _, positions in spans for p in positions], device=self.device)
+            log_probs = F.log_softmax(head(hidden[row_index, position_index]).float(), dim=-1).cpu()
+            offset = 0
+            for i, _, positions in spans:
+                span = log_probs[offset : offset + len(positions)]
+                offset += len(positions)
+                target = torch.tensor(requests[i][2][-len(positions) :])
                 greedy = bool((span.argmax(dim=-1) == target).all())
                 results[i] = (float(span.gather(1, target[:, None]).sum()), greedy)
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
         return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        """Perplexity-style scores: the whole text in disjoint windows of max_length tokens, as HFLM does."""
-        scores = []
-        for (string,) in tqdm([r.args for r in requests], disable=disable_tqdm, desc="loglikelihood_rolling"):
-            windows = map(
-                utils.make_disjoint_window,
-                utils.get_rolling_token_windows(
-                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length, context_len=1,
-                ),
-            )
-            results = self._loglikelihood_tokens([(None,) + window for window in windows], disable_tqdm=True)
-            scores.append(sum(log_likelihood for log_likelihood, _ in results))
+        """Perplexity-style scores: each text in disjoint windows of max_length tokens, as HFLM does; the windows of
+        all texts are batched together."""
+        strings = [string for (string,) in (r.args for r in requests)]
+        windows = [
+            [(None,) + utils.make_disjoint_window(window) for window in utils.get_rolling_token_windows(
+                token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length, context_len=1,
+            )]
+            for string in strings
+        ]
+        results = self._loglikelihood_tokens([window for text in windows for window in text], disable_tqdm=disable_tqdm)
+        scores, offset = [], 0
+        for string, text in zip(strings, windows):
+            scores.append(sum(log_likelihood for log_likelihood, _ in results[offset : offset + len(text)]))
+            offset += len(text)
             self.cache_hook.add_partial("loglikelihood_rolling", (string,), scores[-1])
         return scores
 

@@ -92,6 +92,38 @@ def test_loglikelihoods_equal_a_direct_computation(tiny_references):
     [rolling] = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
     assert rolling == pytest.approx(direct([lm.prefix_token_id] + lm.tok_encode(text), 1), abs=1e-4)
 
+    # several texts in one call (windows batched together) score as each text alone; a short window makes several
+    short = LitGPTLM(reference, batch_size=4, max_length=6)
+    texts = [text, "lazy layers", "a small model can inherit the potent blocks of a large one and train briefly"]
+    together = short.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)])
+    for t, score in zip(texts, together):
+        assert score == pytest.approx(short.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), 0)])[0], abs=1e-5)
+    assert together[0] != pytest.approx(rolling, abs=1e-3)  # 6-token windows see less context than one whole window
+
+
+def test_requests_with_the_same_input_share_one_row(tiny_references):
+    """One row per distinct model input (context + continuation[:-1]); scores and greedy flags as computed alone."""
+    reference = tiny_references["llama-gqa"]
+    lm = LitGPTLM(reference, batch_size=2)
+    alone = LitGPTLM(reference, batch_size=1)
+    requests = [  # inputs: [5, 6, 7] three times, [5, 6, 7, 8] twice, [9, 10] once
+        (None, [5, 6, 7], [8]), (None, [5, 6, 7], [11]), (None, [5, 6], [7, 12]),
+        (None, [5, 6, 7, 8], [3]), (None, [5, 6, 7], [8, 4]), (None, [9], [10, 2]),
+    ]
+    rows = []
+    handle = lm.model.transformer.wte.register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
+    shared = lm._loglikelihood_tokens(requests)
+    handle.remove()
+    assert sorted(rows) == [1, 2]  # three distinct inputs in batches of two
+    for request, (score, greedy) in zip(requests, shared):
+        [(expected, expected_greedy)] = alone._loglikelihood_tokens([request])
+        assert score == pytest.approx(expected, abs=1e-5) and greedy == expected_greedy
+    with torch.no_grad():
+        log_probs = lm.model(torch.tensor([[5, 6, 7]])).log_softmax(-1)[0, -1]
+    assert shared[0][0] == pytest.approx(log_probs[8].item(), abs=1e-5)
+    assert shared[1][0] == pytest.approx(log_probs[11].item(), abs=1e-5)
+    assert shared[0][1] == (log_probs.argmax().item() == 8)
+
 
 def test_generate_until_is_greedy_and_stops(tiny_references):
     from lm_eval.api.instance import Instance
