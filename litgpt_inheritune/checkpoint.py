@@ -165,6 +165,12 @@ def staged_dir(out_dir: Path):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    replace_dir(staging, out_dir)
+
+
+def replace_dir(staging: Path, out_dir: Path) -> None:
+    """Puts the finished folder ``staging`` in place of ``out_dir`` (if any): at every moment one complete version
+    exists under ``out_dir``'s name or beside it."""
     if out_dir.exists():
         retired = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}-{time.monotonic_ns()}")
         os.rename(out_dir, retired)

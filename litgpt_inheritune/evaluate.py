@@ -155,7 +155,7 @@ def score(results: dict, task: str) -> tuple[Optional[str], Optional[float]]:
 
 def results_table(results: dict, tasks: list[str], others: list[dict], paper: bool) -> str:
     model = results["model"]
-    columns = [f"{model['name']} ({model['n_layer']} layers)"] + [f"{o['model']['name']} ({o['model']['n_layer']} layers)" for o in others]
+    columns = column_labels([model] + [o["model"] for o in others])
     paper_columns = [name for name in PAPER if paper and any(task.removesuffix("_offline") in PAPER[name] for task in tasks)]
     header = ["task", "shots", "metric", *columns, "chance", *paper_columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -169,6 +169,16 @@ def results_table(results: dict, tasks: list[str], others: list[dict], paper: bo
     limit = model.get("limit")
     note = f"\nScores in %, on at most {limit} examples per task (--limit).\n" if limit else "\nScores in %.\n"
     return "\n".join(lines) + "\n" + note + "Chance: the accuracy of guessing, or of always answering the majority class.\n"
+
+
+def column_labels(models: list[dict]) -> list[str]:
+    """"name (n layers)" per model; where two share that label (an inherited model and its random-init baseline),
+    the last two parts of their checkpoint paths tell them apart."""
+    labels = [f"{m['name']} ({m['n_layer']} layers)" for m in models]
+    return [
+        f"{label} {'/'.join(Path(m['checkpoint_dir']).parts[-2:])}" if labels.count(label) > 1 else label
+        for label, m in zip(labels, models)
+    ]
 
 
 def fmt(value: Optional[float]) -> str:

@@ -5,11 +5,11 @@ checkpoints are written atomically and every stop condition (epochs, tokens, ste
 """
 
 import math
-import os
 import random
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import asdict, fields, is_dataclass
 from datetime import timedelta
@@ -40,7 +40,7 @@ from litgpt.utils import (
 )
 from tqdm import tqdm
 
-from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_lazy_state_dict, write_provenance
+from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_lazy_state_dict, replace_dir, write_provenance
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 PAPER_OPTIMIZER = {
@@ -374,47 +374,45 @@ class Progress:
 
 
 def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
-    """Writes out_dir/step-XXXXXXXX/ through a hidden temporary folder, renamed once every rank has written."""
-    name = f"{STEP_DIR_PREFIX}{state['step_count']:08d}"
-    staging = out_dir / f".{name}.partial"
-    if fabric.global_rank == 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    fabric.barrier()
+    """out_dir/step-XXXXXXXX/: model, optimizer, data loader, RNG and counters, to resume from."""
     state["rng"] = get_rng_state()
-    fabric.save(staging / "lit_model.pth", state)
-    if fabric.global_rank == 0:
-        write_side_files(staging, state["model"].config, checkpoint_dir, hparams, state)
-        if (out_dir / name).exists():  # a re-run of the same step after a resume
-            shutil.rmtree(out_dir / name)
-        os.rename(staging, out_dir / name)
-    fabric.barrier()
+    with staged_checkpoint(fabric, out_dir / f"{STEP_DIR_PREFIX}{state['step_count']:08d}", checkpoint_dir, hparams, state) as staging:
+        fabric.save(staging / "lit_model.pth", state)
 
 
 def save_final(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
     """out_dir/final/: a plain LitGPT checkpoint (bare state dict in lit_model.pth, configs, tokenizer, provenance)."""
-    staging = out_dir / ".final.partial"
+    with staged_checkpoint(fabric, out_dir / "final", checkpoint_dir, hparams, state) as staging:
+        saved = staging / "model.pth"
+        fabric.save(saved, {"model": state["model"]})
+        if fabric.global_rank == 0:
+            if saved.is_dir():  # sharded FSDP checkpoint: consolidate into one file
+                from lightning.fabric.utilities.load import _load_distributed_checkpoint
+
+                state_dict = _load_distributed_checkpoint(saved)["model"]
+            else:
+                state_dict = load_lazy_state_dict(saved)
+            torch.save(state_dict, staging / "lit_model.pth")
+            del state_dict
+            shutil.rmtree(saved) if saved.is_dir() else saved.unlink()
+    fabric.print(f"Saved the trained model to {out_dir / 'final'}")
+
+
+@contextmanager
+def staged_checkpoint(fabric: L.Fabric, directory: Path, checkpoint_dir: Path, hparams: dict, state: dict):
+    """Yields a hidden folder that every rank writes into; rank 0 then adds the configs, tokenizer and provenance
+    and puts it in place of ``directory`` once every rank has written. An interrupted save leaves only the hidden
+    folder, which the next save of the same name clears."""
+    staging = directory.with_name(f".{directory.name}.partial")
     if fabric.global_rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     fabric.barrier()
-    fabric.save(staging / "model.pth", {"model": state["model"]})
+    yield staging
+    fabric.barrier()
     if fabric.global_rank == 0:
-        saved = staging / "model.pth"
-        if saved.is_dir():  # sharded FSDP checkpoint: consolidate into one file
-            from lightning.fabric.utilities.load import _load_distributed_checkpoint
-
-            state_dict = _load_distributed_checkpoint(saved)["model"]
-        else:
-            state_dict = load_lazy_state_dict(saved)
-        torch.save(state_dict, staging / "lit_model.pth")
-        del state_dict
-        shutil.rmtree(saved) if saved.is_dir() else saved.unlink()
         write_side_files(staging, state["model"].config, checkpoint_dir, hparams, state)
-        if (out_dir / "final").exists():
-            shutil.rmtree(out_dir / "final")
-        os.rename(staging, out_dir / "final")
-        fabric.print(f"Saved the trained model to {out_dir / 'final'}")
+        replace_dir(staging, directory)
     fabric.barrier()
 
 

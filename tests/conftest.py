@@ -88,11 +88,11 @@ def tiny_references(tmp_path_factory) -> dict:
     return {style: make_reference(root / style, style) for style in TINY_CONFIGS}
 
 
-def run_cli(*args, check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(*args, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
     """Runs an installed console script (litgpt, litgpt-inheritune) or `python -m ...` as a user would."""
     command = [str(BIN / args[0]), *args[1:]] if args[0] != "python" else [sys.executable, *args[1:]]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, input=input)
     if check and result.returncode != 0:
         raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

@@ -9,7 +9,7 @@ from litgpt.config import Config
 from litgpt.model import GPT
 
 from conftest import run_cli
-from litgpt_inheritune.evaluate import LOW_DATA, main as evaluate, task_shots
+from litgpt_inheritune.evaluate import LOW_DATA, column_labels, main as evaluate, task_shots
 from litgpt_inheritune.lm_eval_model import LitGPTLM
 
 OFFLINE = "piqa_offline,arc_easy_offline,boolq_offline"
@@ -57,6 +57,13 @@ def test_results_table_and_compare(tiny_references, offline_tasks, tmp_path):
     assert piqa == f"| piqa_offline | 0 | acc | {100 * ours:.2f} | {100 * theirs:.2f} | 50.00 | 74.97 | 56.47 |"
     assert boolq.split(" | ")[5] == "62.20"  # majority class: 62.2% of BoolQ's validation answers are "yes"
     assert table in result.stdout
+
+
+def test_models_sharing_a_name_are_told_apart_by_their_paths():
+    models = [{"name": "m-10L", "n_layer": 10, "checkpoint_dir": "/runs/inherited/final"},
+              {"name": "m-10L", "n_layer": 10, "checkpoint_dir": "/runs/random/final"},
+              {"name": "m", "n_layer": 30, "checkpoint_dir": "/checkpoints/m"}]
+    assert column_labels(models) == ["m-10L (10 layers) inherited/final", "m-10L (10 layers) random/final", "m (30 layers)"]
 
 
 def test_low_data_suite_and_shots():
