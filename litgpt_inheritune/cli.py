@@ -5,6 +5,7 @@ from litgpt_inheritune.analyze import main as analyze_fn
 from litgpt_inheritune.convert_gguf import main as convert_gguf_fn
 from litgpt_inheritune.evaluate import main as evaluate_fn
 from litgpt_inheritune.export import main as export_fn
+from litgpt_inheritune.grow import main as grow_fn
 from litgpt_inheritune.init import main as init_fn
 from litgpt_inheritune.pretrain import setup as pretrain_fn
 
@@ -13,6 +14,7 @@ COMMANDS = {
     "init": init_fn,
     "pretrain": pretrain_fn,
     "analyze": analyze_fn,
+    "grow": grow_fn,
     "convert_gguf": convert_gguf_fn,
     "evaluate": evaluate_fn,
     "export": export_fn,

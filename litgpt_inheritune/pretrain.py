@@ -47,6 +47,10 @@ PAPER_OPTIMIZER = {
     "class_path": "torch.optim.AdamW",
     "init_args": {"lr": 3e-4, "weight_decay": 0.1, "betas": [0.9, 0.95]},
 }
+TRAIN_DEFAULTS = TrainArgs(
+    save_interval=1000, log_interval=10, global_batch_size=64, micro_batch_size=4, lr_warmup_steps=1000, max_norm=1.0, min_lr=3e-5,
+)
+EVAL_DEFAULTS = EvalArgs(interval=1000, max_iters=100)
 STEP_DIR_PREFIX = "step-"
 
 
@@ -57,16 +61,8 @@ def setup(
     initialize: Literal["checkpoint", "random"] = "checkpoint",
     resume: Union[bool, Literal["auto"], Path] = False,
     data: Optional[DataModule] = None,
-    train: TrainArgs = TrainArgs(
-        save_interval=1000,
-        log_interval=10,
-        global_batch_size=64,
-        micro_batch_size=4,
-        lr_warmup_steps=1000,
-        max_norm=1.0,
-        min_lr=3e-5,
-    ),
-    eval: EvalArgs = EvalArgs(interval=1000, max_iters=100),
+    train: TrainArgs = TRAIN_DEFAULTS,
+    eval: EvalArgs = EVAL_DEFAULTS,
     log: LogArgs = LogArgs(),
     optimizer: Union[str, dict] = PAPER_OPTIMIZER,
     devices: Union[int, str] = "auto",

@@ -44,3 +44,10 @@ def test_tiny_cpu_recipe_runs(tiny_target, jsonl_corpus, tmp_path):
                      "--data.data_dir", str(jsonl_corpus), "--out_dir", str(tmp_path / "run"), check=True)
     assert "Training 75 optimizer steps" in result.stdout  # one epoch of the 20K-token budget
     assert (tmp_path / "run" / "final" / "lit_model.pth").is_file()
+
+
+def test_grow_recipe_parses_as_a_command_line():
+    recipe = ROOT / "config_hub" / "grow" / "open_llama_3b-from-13L.yaml"
+    parsed = yaml.safe_load(run_cli("litgpt", "inheritune", "grow", "--config", str(recipe), "--print_config", check=True).stdout)
+    assert (parsed["n_layers"], parsed["grow_by"], parsed["baselines"]) == (13, 2, "random,lazy")
+    assert parsed["train"]["epochs"] == 1 and parsed["data"]["init_args"]["token_budget"] == 10**9

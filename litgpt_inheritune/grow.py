@@ -1,0 +1,213 @@
+"""`litgpt inheritune grow`: the paper's Algorithm 1 end to end, and its baselines at the size it ends with.
+
+Inherit the first n blocks of the reference, train, compare validation losses; while the target is worse than the
+reference, inherit n + k blocks afresh from the reference and train again. Every round and baseline is an ordinary
+`litgpt inheritune init` checkpoint trained by `litgpt inheritune pretrain` (run as a child process, so Fabric's
+launcher handles several devices), with the same data, budget and settings. Validation losses of the reference, every
+round and the baselines are measured the same way: the same held-out batches, one device.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import lightning as L
+import torch
+import yaml
+from litgpt.args import EvalArgs, LogArgs, TrainArgs
+from litgpt.config import Config
+from litgpt.data import DataModule
+from litgpt.model import GPT
+from litgpt.tokenizer import Tokenizer
+from litgpt.types import LoggerChoice
+
+from litgpt_inheritune.checkpoint import fail, load_lazy_state_dict, write_text_atomic
+from litgpt_inheritune.init import main as init
+from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, hyperparameters, validate
+from litgpt_inheritune.redpajama import RedPajamaSample
+
+BASELINES = {
+    "random": "the final size's architecture trained from a random initialisation",
+    "lazy": "the last n blocks of the reference (its lazy layers) instead of the first n",
+}
+
+
+def main(
+    reference_dir: Path,
+    out_dir: Path = Path("out/inheritune/grow"),
+    n_layers: Optional[int] = None,
+    grow_by: int = 2,
+    max_layers: Optional[int] = None,
+    baselines: str = "random,lazy",
+    tolerance: float = 0.0,
+    precision: Optional[Literal["bf16-true", "bf16-mixed", "32-true"]] = None,
+    data: Optional[DataModule] = None,
+    train: TrainArgs = TRAIN_DEFAULTS,
+    eval: EvalArgs = EVAL_DEFAULTS,
+    log: LogArgs = LogArgs(),
+    optimizer: Union[str, dict] = PAPER_OPTIMIZER,
+    devices: Union[int, str] = "auto",
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto",
+    activation_checkpointing: bool = False,
+    logger_name: LoggerChoice = "csv",
+    seed: int = 42,
+) -> dict:
+    """Inherit, train, grow (Algorithm 1): rounds of n, n + k, ... blocks until the target's validation loss reaches
+    the reference's, then the baselines at that size on the same budget.
+
+    Writes out_dir/<n>L/{init,train} per round, out_dir/baselines/<name>/{init,train}, and out_dir/grow.json and
+    grow.md (validation loss of the reference, every round and every baseline). Re-running continues: finished rounds
+    are reused and an interrupted training resumes from its newest checkpoint.
+
+    Arguments:
+        reference_dir: The reference LitGPT checkpoint.
+        out_dir: Where rounds, baselines and the report go.
+        n_layers: Blocks in the first round. Default: half of the reference's (the paper's l = L/2).
+        grow_by: Blocks added per round (the paper's k = 2).
+        max_layers: Stop growing at this many blocks even if the target has not matched. Default: the reference's.
+        baselines: Comma-separated, trained at the final size: "random" (same architecture, random initialisation),
+            "lazy" (the reference's last n blocks). "" for none.
+        tolerance: The target matches when its validation loss <= the reference's + tolerance.
+        precision: As for pretrain; also used to measure validation losses.
+        data: Data module, as for pretrain. Default: ``RedPajamaSample``.
+        train: Training arguments of every round and baseline (the paper's T steps: --train.max_steps, or epochs/tokens).
+        eval: Validation arguments; --eval.max_iters batches also measure the losses compared between models.
+        log: Logger arguments, as for pretrain.
+        optimizer: As for pretrain.
+        devices: Devices per training run (one node); losses are measured on one.
+        strategy: As for pretrain.
+        activation_checkpointing: As for pretrain.
+        logger_name: As for pretrain.
+        seed: Random seed of every training run.
+    """
+    reference_dir, out_dir = Path(reference_dir), Path(out_dir)
+    if not (reference_dir / "model_config.yaml").is_file():
+        fail(f"reference_dir {reference_dir} has no model_config.yaml; expected a LitGPT checkpoint directory")
+    n_reference = Config.from_file(reference_dir / "model_config.yaml").n_layer
+    sizes = round_sizes(n_reference, n_layers, grow_by, max_layers)
+    chosen = [name.strip() for name in baselines.split(",") if name.strip()]
+    for name in chosen:
+        if name not in BASELINES:
+            fail(f"--baselines: unknown baseline {name!r}; valid: {', '.join(BASELINES)} (comma-separated) or ''")
+    if tolerance < 0:
+        fail(f"--tolerance {tolerance} must be 0 or more")
+    data = RedPajamaSample() if data is None else data
+    pretrain_args = hyperparameters(dict(
+        precision=precision, data=data, train=train, eval=eval, log=log, optimizer=optimizer, devices=devices,
+        strategy=strategy, activation_checkpointing=activation_checkpointing, logger_name=logger_name, seed=seed,
+    ))
+    measure = LossMeter(reference_dir, data, train, eval, precision)
+
+    report = {"reference": {"checkpoint": str(reference_dir), "n_layers": n_reference, "val_loss": measure(reference_dir)},
+              "tolerance": tolerance, "rounds": [], "baselines": {}, "result": None}
+    target_loss = report["reference"]["val_loss"] + tolerance
+    print(f"grow: reference {reference_dir} ({n_reference} blocks): validation loss {report['reference']['val_loss']:.4f};"
+          f" rounds of {', '.join(map(str, sizes))} blocks until <= {target_loss:.4f}")
+    for n in sizes:
+        layers = list(range(n))
+        final = train_run(reference_dir, layers, out_dir / f"{n}L", pretrain_args, "checkpoint")
+        entry = {"n_layers": n, "layers": f"0-{n - 1}", "checkpoint": str(final), "val_loss": measure(final)}
+        entry["matched"] = entry["val_loss"] <= target_loss
+        report["rounds"].append(entry)
+        print(f"grow: {n} blocks: validation loss {entry['val_loss']:.4f} ({'matches' if entry['matched'] else 'above'} the reference)")
+        write_report(out_dir, report)
+        if entry["matched"]:
+            report["result"] = str(final)
+            break
+    else:
+        print(f"grow: no round up to {sizes[-1]} blocks reached the reference's validation loss", file=sys.stderr)
+
+    n = report["rounds"][-1]["n_layers"]
+    for name in chosen:
+        if name == "lazy" and n == n_reference:
+            print(f"grow: baseline lazy skipped: at {n} blocks the last n blocks are the first n")
+            continue
+        if name == "random":
+            final = train_run(reference_dir, list(range(n)), out_dir / "baselines" / "random", pretrain_args, "random")
+            layers = "random init"
+        else:
+            final = train_run(reference_dir, list(range(n_reference - n, n_reference)), out_dir / "baselines" / "lazy", pretrain_args, "checkpoint")
+            layers = f"{n_reference - n}-{n_reference - 1}"
+        report["baselines"][name] = {"n_layers": n, "layers": layers, "checkpoint": str(final), "val_loss": measure(final)}
+        print(f"grow: baseline {name} ({n} blocks): validation loss {report['baselines'][name]['val_loss']:.4f}")
+        write_report(out_dir, report)
+    print((out_dir / "grow.md").read_text())
+    return report
+
+
+def round_sizes(n_reference: int, n_layers: Optional[int], grow_by: int, max_layers: Optional[int]) -> list[int]:
+    """n, n + k, n + 2k, ... up to max_layers, which ends the list even when k does not divide the distance."""
+    n = n_reference // 2 if n_layers is None else n_layers
+    top = n_reference if max_layers is None else max_layers
+    if not 1 <= n <= n_reference:
+        fail(f"--n_layers {n} is out of range; valid: 1..{n_reference} (the reference has {n_reference} blocks)")
+    if not n <= top <= n_reference:
+        fail(f"--max_layers {top} is out of range; valid: {n}..{n_reference} (from --n_layers to the reference's blocks)")
+    if grow_by < 1:
+        fail(f"--grow_by {grow_by} must be 1 or more")
+    sizes = list(range(n, top + 1, grow_by))
+    return sizes if sizes[-1] == top else sizes + [top]
+
+
+def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_args: dict, initialize: str) -> Path:
+    """Inherits ``layers`` into run_dir/init and trains it into run_dir/train; reuses whatever a previous run finished."""
+    init_dir, train_dir = run_dir / "init", run_dir / "train"
+    if not (init_dir / "provenance.json").is_file() or json.loads((init_dir / "provenance.json").read_text())["layers"] != layers:
+        init(reference_dir, out_dir=init_dir, layers=",".join(map(str, layers)), overwrite=True)
+    final = train_dir / "final"
+    if (final / "lit_model.pth").is_file():
+        print(f"grow: reusing {final}")
+        return final
+    config = {**pretrain_args, "checkpoint_dir": str(init_dir), "out_dir": str(train_dir), "initialize": initialize, "resume": "auto"}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "pretrain.yaml", yaml.safe_dump(config, sort_keys=False))
+    command = [sys.executable, "-m", "litgpt_inheritune", "pretrain", "--config", str(run_dir / "pretrain.yaml")]
+    print(f"grow: {' '.join(command)}", flush=True)
+    if (code := subprocess.run(command).returncode) != 0:
+        fail(f"pretrain of {run_dir} failed (exit code {code}); fix the cause and re-run grow: finished runs are reused")
+    return final
+
+
+class LossMeter:
+    """Validation loss of a checkpoint on the first --eval.max_iters held-out batches, on one device."""
+
+    def __init__(self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]) -> None:
+        cuda = torch.cuda.is_available()
+        self.fabric = L.Fabric(accelerator="cuda" if cuda else "cpu", devices=1,
+                               precision=precision or ("bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"))
+        block_size = Config.from_file(reference_dir / "model_config.yaml").block_size
+        self.seq_len = min(block_size, train.max_seq_length or block_size)
+        data.connect(tokenizer=Tokenizer(reference_dir), batch_size=train.micro_batch_size, max_seq_length=self.seq_len)
+        data.prepare_data()
+        data.setup()
+        self.val_dataloader = self.fabric.setup_dataloaders(data.val_dataloader())
+        self.max_iters = eval.max_iters
+
+    @torch.no_grad()
+    def __call__(self, checkpoint: Path) -> float:
+        with self.fabric.init_module():
+            model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
+        model.load_state_dict(load_lazy_state_dict(checkpoint / "lit_model.pth"))
+        model.max_seq_length = self.seq_len
+        loss = validate(self.fabric, self.fabric.setup(model), self.val_dataloader, self.max_iters)
+        del model
+        return loss
+
+
+def write_report(out_dir: Path, report: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "grow.json", json.dumps(report, indent=2) + "\n")
+    reference = report["reference"]
+    lines = ["| model | blocks | layers of the reference | validation loss | vs reference |", "|---|---|---|---|---|",
+             f"| reference | {reference['n_layers']} | all | {reference['val_loss']:.4f} | |"]
+    for entry in report["rounds"]:
+        lines.append(f"| round | {entry['n_layers']} | {entry['layers']} | {entry['val_loss']:.4f} |"
+                     f" {entry['val_loss'] - reference['val_loss']:+.4f}{' matched' if entry['matched'] else ''} |")
+    for name, entry in report["baselines"].items():
+        lines.append(f"| baseline: {name} | {entry['n_layers']} | {entry['layers']} | {entry['val_loss']:.4f} |"
+                     f" {entry['val_loss'] - reference['val_loss']:+.4f} |")
+    result = report["result"] or "none: no round matched the reference"
+    text = "\n".join(lines) + f"\n\nGrown model: {result}.\n" + "".join(f"Baseline {name}: {BASELINES[name]}.\n" for name in report["baselines"])
+    write_text_atomic(out_dir / "grow.md", text)

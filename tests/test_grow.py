@@ -1,0 +1,114 @@
+"""`litgpt inheritune grow`: Algorithm 1 (inherit, train, grow) and its baselines, on a tiny trained reference."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from litgpt.config import Config
+from litgpt.model import GPT
+from litgpt.utils import chunked_cross_entropy
+
+from conftest import run_cli
+
+RECIPE = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "tiny-cpu.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained_reference(tiny_references, jsonl_corpus, tmp_path_factory) -> Path:
+    """The tiny 6-block LLaMA trained for one epoch, so that a briefly trained prefix of it is worse than it."""
+    out_dir = tmp_path_factory.mktemp("reference-run")
+    run_cli("litgpt", "inheritune", "pretrain", str(tiny_references["llama-gqa"]), "--config", str(RECIPE),
+            "--data.data_dir", str(jsonl_corpus), "--out_dir", str(out_dir), "--train.save_interval", "1000", check=True)
+    return out_dir / "final"
+
+
+def grow(reference: Path, corpus: Path, out_dir: Path, *args: str):
+    return run_cli("litgpt", "inheritune", "grow", str(reference), "--config", str(RECIPE), "--data.data_dir", str(corpus),
+                   "--out_dir", str(out_dir), "--train.max_steps", "2", "--train.save_interval", "1000",
+                   "--eval.interval", "1000", *args)
+
+
+def held_out_loss(checkpoint: Path, corpus: Path, tmp_path: Path) -> float:
+    """Independent: the first 5 validation batches of the recipe's data module, plain forward and cross-entropy."""
+    from litgpt.tokenizer import Tokenizer
+
+    from litgpt_inheritune.redpajama import RedPajamaSample
+
+    data = RedPajamaSample(data_dir=corpus, token_budget=20000, val_tokens=2000, seed=42, num_workers=0)
+    data.connect(tokenizer=Tokenizer(checkpoint), batch_size=4, max_seq_length=32)
+    data.prepare_data()
+    data.setup()
+    model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
+    model.load_state_dict(torch.load(checkpoint / "lit_model.pth", weights_only=True))
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for batch, _ in zip(data.val_dataloader(), range(5)):
+            losses.append(chunked_cross_entropy(model(batch[:, :32].long()), batch[:, 1:33].long()).item())
+    return sum(losses) / len(losses)
+
+
+def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, tmp_path):
+    result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", "")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "grow" / "grow.json").read_text())
+    reference = report["reference"]["val_loss"]
+    assert reference == pytest.approx(held_out_loss(trained_reference, jsonl_corpus, tmp_path), abs=1e-4)
+    rounds = report["rounds"]
+    assert [r["n_layers"] for r in rounds] == [2, 4, 6][: len(rounds)]
+    # Algorithm 1: stop at the first round that matches; every earlier round is worse than the reference
+    assert [r["matched"] for r in rounds] == [r["val_loss"] <= reference for r in rounds]
+    assert not any(r["matched"] for r in rounds[:-1])
+    assert rounds[-1]["matched"] or rounds[-1]["n_layers"] == 6
+    assert rounds[0]["val_loss"] > reference  # two blocks after two steps are far from the trained six
+    for entry in rounds:
+        checkpoint = Path(entry["checkpoint"])
+        assert Config.from_file(checkpoint / "model_config.yaml").n_layer == entry["n_layers"]
+        assert json.loads((checkpoint.parent.parent / "init" / "provenance.json").read_text())["layers"] == list(range(entry["n_layers"]))
+        assert entry["val_loss"] == pytest.approx(held_out_loss(checkpoint, jsonl_corpus, tmp_path), abs=1e-4)
+    table = (tmp_path / "grow" / "grow.md").read_text()
+    assert f"| reference | 6 | all | {reference:.4f} | |" in table
+
+    again = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", "")
+    assert again.returncode == 0 and again.stdout.count("grow: reusing") == len(rounds)  # finished rounds are not retrained
+    assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"] == rounds
+
+
+def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
+    """A generous tolerance ends growth after the first round; the baselines are trained at its size."""
+    result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "3", "--tolerance", "100")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "grow" / "grow.json").read_text())
+    assert [r["n_layers"] for r in report["rounds"]] == [3] and report["rounds"][0]["matched"]
+    assert report["result"] == report["rounds"][0]["checkpoint"]
+    lazy = tmp_path / "grow" / "baselines" / "lazy"
+    assert json.loads((lazy / "init" / "provenance.json").read_text())["layers"] == [3, 4, 5]
+    random_run = yaml_of(tmp_path / "grow" / "baselines" / "random" / "pretrain.yaml")
+    assert random_run["initialize"] == "random" and random_run["train"]["max_steps"] == 2
+    inherited = torch.load(Path(report["rounds"][0]["checkpoint"]) / "lit_model.pth", weights_only=True)
+    random_final = torch.load(tmp_path / "grow" / "baselines" / "random" / "train" / "final" / "lit_model.pth", weights_only=True)
+    assert not torch.allclose(inherited["transformer.wte.weight"], random_final["transformer.wte.weight"])
+    for name in ("random", "lazy"):
+        entry = report["baselines"][name]
+        assert entry["n_layers"] == 3
+        assert entry["val_loss"] == pytest.approx(held_out_loss(Path(entry["checkpoint"]), jsonl_corpus, tmp_path), abs=1e-4)
+        assert f"| baseline: {name} | 3 |" in (tmp_path / "grow" / "grow.md").read_text()
+
+
+def yaml_of(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n_layers", "9"], "--n_layers 9 is out of range; valid: 1..6"),
+    (["--n_layers", "4", "--max_layers", "3"], "--max_layers 3 is out of range; valid: 4..6"),
+    (["--grow_by", "0"], "--grow_by 0 must be 1 or more"),
+    (["--baselines", "random,stacking"], "unknown baseline 'stacking'; valid: random, lazy"),
+])
+def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
+    result = grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", *args)
+    assert result.returncode == 1 and message in result.stderr
+    assert not (tmp_path / "grow").exists()
