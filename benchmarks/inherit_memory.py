@@ -9,7 +9,6 @@ divided by the time to copy the kept number of bytes from the reference file (pa
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time

@@ -13,19 +13,15 @@ import sys
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-import lightning as L
-import torch
 import yaml
 from litgpt.args import EvalArgs, LogArgs, TrainArgs
 from litgpt.config import Config
 from litgpt.data import DataModule
-from litgpt.model import GPT
-from litgpt.tokenizer import Tokenizer
 from litgpt.types import LoggerChoice
 
-from litgpt_inheritune.checkpoint import fail, load_lazy_state_dict, write_text_atomic
+from litgpt_inheritune.checkpoint import fail, write_text_atomic
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, hyperparameters, validate
+from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 BASELINES = {
@@ -168,32 +164,6 @@ def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_ar
     if (code := subprocess.run(command).returncode) != 0:
         fail(f"pretrain of {run_dir} failed (exit code {code}); fix the cause and re-run grow: finished runs are reused")
     return final
-
-
-class LossMeter:
-    """Validation loss of a checkpoint on the first --eval.max_iters held-out batches, on one device."""
-
-    def __init__(self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]) -> None:
-        cuda = torch.cuda.is_available()
-        self.fabric = L.Fabric(accelerator="cuda" if cuda else "cpu", devices=1,
-                               precision=precision or ("bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"))
-        block_size = Config.from_file(reference_dir / "model_config.yaml").block_size
-        self.seq_len = min(block_size, train.max_seq_length or block_size)
-        data.connect(tokenizer=Tokenizer(reference_dir), batch_size=train.micro_batch_size, max_seq_length=self.seq_len)
-        data.prepare_data()
-        data.setup()
-        self.val_dataloader = self.fabric.setup_dataloaders(data.val_dataloader())
-        self.max_iters = eval.max_iters
-
-    @torch.no_grad()
-    def __call__(self, checkpoint: Path) -> float:
-        with self.fabric.init_module():
-            model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
-        model.load_state_dict(load_lazy_state_dict(checkpoint / "lit_model.pth"))
-        model.max_seq_length = self.seq_len
-        loss = validate(self.fabric, self.fabric.setup(model), self.val_dataloader, self.max_iters)
-        del model
-        return loss
 
 
 def write_report(out_dir: Path, report: dict) -> None:

@@ -325,6 +325,32 @@ def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
     return fabric.all_reduce(total / count, reduce_op="mean").item()
 
 
+class LossMeter:
+    """Validation loss of a checkpoint on the first --eval.max_iters held-out batches, on one device."""
+
+    def __init__(self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]) -> None:
+        cuda = torch.cuda.is_available()
+        self.fabric = L.Fabric(accelerator="cuda" if cuda else "cpu", devices=1,
+                               precision=precision or ("bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"))
+        block_size = Config.from_file(reference_dir / "model_config.yaml").block_size
+        self.seq_len = min(block_size, train.max_seq_length or block_size)
+        data.connect(tokenizer=Tokenizer(reference_dir), batch_size=train.micro_batch_size, max_seq_length=self.seq_len)
+        data.prepare_data()
+        data.setup()
+        self.val_dataloader = self.fabric.setup_dataloaders(data.val_dataloader())
+        self.max_iters = eval.max_iters
+
+    @torch.no_grad()
+    def __call__(self, checkpoint: Path) -> float:
+        with self.fabric.init_module():
+            model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
+        model.load_state_dict(load_lazy_state_dict(checkpoint / "lit_model.pth"))
+        model.max_seq_length = self.seq_len
+        loss = validate(self.fabric, self.fabric.setup(model), self.val_dataloader, self.max_iters)
+        del model
+        return loss
+
+
 def log_validation(fabric, model, val_dataloader, eval: EvalArgs, state: dict, progress: "Progress") -> None:
     t0 = time.perf_counter()
     val_loss = validate(fabric, model, val_dataloader, eval.max_iters)

@@ -16,18 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from litgpt.args import EvalArgs, TrainArgs
 from litgpt.config import Config
-from litgpt.model import GPT
-from litgpt.utils import chunked_cross_entropy
 
 from litgpt_inheritune.analyze import main as analyze
 from litgpt_inheritune.checkpoint import load_lazy_state_dict
 from litgpt_inheritune.evaluate import main as evaluate
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.materials import DEFAULT_CACHE, lee_corpus, offline_tasks, smollm2_checkpoint
-from litgpt_inheritune.pretrain import setup as pretrain
+from litgpt_inheritune.pretrain import LossMeter, setup as pretrain
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 TASKS = "piqa_offline,arc_easy_offline,boolq_offline,sciq_offline"
@@ -82,12 +79,8 @@ def main() -> None:
 
     models = {"reference": reference, "inherited": runs["inherited"] / "final", "random": runs["random"] / "final"}
     step("validation loss of all three on the held-out Lee articles")
-    val = data()
-    from litgpt.tokenizer import Tokenizer
-
-    val.connect(tokenizer=Tokenizer(reference), batch_size=4, max_seq_length=args.seq_len)
-    val.prepare_data()
-    val_losses = {name: validation_loss(path, val) for name, path in models.items()}
+    measure = LossMeter(reference, data(), train, EvalArgs(max_iters=10**9), precision=None)  # every held-out batch
+    val_losses = {name: measure(path) for name, path in models.items()}
 
     scores = {}
     for name, path in models.items():
@@ -121,16 +114,6 @@ def write_corpus(text_file: Path, out_dir: Path) -> Path:
         for i, article in enumerate(articles):
             f.write(json.dumps({"text": article, "meta": {"source": "gensim lee_background.cor", "index": i}}) + "\n")
     return out_dir
-
-
-@torch.no_grad()
-def validation_loss(checkpoint: Path, data: RedPajamaSample) -> float:
-    model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
-    model.load_state_dict(load_lazy_state_dict(checkpoint / "lit_model.pth"))
-    model.eval()
-    model.max_seq_length = data.seq_length - 1
-    losses = [chunked_cross_entropy(model(batch[:, :-1].long()), batch[:, 1:].long()).item() for batch in data.val_dataloader()]
-    return sum(losses) / len(losses)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

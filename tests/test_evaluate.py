@@ -1,7 +1,6 @@
 """`litgpt inheritune evaluate`: lm-evaluation-harness directly on LitGPT's model, tables beside chance level."""
 
 import json
-import os
 
 import pytest
 import torch
