@@ -53,7 +53,7 @@ def main(
     """Inherit, train, grow (Algorithm 1): rounds of n, n + k, ... blocks until the target's validation loss reaches
     the reference's, then the baselines at that size on the same budget.
 
-    Writes out_dir/<n>L/{init,train} per round, out_dir/baselines/<name>/{init,train}, and out_dir/grow.json and
+    Writes out_dir/<n>L/{init,train} per round, out_dir/baselines/<name>-<n>L/{init,train}, and out_dir/grow.json and
     grow.md (validation loss of the reference, every round and every baseline). Re-running continues: finished rounds
     are reused and an interrupted training resumes from its newest checkpoint.
 
@@ -120,11 +120,12 @@ def main(
         if name == "lazy" and n == n_reference:
             print(f"grow: baseline lazy skipped: at {n} blocks the last n blocks are the first n")
             continue
+        run_dir = out_dir / "baselines" / f"{name}-{n}L"
         if name == "random":
-            final = train_run(reference_dir, list(range(n)), out_dir / "baselines" / "random", pretrain_args, "random")
+            final = train_run(reference_dir, list(range(n)), run_dir, pretrain_args, "random")
             layers = "random init"
         else:
-            final = train_run(reference_dir, list(range(n_reference - n, n_reference)), out_dir / "baselines" / "lazy", pretrain_args, "checkpoint")
+            final = train_run(reference_dir, list(range(n_reference - n, n_reference)), run_dir, pretrain_args, "checkpoint")
             layers = f"{n_reference - n}-{n_reference - 1}"
         report["baselines"][name] = {"n_layers": n, "layers": layers, "checkpoint": str(final), "val_loss": measure(final)}
         print(f"grow: baseline {name} ({n} blocks): validation loss {report['baselines'][name]['val_loss']:.4f}")
@@ -148,17 +149,21 @@ def round_sizes(n_reference: int, n_layers: Optional[int], grow_by: int, max_lay
 
 
 def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_args: dict, initialize: str) -> Path:
-    """Inherits ``layers`` into run_dir/init and trains it into run_dir/train; reuses whatever a previous run finished."""
+    """Inherits ``layers`` into run_dir/init and trains it into run_dir/train; reuses whatever a previous run with the
+    same settings finished."""
     init_dir, train_dir = run_dir / "init", run_dir / "train"
+    config = {**pretrain_args, "checkpoint_dir": str(init_dir), "out_dir": str(train_dir), "initialize": initialize, "resume": "auto"}
+    settings = yaml.safe_dump(config, sort_keys=False)
+    if (run_dir / "pretrain.yaml").is_file() and (run_dir / "pretrain.yaml").read_text() != settings:
+        fail(f"{run_dir} holds a run with other settings (see its pretrain.yaml); give another --out_dir or delete it")
     if not (init_dir / "provenance.json").is_file() or json.loads((init_dir / "provenance.json").read_text())["layers"] != layers:
         init(reference_dir, out_dir=init_dir, layers=",".join(map(str, layers)), overwrite=True)
     final = train_dir / "final"
     if (final / "lit_model.pth").is_file():
         print(f"grow: reusing {final}")
         return final
-    config = {**pretrain_args, "checkpoint_dir": str(init_dir), "out_dir": str(train_dir), "initialize": initialize, "resume": "auto"}
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "pretrain.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(run_dir / "pretrain.yaml", settings)
     command = [sys.executable, "-m", "litgpt_inheritune", "pretrain", "--config", str(run_dir / "pretrain.yaml")]
     print(f"grow: {' '.join(command)}", flush=True)
     if (code := subprocess.run(command).returncode) != 0:

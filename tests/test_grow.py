@@ -74,6 +74,10 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
     assert again.returncode == 0 and again.stdout.count("grow: reusing") == len(rounds)  # finished rounds are not retrained
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"] == rounds
 
+    other = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--baselines", "", "--train.max_steps", "3")
+    assert other.returncode == 1 and "holds a run with other settings" in other.stderr
+    assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"] == rounds  # nothing changed on disk
+
 
 def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
     """A generous tolerance ends growth after the first round; the baselines are trained at its size."""
@@ -82,12 +86,12 @@ def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
     report = json.loads((tmp_path / "grow" / "grow.json").read_text())
     assert [r["n_layers"] for r in report["rounds"]] == [3] and report["rounds"][0]["matched"]
     assert report["result"] == report["rounds"][0]["checkpoint"]
-    lazy = tmp_path / "grow" / "baselines" / "lazy"
+    lazy = tmp_path / "grow" / "baselines" / "lazy-3L"
     assert json.loads((lazy / "init" / "provenance.json").read_text())["layers"] == [3, 4, 5]
-    random_run = yaml_of(tmp_path / "grow" / "baselines" / "random" / "pretrain.yaml")
+    random_run = yaml_of(tmp_path / "grow" / "baselines" / "random-3L" / "pretrain.yaml")
     assert random_run["initialize"] == "random" and random_run["train"]["max_steps"] == 2
     inherited = torch.load(Path(report["rounds"][0]["checkpoint"]) / "lit_model.pth", weights_only=True)
-    random_final = torch.load(tmp_path / "grow" / "baselines" / "random" / "train" / "final" / "lit_model.pth", weights_only=True)
+    random_final = torch.load(tmp_path / "grow" / "baselines" / "random-3L" / "train" / "final" / "lit_model.pth", weights_only=True)
     assert not torch.allclose(inherited["transformer.wte.weight"], random_final["transformer.wte.weight"])
     for name in ("random", "lazy"):
         entry = report["baselines"][name]
