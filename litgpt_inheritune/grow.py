@@ -8,6 +8,7 @@ round and the baselines are measured the same way: the same held-out batches, on
 """
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ from litgpt_inheritune.redpajama import RedPajamaSample
 BASELINES = {
     "random": "the final size's architecture trained from a random initialisation",
     "lazy": "the last n blocks of the reference (its lazy layers) instead of the first n",
+    "hybrid_stacking": "the reference's first n/2 blocks stacked twice to n blocks, then trained",
+    "stacking": "n/2 blocks trained from a random initialisation, stacked twice to n blocks, trained again (twice the budget)",
 }
 
 
@@ -63,8 +66,9 @@ def main(
         n_layers: Blocks in the first round. Default: half of the reference's (the paper's l = L/2).
         grow_by: Blocks added per round (the paper's k = 2).
         max_layers: Stop growing at this many blocks even if the target has not matched. Default: the reference's.
-        baselines: Comma-separated, trained at the final size: "random" (same architecture, random initialisation),
-            "lazy" (the reference's last n blocks). "" for none.
+        baselines: Comma-separated, trained at the final size n: "random" (same architecture, random initialisation),
+            "lazy" (the reference's last n blocks), "hybrid_stacking" (its first n/2 blocks stacked twice),
+            "stacking" (n/2 blocks trained from random initialisation, stacked twice, trained again). "" for none.
         tolerance: The target matches when its validation loss <= the reference's + tolerance.
         precision: As for pretrain; also used to measure validation losses.
         data: Data module, as for pretrain. Default: ``RedPajamaSample``.
@@ -120,13 +124,7 @@ def main(
         if name == "lazy" and n == n_reference:
             print(f"grow: baseline lazy skipped: at {n} blocks the last n blocks are the first n")
             continue
-        run_dir = out_dir / "baselines" / f"{name}-{n}L"
-        if name == "random":
-            final = train_run(reference_dir, list(range(n)), run_dir, pretrain_args, "random")
-            layers = "random init"
-        else:
-            final = train_run(reference_dir, list(range(n_reference - n, n_reference)), run_dir, pretrain_args, "checkpoint")
-            layers = f"{n_reference - n}-{n_reference - 1}"
+        final, layers = train_baseline(name, reference_dir, n, n_reference, out_dir / "baselines" / f"{name}-{n}L", pretrain_args)
         report["baselines"][name] = {"n_layers": n, "layers": layers, "checkpoint": str(final), "val_loss": measure(final)}
         print(f"grow: baseline {name} ({n} blocks): validation loss {report['baselines'][name]['val_loss']:.4f}")
         write_report(out_dir, report)
@@ -148,6 +146,20 @@ def round_sizes(n_reference: int, n_layers: Optional[int], grow_by: int, max_lay
     return sizes if sizes[-1] == top else sizes + [top]
 
 
+def train_baseline(name: str, reference_dir: Path, n: int, n_reference: int, run_dir: Path, pretrain_args: dict) -> tuple[Path, str]:
+    """Trains baseline ``name`` with n blocks; returns its final checkpoint and which blocks of the reference it holds."""
+    half = list(range(math.ceil(n / 2)))
+    stacked = (half + half)[:n]
+    if name == "random":
+        return train_run(reference_dir, list(range(n)), run_dir, pretrain_args, "random"), "random init"
+    if name == "lazy":
+        return train_run(reference_dir, list(range(n_reference - n, n_reference)), run_dir, pretrain_args, "checkpoint"), f"{n_reference - n}-{n_reference - 1}"
+    if name == "hybrid_stacking":
+        return train_run(reference_dir, stacked, run_dir, pretrain_args, "checkpoint"), f"{','.join(map(str, stacked))}"
+    first = train_run(reference_dir, half, run_dir / "half", pretrain_args, "random")
+    return train_run(first, stacked, run_dir, pretrain_args, "checkpoint"), f"random init of {len(half)}, stacked"
+
+
 def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_args: dict, initialize: str) -> Path:
     """Inherits ``layers`` into run_dir/init and trains it into run_dir/train; reuses whatever a previous run with the
     same settings finished."""
@@ -157,7 +169,7 @@ def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_ar
     if (run_dir / "pretrain.yaml").is_file() and (run_dir / "pretrain.yaml").read_text() != settings:
         fail(f"{run_dir} holds a run with other settings (see its pretrain.yaml); give another --out_dir or delete it")
     if not (init_dir / "provenance.json").is_file() or json.loads((init_dir / "provenance.json").read_text())["layers"] != layers:
-        init(reference_dir, out_dir=init_dir, layers=",".join(map(str, layers)), overwrite=True)
+        init(reference_dir, out_dir=init_dir, layers=",".join(map(str, layers)), overwrite=True, allow_repeats=True)
     final = train_dir / "final"
     if (final / "lit_model.pth").is_file():
         print(f"grow: reusing {final}")

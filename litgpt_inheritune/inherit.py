@@ -14,7 +14,7 @@ from litgpt_inheritune.configs import derived_name
 BLOCK_KEY = re.compile(r"^transformer\.h\.(\d+)\.(.+)$")
 
 
-def parse_layers(spec: str, n_reference: int) -> list[int]:
+def parse_layers(spec: str, n_reference: int, allow_repeats: bool = False) -> list[int]:
     """Parses ``"0,1,2"`` or ``"4-7"`` or ``"0-3,6"`` (0-based, ranges inclusive) into a list of block indices."""
     layers = []
     for item in str(spec).replace(" ", "").split(","):
@@ -28,20 +28,20 @@ def parse_layers(spec: str, n_reference: int) -> list[int]:
         if stop < start:
             raise ValueError(f"--layers range {item!r} runs backwards; write it as '{stop}-{start}'")
         layers.extend(range(start, stop + 1))
-    check_layers(layers, n_reference)
+    check_layers(layers, n_reference, allow_repeats)
     return layers
 
 
-def check_layers(layers: list[int], n_reference: int) -> None:
-    """Raises ValueError naming the first bad index: out of range or repeated."""
+def check_layers(layers: list[int], n_reference: int, allow_repeats: bool = False) -> None:
+    """Raises ValueError naming the first bad index: out of range, or repeated unless ``allow_repeats``."""
     if not layers:
         raise ValueError(f"no layers selected; valid: indices in 0..{n_reference - 1}")
     seen = set()
     for index in layers:
         if not 0 <= index < n_reference:
             raise ValueError(f"layer {index} is out of range; the reference has {n_reference} blocks: 0..{n_reference - 1}")
-        if index in seen:
-            raise ValueError(f"layer {index} is repeated; each block can be inherited once")
+        if index in seen and not allow_repeats:
+            raise ValueError(f"layer {index} is repeated; each block can be inherited once (--allow_repeats true stacks copies)")
         seen.add(index)
 
 
@@ -59,16 +59,20 @@ def count_blocks(state_dict: dict) -> int:
 def inherit_state_dict(state_dict: dict, layers: list[int]) -> dict:
     """The target's state dict: all non-block tensors, then the blocks in ``layers`` renumbered 0..n-1.
 
-    Tensors are not copied, so a lazily loaded (mmap) reference is read only where a kept tensor is used.
+    Tensors are not copied, so a lazily loaded (mmap) reference is read only where a kept tensor is used; a block
+    that appears more than once (stacking) is cloned for its later places, so no two blocks share storage.
     """
-    new_index = {old: new for new, old in enumerate(layers)}
+    new_indices: dict[int, list[int]] = {}
+    for new, old in enumerate(layers):
+        new_indices.setdefault(old, []).append(new)
     target = {}
     for key, tensor in state_dict.items():
         match = BLOCK_KEY.match(key)
         if match is None:
             target[key] = tensor
-        elif int(match[1]) in new_index:
-            target[f"transformer.h.{new_index[int(match[1])]}.{match[2]}"] = tensor
+            continue
+        for copy, new in enumerate(new_indices.get(int(match[1]), [])):
+            target[f"transformer.h.{new}.{match[2]}"] = tensor if copy == 0 else tensor.clone()
     # order the blocks as selected, so the file reads like a model built from scratch
     return dict(sorted(target.items(), key=lambda item: _block_order(item[0])))
 

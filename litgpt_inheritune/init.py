@@ -30,6 +30,7 @@ def main(
     select: Literal["first", "rank"] = "first",
     analysis: Optional[Path] = None,
     overwrite: bool = False,
+    allow_repeats: bool = False,
 ) -> Path:
     """Inherit the token embedding, chosen transformer blocks, final norm and LM head of a reference model.
 
@@ -47,6 +48,8 @@ def main(
             average MaxRank in the attention analysis given by --analysis.
         analysis: An out_dir of ``litgpt inheritune analyze`` run on this reference (holds attention.json).
         overwrite: Replace ``out_dir`` if it already holds files.
+        allow_repeats: Let a block appear more than once in --layers, e.g. ``0-5,0-5`` stacks two copies of the
+            first six (the paper's stacking baselines).
     """
     reference_dir = Path(reference_dir)
     if (n_layers is None) == (layers is None):
@@ -59,7 +62,7 @@ def main(
         fail(f"reference_dir {reference_dir} has no usable model_config.yaml ({error})")
     try:
         if layers is not None:
-            kept = parse_layers(layers, reference_config.n_layer)
+            kept = parse_layers(layers, reference_config.n_layer, allow_repeats)
         else:
             kept = first_layers(n_layers, reference_config.n_layer)
             if select == "rank":

@@ -81,7 +81,8 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
 
 def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
     """A generous tolerance ends growth after the first round; the baselines are trained at its size."""
-    result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "3", "--tolerance", "100")
+    result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "3", "--tolerance", "100",
+                  "--baselines", "random,lazy,hybrid_stacking,stacking")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "grow" / "grow.json").read_text())
     assert [r["n_layers"] for r in report["rounds"]] == [3] and report["rounds"][0]["matched"]
@@ -93,7 +94,16 @@ def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
     inherited = torch.load(Path(report["rounds"][0]["checkpoint"]) / "lit_model.pth", weights_only=True)
     random_final = torch.load(tmp_path / "grow" / "baselines" / "random-3L" / "train" / "final" / "lit_model.pth", weights_only=True)
     assert not torch.allclose(inherited["transformer.wte.weight"], random_final["transformer.wte.weight"])
-    for name in ("random", "lazy"):
+    hybrid = tmp_path / "grow" / "baselines" / "hybrid_stacking-3L"
+    assert json.loads((hybrid / "init" / "provenance.json").read_text())["layers"] == [0, 1, 0]
+    stacking = tmp_path / "grow" / "baselines" / "stacking-3L"
+    assert yaml_of(stacking / "half" / "pretrain.yaml")["initialize"] == "random"
+    stacked = json.loads((stacking / "init" / "provenance.json").read_text())
+    assert stacked["layers"] == [0, 1, 0] and stacked["reference"]["path"] == str((stacking / "half" / "train" / "final").resolve())
+    half = torch.load(stacking / "half" / "train" / "final" / "lit_model.pth", weights_only=True)
+    start = torch.load(stacking / "init" / "lit_model.pth", weights_only=True)
+    assert torch.equal(start["transformer.h.2.attn.qkv.weight"], half["transformer.h.0.attn.qkv.weight"])
+    for name in ("random", "lazy", "hybrid_stacking", "stacking"):
         entry = report["baselines"][name]
         assert entry["n_layers"] == 3
         assert entry["val_loss"] == pytest.approx(held_out_loss(Path(entry["checkpoint"]), jsonl_corpus, tmp_path), abs=1e-4)
@@ -110,7 +120,7 @@ def yaml_of(path: Path) -> dict:
     (["--n_layers", "9"], "--n_layers 9 is out of range; valid: 1..6"),
     (["--n_layers", "4", "--max_layers", "3"], "--max_layers 3 is out of range; valid: 4..6"),
     (["--grow_by", "0"], "--grow_by 0 must be 1 or more"),
-    (["--baselines", "random,stacking"], "unknown baseline 'stacking'; valid: random, lazy"),
+    (["--baselines", "random,distillation"], "unknown baseline 'distillation'; valid: random, lazy, hybrid_stacking, stacking"),
 ])
 def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
     result = grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", *args)

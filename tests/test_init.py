@@ -43,6 +43,8 @@ CASES = [
     ("gpt-neox", dict(n_layers=2), [0, 1]),
     ("gemma-2", dict(layers="3,0,5"), [3, 0, 5]),
     ("gemma-2", dict(n_layers=6), [0, 1, 2, 3, 4, 5]),
+    ("gemma-2", dict(layers="0-2,0-2", allow_repeats=True), [0, 1, 2, 0, 1, 2]),  # stacking: two copies of three blocks
+    ("llama-gqa", dict(layers="1,1,1", allow_repeats=True), [1, 1, 1]),
 ]
 
 
@@ -76,6 +78,14 @@ def test_target_tensors_and_logits_match_reference(tiny_references, tmp_path, st
         expected = reference_logits_through(load_model(reference_dir), idx, layers)
         actual = load_model(out_dir)(idx)
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_stacked_copies_are_separate_tensors(tiny_references, tmp_path):
+    out_dir = init(tiny_references["llama-gqa"], out_dir=tmp_path / "target", layers="0-1,0-1", allow_repeats=True)
+    target_sd = torch.load(out_dir / "lit_model.pth", weights_only=True)
+    first, copy = target_sd["transformer.h.0.attn.qkv.weight"], target_sd["transformer.h.2.attn.qkv.weight"]
+    assert torch.equal(first, copy) and first.untyped_storage().data_ptr() != copy.untyped_storage().data_ptr()
+    assert json.loads((out_dir / "provenance.json").read_text())["layers"] == [0, 1, 0, 1]
 
 
 def test_side_files_and_provenance(tiny_references, tmp_path):
@@ -127,7 +137,7 @@ BAD_INPUTS = [
     (dict(n_layers=0), "--n_layers 0 is out of range; valid: 1..6"),
     (dict(n_layers=7), "--n_layers 7 is out of range; valid: 1..6"),
     (dict(layers="1,6"), "layer 6 is out of range; the reference has 6 blocks: 0..5"),
-    (dict(layers="2,2"), "layer 2 is repeated"),
+    (dict(layers="2,2"), "layer 2 is repeated; each block can be inherited once (--allow_repeats true stacks copies)"),
     (dict(layers="a,b"), "--layers 'a,b' is not a list of block indices"),
     (dict(layers="5-3"), "runs backwards"),
     (dict(), "give exactly one of --n_layers N or --layers i,j,k"),
