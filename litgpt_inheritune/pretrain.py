@@ -348,6 +348,8 @@ class LossMeter:
         model.max_seq_length = self.seq_len
         loss = validate(self.fabric, self.fabric.setup(model), self.val_dataloader, self.max_iters)
         del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the memory back: grow's training runs are other processes on the same GPU
         return loss
 
 
