@@ -111,10 +111,10 @@ def main(
         entry = {"n_layers": n, "layers": f"0-{n - 1}", "checkpoint": str(final), "val_loss": measure(final)}
         entry["matched"] = entry["val_loss"] <= target_loss
         report["rounds"].append(entry)
+        report["result"] = str(final) if entry["matched"] else None
         print(f"grow: {n} blocks: validation loss {entry['val_loss']:.4f} ({'matches' if entry['matched'] else 'above'} the reference)")
         write_report(out_dir, report)
         if entry["matched"]:
-            report["result"] = str(final)
             break
     else:
         print(f"grow: no round up to {sizes[-1]} blocks reached the reference's validation loss", file=sys.stderr)

@@ -69,6 +69,10 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
         assert entry["val_loss"] == pytest.approx(held_out_loss(checkpoint, jsonl_corpus, tmp_path), abs=1e-4)
     table = (tmp_path / "grow" / "grow.md").read_text()
     assert f"| reference | 6 | all | {reference:.4f} | |" in table
+    if rounds[-1]["matched"]:
+        assert report["result"] == rounds[-1]["checkpoint"] and f"Grown model: {report['result']}." in table
+    else:
+        assert report["result"] is None and "Grown model: none: no round matched the reference." in table
 
     again = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", "")
     assert again.returncode == 0 and again.stdout.count("grow: reusing") == len(rounds)  # finished rounds are not retrained
@@ -87,6 +91,7 @@ def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
     report = json.loads((tmp_path / "grow" / "grow.json").read_text())
     assert [r["n_layers"] for r in report["rounds"]] == [3] and report["rounds"][0]["matched"]
     assert report["result"] == report["rounds"][0]["checkpoint"]
+    assert f"Grown model: {report['result']}." in (tmp_path / "grow" / "grow.md").read_text()
     lazy = tmp_path / "grow" / "baselines" / "lazy-3L"
     assert json.loads((lazy / "init" / "provenance.json").read_text())["layers"] == [3, 4, 5]
     random_run = yaml_of(tmp_path / "grow" / "baselines" / "random-3L" / "pretrain.yaml")
@@ -126,3 +131,12 @@ def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
     result = grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", *args)
     assert result.returncode == 1 and message in result.stderr
     assert not (tmp_path / "grow").exists()
+
+
+def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_path):
+    """--devices 2 reaches each round's pretrain, which Fabric's launcher runs as two DDP processes (gloo on a CPU)."""
+    result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "6", "--baselines", "",
+                  "--devices", "2", "--train.micro_batch_size", "2")
+    assert result.returncode == 0, result.stderr
+    assert "2 micro-batches of 2 per rank on 2 ranks" in result.stdout
+    assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"][0]["n_layers"] == 6
