@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
 from tqdm import tqdm
@@ -21,7 +20,7 @@ from litgpt_inheritune.attention import (
     lazy_layers,
     potent_prefix,
 )
-from litgpt_inheritune.checkpoint import fail, load_lazy_state_dict, write_text_atomic
+from litgpt_inheritune.checkpoint import fail, load_gpt, write_text_atomic
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
@@ -109,9 +108,7 @@ def checkpoint_list(checkpoint_dir: Path, checkpoints: Optional[list[Path]]) -> 
 
 
 def load_model(checkpoint_dir: Path) -> GPT:
-    config = Config.from_file(checkpoint_dir / "model_config.yaml")
-    model = GPT(config)
-    model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"))
+    model = load_gpt(checkpoint_dir)
     model.lm_head = torch.nn.Identity()  # the analysis needs attention, not logits: skip the vocabulary projection
     return model.float().eval()
 

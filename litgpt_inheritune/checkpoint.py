@@ -120,6 +120,19 @@ def write_hf_config(source_dir: Path, out_dir: Path, layers: list[int]) -> bool:
     return True
 
 
+def load_gpt(checkpoint_dir: Path):
+    """LitGPT's GPT with a checkpoint's weights (memory-mapped, on the CPU), built without a random initialisation
+    of weights that the checkpoint overwrites."""
+    from litgpt.config import Config
+    from litgpt.model import GPT
+
+    with torch.device("meta"):
+        model = GPT(Config.from_file(checkpoint_dir / "model_config.yaml"))
+    model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"), assign=True)
+    model.cos, model.sin = model.rope_cache()  # non-persistent buffers: not in the checkpoint
+    return model
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Writes a file through a temporary sibling, so a reader never sees it half written."""
     temporary = path.with_name(path.name + ".partial")

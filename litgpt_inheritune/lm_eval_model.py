@@ -10,14 +10,13 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
 from lm_eval import utils
 from lm_eval.api.model import TemplateLM
 from tqdm import tqdm
 
-from litgpt_inheritune.checkpoint import load_lazy_state_dict
+from litgpt_inheritune.checkpoint import load_gpt
 
 
 class LitGPTLM(TemplateLM):
@@ -25,12 +24,8 @@ class LitGPTLM(TemplateLM):
                  max_length: Optional[int] = None) -> None:
         super().__init__()
         checkpoint_dir = Path(checkpoint_dir)
-        config = Config.from_file(checkpoint_dir / "model_config.yaml")
-        with torch.device("meta"):  # no random initialisation of weights that are overwritten next
-            self.model = GPT(config)
-        self.model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"), assign=True)
-        self.model.cos, self.model.sin = self.model.rope_cache()
-        self.model.to(device=device, dtype=dtype).eval()
+        self.model = load_gpt(checkpoint_dir).to(device=device, dtype=dtype).eval()
+        config = self.model.config
         self.max_length = min(max_length or config.block_size, config.block_size)
         self.model.max_seq_length = self.max_length
         self.tokenizer = Tokenizer(checkpoint_dir)

@@ -40,7 +40,7 @@ from litgpt.utils import (
 )
 from tqdm import tqdm
 
-from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_lazy_state_dict, replace_dir, write_provenance
+from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_gpt, load_lazy_state_dict, replace_dir, write_provenance
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 PAPER_OPTIMIZER = {
@@ -117,7 +117,7 @@ def setup(
         fail(f"--resume {resume_path} holds a run of another model than {checkpoint_dir}; choose another --out_dir")
     if strategy == "fsdp" and not torch.cuda.is_available():
         fail("--strategy fsdp needs CUDA GPUs (Lightning's FSDP does not run on CPUs); use --strategy ddp here")
-    precision = precision or ("bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true")
+    precision = default_precision(precision)
 
     if strategy == "fsdp" or (strategy == "auto" and devices * num_nodes > 1 and torch.cuda.is_available()):
         fabric_strategy = FSDPStrategy(
@@ -165,7 +165,7 @@ def main(
     fsdp = isinstance(fabric.strategy, FSDPStrategy)
     with fabric.init_module(empty_init=fsdp):
         model = GPT(config)
-    model.max_seq_length = min(config.block_size, train.max_seq_length or config.block_size)
+    model.max_seq_length = train_seq_length(config, train)
     if initialize == "random":
         initialize_weights(fabric, model, n_layer=config.n_layer, n_embd=config.n_embd)
     elif not fsdp:
@@ -291,6 +291,15 @@ def fit(
         log_validation(fabric, model, val_dataloader, eval, state, progress)
 
 
+def default_precision(precision: Optional[str]) -> str:
+    return precision or ("bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true")
+
+
+def train_seq_length(config: Config, train: TrainArgs) -> int:
+    """Tokens per training sequence: --train.max_seq_length, at most the model's block size."""
+    return min(config.block_size, train.max_seq_length or config.block_size)
+
+
 def total_steps(train: TrainArgs, steps_per_epoch: int, tokens_per_step: int) -> int:
     """Optimizer steps until the first of epochs, max_tokens and max_steps."""
     limits = []
@@ -329,11 +338,8 @@ class LossMeter:
     """Validation loss of a checkpoint on the first --eval.max_iters held-out batches, on one device."""
 
     def __init__(self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]) -> None:
-        cuda = torch.cuda.is_available()
-        self.fabric = L.Fabric(accelerator="cuda" if cuda else "cpu", devices=1,
-                               precision=precision or ("bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"))
-        block_size = Config.from_file(reference_dir / "model_config.yaml").block_size
-        self.seq_len = min(block_size, train.max_seq_length or block_size)
+        self.fabric = L.Fabric(accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=1, precision=default_precision(precision))
+        self.seq_len = train_seq_length(Config.from_file(reference_dir / "model_config.yaml"), train)
         data.connect(tokenizer=Tokenizer(reference_dir), batch_size=train.micro_batch_size, max_seq_length=self.seq_len)
         data.prepare_data()
         data.setup()
@@ -342,9 +348,7 @@ class LossMeter:
 
     @torch.no_grad()
     def __call__(self, checkpoint: Path) -> float:
-        with self.fabric.init_module():
-            model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
-        model.load_state_dict(load_lazy_state_dict(checkpoint / "lit_model.pth"))
+        model = load_gpt(checkpoint)
         model.max_seq_length = self.seq_len
         loss = validate(self.fabric, self.fabric.setup(model), self.val_dataloader, self.max_iters)
         del model
