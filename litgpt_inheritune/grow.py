@@ -155,7 +155,7 @@ def train_baseline(name: str, reference_dir: Path, n: int, n_reference: int, run
     if name == "lazy":
         return train_run(reference_dir, list(range(n_reference - n, n_reference)), run_dir, pretrain_args, "checkpoint"), f"{n_reference - n}-{n_reference - 1}"
     if name == "hybrid_stacking":
-        return train_run(reference_dir, stacked, run_dir, pretrain_args, "checkpoint"), f"{','.join(map(str, stacked))}"
+        return train_run(reference_dir, stacked, run_dir, pretrain_args, "checkpoint"), ",".join(map(str, stacked))
     first = train_run(reference_dir, half, run_dir / "half", pretrain_args, "random")
     return train_run(first, stacked, run_dir, pretrain_args, "checkpoint"), f"random init of {len(half)}, stacked"
 
