@@ -191,3 +191,16 @@ def replace_dir(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.rename(staging, out_dir)
+
+
+def prune_step_checkpoints(out_dir: Path, keep: int, newest: Path) -> list[Path]:
+    """Deletes the complete step checkpoints (``step-*/``) in ``out_dir`` beyond the newest ``keep``, never ``newest``
+    (the one just written). Each is renamed to a hidden name first, so that a crash mid-delete leaves no folder that
+    looks like a complete checkpoint."""
+    others = sorted(path for path in out_dir.glob("step-*") if path.is_dir() and path != newest)
+    doomed = others[: max(0, len(others) - (keep - 1))]
+    for path in doomed:
+        os.rename(path, path.with_name(f".{path.name}.deleting"))
+    for retired in out_dir.glob(".step-*.deleting"):  # also what a run killed mid-delete left behind
+        shutil.rmtree(retired)
+    return doomed

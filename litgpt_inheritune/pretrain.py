@@ -40,7 +40,9 @@ from litgpt.utils import (
 )
 from tqdm import tqdm
 
-from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_gpt, load_lazy_state_dict, replace_dir, write_provenance
+from litgpt_inheritune.checkpoint import (
+    copy_tokenizer_files, fail, load_gpt, load_lazy_state_dict, prune_step_checkpoints, replace_dir, write_provenance,
+)
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 PAPER_OPTIMIZER = {
@@ -60,6 +62,7 @@ def setup(
     precision: Optional[Literal["bf16-true", "bf16-mixed", "32-true"]] = None,
     initialize: Literal["checkpoint", "random"] = "checkpoint",
     resume: Union[bool, Literal["auto"], Path] = False,
+    keep_checkpoints: Optional[int] = None,
     data: Optional[DataModule] = None,
     train: TrainArgs = TRAIN_DEFAULTS,
     eval: EvalArgs = EVAL_DEFAULTS,
@@ -90,6 +93,8 @@ def setup(
             random initialisation (the paper's baseline).
         resume: "auto" continues from the newest complete checkpoint in out_dir (or starts fresh if there is none),
             True requires one, a path names one.
+        keep_checkpoints: Keep only the newest N step checkpoints (step-*/) in out_dir: an older one is deleted once a
+            newer one is complete, so the one a run resumed from stays until it is superseded. Default: keep all.
         data: Data module. Default: ``RedPajamaSample``. litgpt's own modules (TextFiles, LitData, ...) work too.
         train: Training arguments (litgpt's TrainArgs). lr_warmup_steps and save_interval count optimizer steps.
         eval: Validation arguments (litgpt's EvalArgs): interval in optimizer steps, max_iters batches per pass.
@@ -112,6 +117,8 @@ def setup(
     data = RedPajamaSample() if data is None else data
     devices = parse_devices(devices)
     check_train_args(train, eval, devices * num_nodes)
+    if keep_checkpoints is not None and keep_checkpoints < 1:
+        fail(f"--keep_checkpoints {keep_checkpoints} must be at least 1 (or unset to keep every step checkpoint)")
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
     if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
         fail(f"--resume {resume_path} holds a run of another model than {checkpoint_dir}; choose another --out_dir")
@@ -142,7 +149,7 @@ def setup(
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
     main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
-         activation_checkpointing, compile, seed, hparams)
+         activation_checkpointing, compile, seed, hparams, keep_checkpoints)
 
 
 def main(
@@ -160,6 +167,7 @@ def main(
     compile: bool,
     seed: int,
     hparams: dict,
+    keep_checkpoints: Optional[int] = None,
 ) -> None:
     fabric.seed_everything(seed)
     fsdp = isinstance(fabric.strategy, FSDPStrategy)
@@ -199,7 +207,7 @@ def main(
         fabric.load(resume_path / "lit_model.pth", state, weights_only=True)
         set_rng_state(state["rng"])
 
-    fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams)
+    fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams, keep_checkpoints)
     save_final(fabric, state, out_dir, checkpoint_dir, hparams)
     for logger in fabric.loggers:
         logger.finalize("success")  # flushes the metrics logged since the last periodic write
@@ -215,6 +223,7 @@ def fit(
     train: TrainArgs,
     eval: EvalArgs,
     hparams: dict,
+    keep_checkpoints: Optional[int] = None,
 ) -> None:
     model, optimizer = state["model"], state["optimizer"]
     config: Config = model.config
@@ -243,6 +252,7 @@ def fit(
     if eval.initial_validation and state["step_count"] == 0:
         log_validation(fabric, model, val_dataloader, eval, state, progress)
     start_time, start_step = time.perf_counter(), state["step_count"]
+    paused, logged_step = 0.0, state["step_count"]
     train_iterator = CycleIterator(train_dataloader)
     train_iterator.epoch = state["epoch"]
     while state["step_count"] < max_steps:
@@ -271,21 +281,27 @@ def fit(
 
         step = state["step_count"]
         if step % train.log_interval == 0 or step == max_steps:
-            loss_value = fabric.all_reduce(step_loss, reduce_op="mean").item()
-            elapsed = time.perf_counter() - start_time
+            loss_value = fabric.all_reduce(step_loss, reduce_op="mean").item()  # .item() waits for the GPU
+            elapsed = time.perf_counter() - start_time - paused
+            # Lightning's monitor takes running totals per device, except flops: those since the previous update
             throughput.update(
-                time=elapsed, batches=step, samples=step * train.global_batch_size,
-                lengths=step * tokens_per_step, flops=flops_per_iter * accumulation * step,
+                time=elapsed, batches=state["iter_num"], samples=state["iter_num"] * train.micro_batch_size,
+                lengths=state["iter_num"] * train.micro_batch_size * seq_len,
+                flops=flops_per_iter * accumulation * (step - logged_step),
             )
+            logged_step = step
             metrics = {"loss": loss_value, "learning_rate": lr, "step": step, "epoch": state["epoch"],
-                       "tokens": step * tokens_per_step, **throughput.compute()}
-            metrics["tokens_per_sec"] = (step - start_step) * tokens_per_step / elapsed
+                       "tokens": step * tokens_per_step,
+                       **{f"throughput/{key}": value for key, value in throughput.compute().items()}}
+            metrics["tokens_per_sec"] = (step - start_step) * tokens_per_step / elapsed  # all ranks together
             fabric.log_dict(metrics, step=step)
             progress.update(step, loss=loss_value, lr=lr, tokens_per_sec=metrics["tokens_per_sec"], mfu=metrics.get("throughput/device/mfu"))
+        t0 = time.perf_counter()  # validation and saving do not count as training time in the throughput
         if eval.interval and step % eval.interval == 0 and step < max_steps:
             log_validation(fabric, model, val_dataloader, eval, state, progress)
         if train.save_interval and step % train.save_interval == 0:
-            save_step(fabric, state, out_dir, checkpoint_dir, hparams)
+            save_step(fabric, state, out_dir, checkpoint_dir, hparams, keep_checkpoints)
+        paused += time.perf_counter() - t0
     progress.close()
     if eval.final_validation:
         log_validation(fabric, model, val_dataloader, eval, state, progress)
@@ -401,11 +417,16 @@ class Progress:
             self.bar.close()
 
 
-def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
-    """out_dir/step-XXXXXXXX/: model, optimizer, data loader, RNG and counters, to resume from."""
+def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict, keep: Optional[int]) -> None:
+    """out_dir/step-XXXXXXXX/: model, optimizer, data loader, RNG and counters, to resume from. With ``keep``, the
+    older step checkpoints beyond the newest ``keep`` are deleted once this one is complete."""
     state["rng"] = get_rng_state()
-    with staged_checkpoint(fabric, out_dir / f"{STEP_DIR_PREFIX}{state['step_count']:08d}", checkpoint_dir, hparams, state) as staging:
+    directory = out_dir / f"{STEP_DIR_PREFIX}{state['step_count']:08d}"
+    with staged_checkpoint(fabric, directory, checkpoint_dir, hparams, state) as staging:
         fabric.save(staging / "lit_model.pth", state)
+    if keep is not None and fabric.global_rank == 0:
+        prune_step_checkpoints(out_dir, keep, directory)
+    fabric.barrier()
 
 
 def save_final(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:

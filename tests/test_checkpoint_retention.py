@@ -1,0 +1,55 @@
+"""--keep_checkpoints: only the newest N step checkpoints stay on disk, also across a kill and a resume."""
+
+import signal
+import subprocess
+import time
+
+from conftest import BIN, run_cli
+from litgpt_inheritune.checkpoint import prune_step_checkpoints
+from test_pretrain import cli_args
+
+
+def step_dirs(out_dir):
+    return sorted(p.name for p in out_dir.glob("step-*"))
+
+
+def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_corpus, tmp_path):
+    out_dir = tmp_path / "run"
+    command = cli_args(tiny_target, jsonl_corpus, out_dir, "--train.max_steps", "80", "--train.save_interval", "10",
+                       "--train.log_interval", "50", "--keep_checkpoints", "2")
+    process = subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = set()
+    while not (out_dir / "step-00000030").exists() and process.poll() is None:
+        seen.add(len(step_dirs(out_dir)) if out_dir.exists() else 0)
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert max(seen) <= 2 and not (out_dir / "final").exists()
+    kept = step_dirs(out_dir)
+    assert len(kept) == 2 and kept[-1] >= "step-00000030"
+
+    resumed = run_cli(*cli_args(tiny_target, jsonl_corpus, out_dir, "--train.max_steps", "80", "--train.save_interval",
+                                "10", "--train.log_interval", "50", "--keep_checkpoints", "2", "--resume", "auto"), check=True)
+    assert f"Resuming from {out_dir / kept[-1]}" in resumed.stdout + resumed.stderr
+    assert step_dirs(out_dir) == ["step-00000070", "step-00000080"]
+    assert (out_dir / "final" / "lit_model.pth").is_file()
+    assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".")]  # no half-deleted or staged folders
+
+
+def test_prune_keeps_the_newest_and_the_one_just_written(tmp_path):
+    for step in (10, 20, 30, 40):
+        (tmp_path / f"step-{step:08d}").mkdir()
+        (tmp_path / f"step-{step:08d}" / "lit_model.pth").write_bytes(b"x")
+    (tmp_path / "final").mkdir()
+    deleted = prune_step_checkpoints(tmp_path, keep=2, newest=tmp_path / "step-00000040")
+    assert [p.name for p in deleted] == ["step-00000010", "step-00000020"]
+    assert step_dirs(tmp_path) == ["step-00000030", "step-00000040"] and (tmp_path / "final").is_dir()
+    prune_step_checkpoints(tmp_path, keep=1, newest=tmp_path / "step-00000030")  # resumed from an older one
+    assert step_dirs(tmp_path) == ["step-00000030"]
+
+
+def test_keep_checkpoints_below_one_is_refused(tiny_target, jsonl_corpus, tmp_path):
+    result = run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "run", "--train.max_steps", "2", "--keep_checkpoints", "0"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--keep_checkpoints 0 must be at least 1" in result.stderr
+    assert not (tmp_path / "run").exists()
