@@ -41,7 +41,8 @@ from litgpt.utils import (
 from tqdm import tqdm
 
 from litgpt_inheritune.checkpoint import (
-    copy_tokenizer_files, fail, load_gpt, load_lazy_state_dict, prune_step_checkpoints, replace_dir, write_provenance,
+    StreamingCheckpointIO, copy_tokenizer_files, fail, load_gpt, load_lazy_state_dict, prune_step_checkpoints, replace_dir,
+    write_provenance,
 )
 from litgpt_inheritune.redpajama import RedPajamaSample
 
@@ -143,7 +144,7 @@ def setup(
     )
     fabric = L.Fabric(
         accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=devices, num_nodes=num_nodes,
-        strategy=fabric_strategy, precision=precision, loggers=[logger],
+        strategy=fabric_strategy, precision=precision, loggers=[logger], plugins=[StreamingCheckpointIO()],
     )
     fabric.launch()
     if logger_name in ("tensorboard", "wandb", "mlflow"):

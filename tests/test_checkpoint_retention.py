@@ -53,3 +53,23 @@ def test_keep_checkpoints_below_one_is_refused(tiny_target, jsonl_corpus, tmp_pa
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--keep_checkpoints 0 must be at least 1" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_step_checkpoints_are_streamed_to_disk_not_buffered_in_memory(tiny_target, jsonl_corpus, tmp_path, monkeypatch):
+    """Lightning's default writer serialises a checkpoint into RAM before writing it (a second copy of weights and
+    optimizer states); pretrain's saves must not go through it."""
+    import lightning.fabric.plugins.io.torch_io as torch_io
+    import torch
+    from litgpt.args import EvalArgs
+
+    from litgpt_inheritune.pretrain import setup as pretrain
+    from test_pretrain import data_module, train_args
+
+    def buffered(*args, **kwargs):
+        raise AssertionError("checkpoint serialised into memory")
+
+    monkeypatch.setattr(torch_io, "_atomic_save", buffered)
+    pretrain(tiny_target, out_dir=tmp_path / "run", data=data_module(jsonl_corpus), train=train_args(max_steps=2, save_interval=1),
+             eval=EvalArgs(interval=1000, max_iters=1))
+    state = torch.load(tmp_path / "run" / "step-00000002" / "lit_model.pth", weights_only=True)
+    assert state["step_count"] == 2 and state["optimizer"]["state"]
