@@ -35,7 +35,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 LOCK_FILE = ".inheritune.lock"
 # Environment variables that name a process's rank under Fabric's launcher, torchrun and SLURM.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
-_held_locks: dict[Path, int] = {}
+_held_locks: dict[Path, tuple[int, bool]] = {}  # lock file -> (descriptor, whether locking created out_dir)
 
 
 class StopRequest:
@@ -116,6 +116,7 @@ def lock_out_dir(out_dir: Path) -> None:
     path = (out_dir / LOCK_FILE).resolve()
     if path in _held_locks:
         return
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -123,17 +124,26 @@ def lock_out_dir(out_dir: Path) -> None:
     except BlockingIOError:
         holder = os.read(descriptor, 512).decode(errors="replace").strip() or "a process that has not yet written its name"
         os.close(descriptor)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
         fail(f"--out_dir {out_dir} is in use by another run ({holder}; lock file {path}); wait for it to end or choose another --out_dir")
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"host {socket.gethostname()}, PID {os.getpid()}, since {started}\n".encode(), 0)
-    _held_locks[path] = descriptor
+    _held_locks[path] = (descriptor, created)
 
 
 def unlock_out_dir(out_dir: Path) -> None:
-    descriptor = _held_locks.pop((out_dir / LOCK_FILE).resolve(), None)
-    if descriptor is not None:
-        os.close(descriptor)
+    """Releases the lock; an out_dir that the lock created and that holds nothing else (a run refused after
+    locking) is removed, so a refused run leaves nothing behind."""
+    path = (out_dir / LOCK_FILE).resolve()
+    descriptor, created = _held_locks.pop(path, (None, False))
+    if descriptor is None:
+        return
+    if created and [p.name for p in out_dir.iterdir()] == [LOCK_FILE]:
+        path.unlink()
+        out_dir.rmdir()
+    os.close(descriptor)
 
 
 def partial_dir(directory: Path) -> Path:

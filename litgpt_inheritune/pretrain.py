@@ -148,9 +148,11 @@ def setup(
     fabric.launch()
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
-    main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
-         activation_checkpointing, compile, seed, hparams)
-    unlock_out_dir(out_dir)
+    try:
+        main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
+             activation_checkpointing, compile, seed, hparams)
+    finally:
+        unlock_out_dir(out_dir)
 
 
 def main(
