@@ -20,7 +20,7 @@ from litgpt.data import DataModule
 from litgpt.types import LoggerChoice
 
 from litgpt_inheritune.checkpoint import fail, fingerprint, write_text_atomic
-from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals
+from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals, unlock_out_dir
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters
 from litgpt_inheritune.redpajama import RedPajamaSample
@@ -130,6 +130,7 @@ def main(
         print(f"grow: baseline {name} ({n} blocks): validation loss {report['baselines'][name]['val_loss']:.4f}")
         write_report(out_dir, report)
     print((out_dir / "grow.md").read_text())
+    unlock_out_dir(out_dir)
     return report
 
 

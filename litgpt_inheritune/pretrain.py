@@ -84,7 +84,8 @@ def setup(
     Stops at the first of --train.epochs (passes over the data module's training tokens), --train.max_tokens,
     --train.max_steps (optimizer steps) and --train.max_time (seconds). Checkpoints go to out_dir/step-XXXXXXXX/
     (model, optimizer, data-loader position, RNG states, counters; written to a temporary folder, then renamed), the
-    result to out_dir/final/, a plain LitGPT checkpoint.
+    result to out_dir/final/, a plain LitGPT checkpoint. SIGTERM or SIGUSR1 (a cluster's preemption notice) writes a
+    step checkpoint at the next optimizer step and exits with code 75; run the same command with --resume auto to continue.
 
     Arguments:
         checkpoint_dir: LitGPT checkpoint to train: lit_model.pth, model_config.yaml and tokenizer files
