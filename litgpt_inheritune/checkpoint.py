@@ -158,6 +158,10 @@ def check_out_dir(out_dir: Path, overwrite: bool, protected: tuple[Path, ...] = 
             fail(f"--out_dir {out_dir} would replace the input {path}; choose another directory")
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out_dir {out_dir} is a file; give a directory path")
+    if out_dir.is_symlink() and not out_dir.exists():
+        fail(f"--out_dir {out_dir} is a broken link; give a directory path")
+    if any(parent.exists() and not parent.is_dir() for parent in out_dir.parents):
+        fail(f"--out_dir {out_dir} lies inside a file; give a directory path")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         fail(f"--out_dir {out_dir} exists and is not empty; pass --overwrite true to replace it or choose another")
 

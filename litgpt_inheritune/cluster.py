@@ -117,7 +117,10 @@ def lock_out_dir(out_dir: Path) -> None:
     if path in _held_locks:
         return
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file, a path through a file, a broken link, no permission
+        fail(f"--out_dir {out_dir} cannot be a folder ({error.strerror}); choose another --out_dir")
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -116,7 +116,12 @@ def setup(
     hparams = hyperparameters(locals())
     config = check_checkpoint_dir(checkpoint_dir)
     data = RedPajamaSample() if data is None else data
-    devices = parse_devices(devices)
+    try:
+        devices = parse_devices(devices)
+    except ValueError as error:
+        fail(f"--devices {devices}: {error}")
+    if num_nodes < 1:
+        fail(f"--num_nodes {num_nodes} must be 1 or more")
     check_train_args(train, eval, devices * num_nodes)
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
     if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
