@@ -77,9 +77,10 @@ def preempted(fabric, reason: str, step: int, checkpoint: Optional[Path]) -> Non
     PREEMPTED_EXIT_CODE; processes that Fabric's launcher started exit 0, since its watcher kills every rank as soon
     as one of its children exits with another code."""
     if fabric.global_rank == 0:
+        saved = f"saved {checkpoint}" if checkpoint else "no step to save yet"
         print(
-            f"Stopped by {reason} at step {step}; {f'saved {checkpoint}' if checkpoint else 'no step to save yet'}. To continue, run the same command with"
-            f" --resume auto (exit code {PREEMPTED_EXIT_CODE}: preempted, resumable)",
+            f"Stopped by {reason} at step {step}; {saved}. To continue, run the same command with --resume auto"
+            f" (exit code {PREEMPTED_EXIT_CODE}: preempted, resumable)",
             file=sys.stderr, flush=True,
         )
     raise SystemExit(PREEMPTED_EXIT_CODE if fabric.local_rank == 0 else 0)
@@ -95,7 +96,9 @@ def run_forwarding_stop_signals(command: list[str]) -> tuple[int, Optional[str]]
         received.append(number)
         process.send_signal(number)
 
-    previous = {number: signal.signal(number, forward) for number in STOP_SIGNALS} if threading.current_thread() is threading.main_thread() else {}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Python installs handlers only there
+        previous = {number: signal.signal(number, forward) for number in STOP_SIGNALS}
     try:
         code = process.wait()
     finally:
