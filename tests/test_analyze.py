@@ -188,3 +188,60 @@ def test_real_model_has_lazy_layers(smollm2, lee_text, tmp_path):
     assert len(result["max_rank"]) == 30 and len(result["rank"][0]) == 9
     assert min(result["max_rank"][:3]) > 10
     assert result["lazy_layers"] and min(result["lazy_layers"]) >= 15
+
+
+def transformers_copy(checkpoint):
+    """The same weights in transformers' own LLaMA implementation (eager attention), converted by litgpt's script."""
+    from litgpt.scripts.convert_lit_checkpoint import copy_weights_llama
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    state_dict = {}
+    copy_weights_llama(Config.from_file(checkpoint / "model_config.yaml"), state_dict,
+                       torch.load(checkpoint / "lit_model.pth", weights_only=True, mmap=True))
+    model = LlamaForCausalLM(LlamaConfig.from_pretrained(checkpoint, attn_implementation="eager", torch_dtype=torch.float32))
+    model.load_state_dict(state_dict, strict=False)  # lm_head is tied to the embedding
+    return model.float().eval()
+
+
+def test_measures_equal_transformers_on_a_real_gqa_model(smollm2, lee_text, tmp_path):
+    """SmolLM2-135M (9 heads, 3 KV groups): every new measure against transformers' hidden states and attentions,
+    and the skip loss against transformers with the block removed from its layer list."""
+    from litgpt.tokenizer import Tokenizer
+
+    from litgpt_inheritune.analyze import sample_windows
+
+    result = analyze(smollm2, data_path=lee_text, out_dir=tmp_path / "a", num_sequences=4, seq_len=40, batch_size=3,
+                     window_sizes=[1, 3, 30], skip_sequences=3, plots=False)
+    windows = sample_windows(Tokenizer(smollm2), lee_text, 4, 40, 42)
+    hf = transformers_copy(smollm2)
+    norm_input = []
+    hook = hf.model.norm.register_forward_pre_hook(lambda module, args: norm_input.append(args[0]))
+    with torch.no_grad():
+        out = hf(windows, output_hidden_states=True, output_attentions=True)
+    hook.remove()
+    hidden = [h.double() for h in out.hidden_states[:30]] + [norm_input[0].double()]  # input of block l; ln_f's input
+
+    def cosine(a, b):
+        return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+
+    influence = [(1 - cosine(hidden[l], hidden[l + 1])).mean().item() for l in range(30)]
+    assert result["block_influence"] == pytest.approx(influence, abs=2e-4)
+    for n in (1, 3, 30):
+        angles = [(torch.arccos(cosine(hidden[l][:, -1], hidden[l + n][:, -1]).clamp(-1, 1)) / math.pi).mean().item() for l in range(31 - n)]
+        assert result["angular_distance"][str(n)] == pytest.approx(angles, abs=2e-4)
+    attentions = torch.stack(out.attentions).double()  # (L, B, H, T, T)
+    entropy = -(attentions * attentions.clamp(min=1e-300).log()).sum(-1).mean(-1).mean(1)
+    assert np.allclose(result["entropy"], entropy.numpy(), atol=1e-4)
+    assert np.allclose(result["sink_mass"], attentions[..., 0].mean(-1).mean(1).numpy(), atol=1e-5)
+    assert np.array(result["sink_mass"]).shape == np.array(result["entropy"]).shape == (30, 9)
+
+    with torch.no_grad():
+        full = hf(windows[:3], labels=windows[:3]).loss.item()
+        layers = hf.model.layers
+        skipped = []
+        for l in range(30):
+            hf.model.layers = torch.nn.ModuleList([block for i, block in enumerate(layers) if i != l])
+            skipped.append(hf(windows[:3], labels=windows[:3]).loss.item() - full)
+    assert result["loss"] == pytest.approx(full, abs=1e-3)
+    assert result["skip_loss"] == pytest.approx(skipped, abs=2e-3)
+    assert max(skipped) > 1.0 and min(skipped) < 0.1  # some blocks matter, some hardly: the test can tell them apart
