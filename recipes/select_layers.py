@@ -10,7 +10,6 @@ out_dir/summary.json, out_dir/val_loss.png.
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -34,15 +33,13 @@ def main() -> None:
     parser.add_argument("--keep", choices=("window", "best"), default="window", help="init's rule for every measure")
     parser.add_argument("--measures", nargs="+", default=["first", *MEASURES], help="first (the prefix) and measures")
     parser.add_argument("--train_tokens", type=int, default=16384, help="training tokens for each target")
-    parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--analysis_sequences", type=int, default=30)
-    parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--analysis_sequences", type=int, default=30, help="windows of 100 tokens for analyze")
+    parser.add_argument("--seq_len", type=int, default=128, help="training and validation sequence length")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    out = args.out_dir
+    started, out = time.perf_counter(), args.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
 
     reference = smollm2_checkpoint(args.cache_dir)
     data_dir = write_corpus(lee_corpus(args.cache_dir), out / "data" / "lee")
