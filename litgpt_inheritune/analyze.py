@@ -240,7 +240,8 @@ def analyze_model(model: GPT, windows: torch.Tensor, tau: float, eta: float, laz
                     kept_inputs.append((batch[:keep], [x[:keep] for x in hidden]))
     finally:
         model.lm_head = head
-    for batch, hidden in kept_inputs:  # outside the captures: these passes are not part of the attention statistics
+    # outside the captures: these passes are not part of the attention statistics
+    for batch, hidden in tqdm(kept_inputs, desc=f"{desc}: skip each block", unit="batch", file=sys.stderr, disable=None):
         full, skipped = skip_loss_sums(model, batch, hidden)
         loss_sums += torch.cat([full[None], skipped]).double().cpu()
     count = len(windows)
