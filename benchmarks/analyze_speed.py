@@ -8,7 +8,7 @@ Rank(h, l) table. Goal: ours <= 0.5 of the straightforward time.
 It also times the attention rank and mass alone (the analysis before block influence, angular distance, skip loss,
 entropy and sink mass were added; same pass, same batches): the whole analysis should cost under 2x that.
 
-    .venv/bin/python benchmarks/analyze_speed.py [--num_sequences 100 --seq_len 100 --skip_sequences 4]
+    .venv/bin/python benchmarks/analyze_speed.py [--num_sequences 100 --seq_len 100 --skip_sequences 3]
 """
 
 import argparse
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from litgpt_inheritune.analyze import analyze_model, load_model, sample_windows
+from litgpt_inheritune.analyze import analyze_model, default_skip_sequences, load_model, sample_windows
 from litgpt_inheritune.attention import approximate_rank, capture_attention, column_mass_count
 from litgpt_inheritune.materials import DEFAULT_CACHE, fetch, lee_corpus, smollm2_checkpoint
 
@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_sequences", type=int, default=100)
     parser.add_argument("--seq_len", type=int, default=100)
-    parser.add_argument("--skip_sequences", type=int, default=4)
+    parser.add_argument("--skip_sequences", type=int, default=None, help="default: analyze's (3 of 100 windows)")
     parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
 
@@ -94,7 +94,7 @@ def main() -> None:
     print(json.dumps({
         "num_sequences": args.num_sequences,
         "seq_len": args.seq_len,
-        "skip_sequences": args.skip_sequences,
+        "skip_sequences": args.skip_sequences or default_skip_sequences(args.num_sequences),
         "ours_seconds": round(ours_seconds, 1),
         "rank_and_mass_only_seconds": round(rank_and_mass_seconds, 1),
         "all_measures_over_rank_and_mass": round(ours_seconds / rank_and_mass_seconds, 2),

@@ -43,7 +43,7 @@ def main(
     lazy_threshold: float = 2.0,
     batch_size: int = 10,
     window_sizes: Optional[list[int]] = None,
-    skip_sequences: int = 4,
+    skip_sequences: Optional[int] = None,
     device: str = "cpu",
     precision: Literal["32-true", "bf16-true", "16-true"] = "32-true",
     checkpoints: Optional[list[Path]] = None,
@@ -74,7 +74,8 @@ def main(
         batch_size: Windows per forward pass.
         window_sizes: Sizes n of the block windows whose angular distance is measured (default: every n in 1..L).
         skip_sequences: The skip-one-block loss increase is measured on the first this many windows (it re-runs
-            the later blocks and the LM head once per block, the costliest measure).
+            the later blocks and the LM head once per block, the costliest measure). Default: one window in 32
+            (3 of 100), which keeps the whole analysis under twice the cost of attention rank and mass alone.
         device: Where the model runs: "cpu", "cuda", "cuda:1", "mps".
         precision: The model's weights and activations: "32-true" (float32), "bf16-true" or "16-true". The measures
             themselves are computed in float32.
@@ -88,6 +89,7 @@ def main(
     if not Path(data_path).exists():
         fail(f"--data_path {data_path} does not exist; give a text file, a .jsonl file or a folder of them")
     runs = checkpoint_list(checkpoint_dir, checkpoints)
+    skip_sequences = default_skip_sequences(num_sequences) if skip_sequences is None else skip_sequences
     for name, value, least in (("num_sequences", num_sequences, 1), ("seq_len", seq_len, 2), ("batch_size", batch_size, 1),
                                ("skip_sequences", skip_sequences, 1)):
         if value < least:
@@ -127,6 +129,10 @@ def main(
         if len(runs) > 1:
             write_trajectory(results, staging, plots)
     return results[runs[0].name] if len(runs) == 1 else results
+
+
+def default_skip_sequences(num_sequences: int) -> int:
+    return max(1, round(num_sequences / 32))
 
 
 def check_device(device: str) -> torch.device:
@@ -203,7 +209,7 @@ def sample_windows(tokenizer: Tokenizer, data_path: Path, n: int, seq_len: int, 
 
 @torch.no_grad()
 def analyze_model(model: GPT, windows: torch.Tensor, tau: float, eta: float, lazy_threshold: float, batch_size: int,
-                  window_sizes: Optional[list[int]] = None, skip_sequences: int = 4, desc: str = "analyze") -> dict:
+                  window_sizes: Optional[list[int]] = None, skip_sequences: Optional[int] = None, desc: str = "analyze") -> dict:
     """Every measure from one pass over the windows; the skip losses re-run the later blocks on the first windows."""
     n_layer, n_head = model.config.n_layer, model.config.n_head
     window_sizes = check_window_sizes(window_sizes, n_layer)
@@ -212,7 +218,7 @@ def analyze_model(model: GPT, windows: torch.Tensor, tau: float, eta: float, laz
     per_head = {name: torch.zeros(n_layer, n_head, dtype=torch.float64) for name in ("rank", "mass", "entropy", "sink_mass")}
     influence = torch.zeros(n_layer, dtype=torch.float64)
     angles = {n: torch.zeros(n_layer - n + 1, dtype=torch.float64) for n in window_sizes}
-    skip_count = min(skip_sequences, len(windows))
+    skip_count = min(skip_sequences or default_skip_sequences(len(windows)), len(windows))
     loss_sums = torch.zeros(n_layer + 1, dtype=torch.float64)  # [full model, skip block 0, ..., skip block L-1]
     example, inputs, kept_inputs = {}, {}, []
 

@@ -131,7 +131,7 @@ def test_cli_writes_tables_and_plots(tiny_references, jsonl_corpus, tmp_path):
     assert len(windows) == 6 + 5 + 4 + 3 + 2 + 1 and all(int(w["stop"]) - int(w["start"]) == int(w["n"]) for w in windows)
     assert [float(w["angular_distance"]) for w in windows if w["n"] == "2"] == pytest.approx(result["angular_distance"]["2"], rel=1e-5)
     assert {k: result["settings"][k] for k in ("device", "precision", "dtype", "seed", "skip_sequences")} == dict(
-        device="cpu", precision="32-true", dtype="float32", seed=42, skip_sequences=4)
+        device="cpu", precision="32-true", dtype="float32", seed=42, skip_sequences=1)  # one window in 32 by default
     for name in ("max_rank", "avg_mass", "rank_heatmap", "attention_maps", "measures"):
         assert (out_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -199,7 +199,8 @@ def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path):
 
 def test_real_model_has_lazy_layers(smollm2, lee_text, tmp_path):
     """SmolLM2-135M on real news text: the early layers are potent, some deep layers have collapsed."""
-    result = analyze(smollm2, data_path=lee_text, out_dir=tmp_path / "smol", num_sequences=10, seq_len=100, plots=False)
+    result = analyze(smollm2, data_path=lee_text, out_dir=tmp_path / "smol", num_sequences=10, seq_len=100, plots=False,
+                     window_sizes=[1])
     assert len(result["max_rank"]) == 30 and len(result["rank"][0]) == 9
     assert min(result["max_rank"][:3]) > 10
     assert result["lazy_layers"] and min(result["lazy_layers"]) >= 15
