@@ -78,3 +78,13 @@ def potent_prefix(max_rank: list[float], threshold: float) -> list[int]:
     """The contiguous layers before the first lazy one (what plain `init --n_layers` should keep at most)."""
     lazy = lazy_layers(max_rank, threshold)
     return list(range(lazy[0] if lazy else len(max_rank)))
+
+
+def attention_entropy(matrices: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of each query row, -sum_j A_ij log A_ij, averaged over the rows of (..., T, T)."""
+    return -torch.special.xlogy(matrices, matrices).sum(dim=-1).mean(dim=-1)
+
+
+def first_token_mass(matrices: torch.Tensor) -> torch.Tensor:
+    """The attention-sink share: attention on the window's first token, A_i0, averaged over the rows of (..., T, T)."""
+    return matrices[..., :, 0].mean(dim=-1)

@@ -3,7 +3,7 @@
 import json
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 from litgpt.config import Config
 from litgpt.utils import save_config
@@ -20,6 +20,7 @@ from litgpt_inheritune.checkpoint import (
     write_provenance,
 )
 from litgpt_inheritune.inherit import count_blocks, first_layers, inherit_config, inherit_state_dict, parse_layers
+from litgpt_inheritune.selection import MEASURES, Rule, select_blocks
 
 
 def main(
@@ -27,7 +28,8 @@ def main(
     out_dir: Optional[Path] = None,
     n_layers: Optional[int] = None,
     layers: Optional[str] = None,
-    select: Literal["first", "rank"] = "first",
+    select: str = "first",
+    keep: Rule = "window",
     analysis: Optional[Path] = None,
     overwrite: bool = False,
     allow_repeats: bool = False,
@@ -44,16 +46,23 @@ def main(
             Default: next to the reference, named after the target, e.g. ``open_llama_3b-inheritune-13L``.
         n_layers: Keep the first ``n_layers`` blocks (the paper: half of the reference, e.g. 13 of OpenLLaMA-3B's 26).
         layers: Keep these blocks instead, in this order: 0-based indices or inclusive ranges, e.g. ``0,1,2`` or ``4-7``.
-        select: With --n_layers: "first" keeps blocks 0..n-1; "rank" keeps the contiguous n blocks with the highest
-            average MaxRank in the attention analysis given by --analysis.
+        select: With --n_layers: "first" keeps blocks 0..n-1; a measure of the analysis given by --analysis chooses
+            them instead (see --keep): rank (MaxRank), mass (AvgMass), block_influence, angular_distance, skip_loss,
+            entropy, sink_mass (lower is better for sink_mass, higher for the others).
+        keep: With --select MEASURE: "window" keeps the contiguous n blocks with the best mean score (for
+            angular_distance: the largest distance between the window's input and output); "best" keeps the n
+            best-scored blocks in model order; "prefix" keeps blocks 0..n-1 and records their scores.
         analysis: An out_dir of ``litgpt inheritune analyze`` run on this reference (holds attention.json).
         overwrite: Replace ``out_dir`` if it already holds files.
         allow_repeats: Let a block appear more than once in --layers, e.g. ``0-5,0-5`` stacks two copies of the
             first six (the paper's stacking baselines).
     """
     reference_dir = Path(reference_dir)
+    selection = None
     if (n_layers is None) == (layers is None):
         fail("give exactly one of --n_layers N or --layers i,j,k")
+    if layers is not None and select != "first":
+        fail(f"--select {select} chooses --n_layers blocks from an analysis; it cannot be combined with --layers {layers}")
     if not reference_dir.is_dir():
         fail(f"reference_dir {reference_dir} is not a directory; expected a LitGPT checkpoint directory")
     try:
@@ -65,8 +74,9 @@ def main(
             kept = parse_layers(layers, reference_config.n_layer, allow_repeats)
         else:
             kept = first_layers(n_layers, reference_config.n_layer)
-            if select == "rank":
-                kept = best_window_from_analysis(analysis, n_layers, reference_config.n_layer)
+            if select != "first":
+                selection = selection_from_analysis(analysis, select, keep, n_layers, reference_config.n_layer)
+                kept = selection["layers"]
         config = inherit_config(reference_config, kept)
     except ValueError as error:
         fail(str(error))
@@ -98,6 +108,7 @@ def main(
                 "n_layer": len(kept),
                 "name": config.name,
                 "inherited": ["token embedding", "blocks (attention, MLP, norms)", "final norm", "LM head"],
+                **({"selection": selection} if selection else {}),
             },
         )
     if not tokenizer_files:
@@ -107,12 +118,14 @@ def main(
     return out_dir
 
 
-def best_window_from_analysis(analysis: Optional[Path], n_layers: int, n_reference: int) -> list[int]:
-    """The contiguous window of n_layers blocks with the highest average MaxRank, from analyze's attention.json."""
+def selection_from_analysis(analysis: Optional[Path], measure: str, rule: str, n_layers: int, n_reference: int) -> dict:
+    """The blocks that ``measure`` chooses by ``rule`` in analyze's attention.json, with their scores."""
+    if measure not in MEASURES:
+        raise ValueError(f"--select {measure} is not a measure; valid: first, {', '.join(MEASURES)}")
     path = Path(analysis) / "attention.json" if analysis is not None else None
     if path is None or not path.is_file():
-        raise ValueError(f"--select rank needs --analysis DIR holding attention.json from `litgpt inheritune analyze`; got {analysis}")
+        raise ValueError(f"--select {measure} needs --analysis DIR holding attention.json from `litgpt inheritune analyze`; got {analysis}")
     result = json.loads(path.read_text())
     if len(result["max_rank"]) != n_reference:
         raise ValueError(f"--analysis {analysis} describes {len(result['max_rank'])} layers but the reference has {n_reference}")
-    return result["suggested_layers"]["best_window"][str(n_layers)]
+    return dict(select_blocks(result, measure, rule, n_layers), analysis=str(path.resolve()))

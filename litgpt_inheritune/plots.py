@@ -13,19 +13,19 @@ def plot_analysis(result: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = np.arange(len(result["max_rank"]))
     threshold = result["settings"]["lazy_threshold"]
-    n_seq = result["settings"]["seq_len"]
+    sample = f"N={result['settings']['num_sequences']}, T={result['settings']['seq_len']}"
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     colors = ["tab:red" if layer in result["lazy_layers"] else "tab:blue" for layer in layers]
     ax.bar(layers, result["max_rank"], color=colors)
     ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"lazy below {threshold:g}")
-    ax.set(xlabel="layer", ylabel="MaxRank (max over heads)", title=f"{result['name']}: attention rank per layer (T={n_seq})")
+    ax.set(xlabel="layer", ylabel="MaxRank (max over heads)", title=f"{result['label']}: attention rank per layer ({sample})")
     ax.legend()
     save(fig, out_dir / "max_rank.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(layers, result["avg_mass"], marker="o")
-    ax.set(xlabel="layer", ylabel="AvgMass (mean over heads)", title=f"{result['name']}: columns holding {result['settings']['eta']:.0%} of the mass")
+    ax.set(xlabel="layer", ylabel="AvgMass (mean over heads)", title=f"{result['label']}: columns holding {result['settings']['eta']:.0%} of the mass ({sample})")
     save(fig, out_dir / "avg_mass.png")
 
     rank = np.array(result["rank"]).T  # heads x layers
@@ -34,7 +34,7 @@ def plot_analysis(result: dict, out_dir: Path) -> None:
     collapsed = np.argwhere(rank < threshold)
     ax.scatter(collapsed[:, 1], collapsed[:, 0], marker="s", s=30, facecolors="none", edgecolors="red", label=f"rank < {threshold:g}")
     fig.colorbar(image, ax=ax, label="Rank(h, l)")
-    ax.set(xlabel="layer", ylabel="head", title=f"{result['name']}: {len(collapsed)} of {rank.size} heads collapsed")
+    ax.set(xlabel="layer", ylabel="head", title=f"{result['label']}: {len(collapsed)} of {rank.size} heads collapsed ({sample})")
     ax.legend(loc="upper right", fontsize=8)
     save(fig, out_dir / "rank_heatmap.png")
 
@@ -42,16 +42,47 @@ def plot_analysis(result: dict, out_dir: Path) -> None:
     if examples:
         potent = int(np.argmax(result["max_rank"]))
         lazy = int(np.argmin(result["max_rank"]))
-        heads = min(4, len(result["rank"][0]))
-        fig, axes = plt.subplots(2, heads, figsize=(2.6 * heads, 5.4), squeeze=False)
+        heads = len(result["rank"][0])
+        fig, axes = plt.subplots(2, heads, figsize=(1.9 * heads + 1, 4.4), squeeze=False)
         for row, (label, layer) in enumerate((("potent", potent), ("lazy", lazy))):
             maps = np.array(examples[layer])
             for head in range(heads):
-                axes[row][head].imshow(maps[head], cmap="magma", vmin=0, vmax=1)
-                axes[row][head].set_title(f"{label} layer {layer}, head {head}", fontsize=8)
+                image = axes[row][head].imshow(maps[head], cmap="magma", vmin=0, vmax=1)
+                axes[row][head].set_title(f"{label} layer {layer}, head {head}", fontsize=7)
                 axes[row][head].axis("off")
-        fig.suptitle(f"{result['name']}: attention maps of one window")
-        save(fig, out_dir / "attention_maps.png")
+        fig.colorbar(image, ax=axes, label="attention probability", shrink=0.8)
+        fig.suptitle(f"{result['label']}: attention maps of the first of N={result['settings']['num_sequences']} windows (T={result['settings']['seq_len']})")
+        save(fig, out_dir / "attention_maps.png", tight=False)
+
+    plot_measures(result, out_dir)
+
+
+def plot_measures(result: dict, out_dir: Path) -> None:
+    """Every per-layer measure side by side, each scaled to [0, 1] over the layers, lazy layers marked."""
+    measures = {
+        "MaxRank": result["max_rank"],
+        "AvgMass": result["avg_mass"],
+        "block influence": result["block_influence"],
+        "angular distance (n=1)": result["angular_distance"].get("1"),
+        "skip loss increase": result["skip_loss"],
+        "attention entropy": np.mean(result["entropy"], axis=1),
+        "first-token mass": np.mean(result["sink_mass"], axis=1),
+    }
+    measures = {name: np.asarray(values, dtype=float) for name, values in measures.items() if values is not None}
+    grid = np.array([(v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else np.zeros_like(v) for v in measures.values()])
+    n_layer = grid.shape[1]
+    fig, ax = plt.subplots(figsize=(max(7, 0.28 * n_layer + 3), 3.6))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_yticks(range(len(measures)), list(measures), fontsize=8)
+    ax.set_xticks(range(n_layer), [str(layer) for layer in range(n_layer)], fontsize=7)
+    for layer in result["lazy_layers"]:
+        ax.add_patch(plt.Rectangle((layer - 0.5, -0.5), 1, len(measures), fill=False, edgecolor="red", linewidth=1.5))
+        ax.get_xticklabels()[layer].set_color("red")
+    fig.colorbar(image, ax=ax, label="scaled to [0, 1] per measure")
+    settings = result["settings"]
+    ax.set(xlabel="layer (lazy in red)", title=f"{result['label']}: layer measures side by side (N={settings['num_sequences']},"
+           f" T={settings['seq_len']}; skip loss on {settings['skip_sequences']} windows)")
+    save(fig, out_dir / "measures.png")
 
 
 def plot_trajectory(results: dict, out_dir: Path) -> None:
@@ -60,13 +91,16 @@ def plot_trajectory(results: dict, out_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * grid.shape[1] + 2), max(3, 0.4 * len(names) + 1.5)))
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xticks(range(grid.shape[1]), [str(layer) for layer in range(grid.shape[1])], fontsize=7)
     fig.colorbar(image, ax=ax, label="MaxRank")
-    ax.set(xlabel="layer", title="MaxRank per layer across checkpoints")
+    settings = next(iter(results.values()))["settings"]
+    ax.set(xlabel="layer", title=f"MaxRank per layer across checkpoints (N={settings['num_sequences']}, T={settings['seq_len']})")
     save(fig, out_dir / "trajectory.png")
 
 
-def save(fig, path: Path) -> None:
-    fig.tight_layout()
+def save(fig, path: Path, tight: bool = True) -> None:
+    if tight:
+        fig.tight_layout()
     temporary = path.with_name(path.stem + ".partial.png")
     fig.savefig(temporary, dpi=110)
     plt.close(fig)

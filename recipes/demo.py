@@ -56,7 +56,8 @@ def main() -> None:
     tasks = offline_tasks(args.cache_dir)
 
     step(f"analyze the reference: {args.analysis_sequences} windows of 100 tokens")
-    analysis = analyze(reference, data_path=data_dir, out_dir=out / "analysis", num_sequences=args.analysis_sequences, seq_len=100)
+    analysis = analyze(reference, data_path=data_dir, out_dir=out / "analysis", num_sequences=args.analysis_sequences, seq_len=100,
+                       overwrite=True)
 
     step(f"inherit the first {args.n_layers} of 30 blocks")
     inherited_init = init(reference, out_dir=out / "checkpoints" / "inherited-init", n_layers=args.n_layers, overwrite=True)

@@ -142,6 +142,8 @@ BAD_INPUTS = [
     (dict(layers="5-3"), "runs backwards"),
     (dict(), "give exactly one of --n_layers N or --layers i,j,k"),
     (dict(n_layers=2, layers="0,1"), "give exactly one of --n_layers N or --layers i,j,k"),
+    (dict(layers="0,1", select="rank"), "--select rank chooses --n_layers blocks from an analysis; it cannot be combined with --layers 0,1"),
+    (dict(n_layers=2, select="rnak"), "--select rnak is not a measure; valid: first, rank, mass, block_influence"),
 ]
 
 
@@ -235,3 +237,46 @@ def test_select_by_rank_takes_the_best_window_of_an_analysis(tiny_references, tm
     (analysis / "attention.json").write_text(json.dumps({"max_rank": [1.0] * 4, "suggested_layers": {"best_window": windows}}))
     with pytest.raises(SystemExit, match="describes 4 layers but the reference has 6"):
         init(tiny_references["llama-gqa"], out_dir=tmp_path / "u", n_layers=2, select="rank", analysis=analysis)
+
+
+def hand_built_analysis(folder, **measures):
+    folder.mkdir()
+    (folder / "attention.json").write_text(json.dumps({"max_rank": [3.0] * 6, **measures}))
+    return folder
+
+
+@pytest.mark.parametrize(("measure", "keep", "expected"), [
+    ("block_influence", "window", [3, 4, 5]),  # best mean 0.5 + 0.6 + 0.45
+    ("block_influence", "best", [0, 3, 4]),    # 0.7, 0.6, 0.5, in model order
+    ("block_influence", "prefix", [0, 1, 2]),
+    ("sink_mass", "best", [1, 2, 5]),          # lowest sink share is best
+    ("sink_mass", "window", [1, 2, 3]),         # means 0.2, 0.2, 0.8 beat 0.9, 0.2, 0.2
+    ("entropy", "best", [0, 1, 2]),           # mean over heads: 2.0, 1.5, 1.5 (tie broken by the earlier)
+    ("angular_distance", "window", [2, 3, 4]),  # d(l, 3) of the window itself, not its blocks' d(l, 1)
+    ("angular_distance", "best", [0, 1, 5]),
+    ("skip_loss", "window", [1, 2, 3]),
+])
+def test_select_by_a_measure_on_a_hand_built_analysis(tiny_references, tmp_path, measure, keep, expected):
+    analysis = hand_built_analysis(
+        tmp_path / "analysis",
+        block_influence=[0.7, 0.1, 0.2, 0.5, 0.6, 0.45],
+        sink_mass=[[0.9, 0.9], [0.1, 0.3], [0.2, 0.2], [0.8, 0.8], [0.5, 0.5], [0.1, 0.1]],
+        entropy=[[2.0, 2.0], [1.0, 2.0], [1.5, 1.5], [1.5, 1.5], [0.1, 0.1], [1.0, 1.0]],
+        angular_distance={"1": [0.9, 0.8, 0.1, 0.1, 0.1, 0.7], "3": [0.2, 0.3, 0.6, 0.5]},
+        skip_loss=[0.3, 0.3, 0.4, 5.0, 0.1, 0.2],
+    )
+    out_dir = init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=3, select=measure, keep=keep, analysis=analysis)
+    provenance = json.loads((out_dir / "provenance.json").read_text())
+    assert provenance["layers"] == expected
+    selection = provenance["selection"]
+    assert selection["measure"] == measure and selection["rule"] == keep and selection["layers"] == expected
+    assert len(selection["layer_scores"]) == 6 and len(selection["kept_scores"]) == 3
+
+
+def test_select_refuses_a_measure_the_analysis_lacks(tiny_references, tmp_path):
+    analysis = hand_built_analysis(tmp_path / "analysis", angular_distance={"1": [0.1] * 6})
+    with pytest.raises(SystemExit, match="no angular distance for windows of 3 blocks; rerun .* with 3 in --window_sizes"):
+        init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=3, select="angular_distance", analysis=analysis)
+    with pytest.raises(SystemExit, match="the analysis has no 'skip_loss'"):
+        init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=3, select="skip_loss", keep="best", analysis=analysis)
+    assert not (tmp_path / "t").exists()
