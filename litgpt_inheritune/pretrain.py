@@ -41,6 +41,7 @@ from litgpt.utils import (
 from tqdm import tqdm
 
 from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_gpt, load_lazy_state_dict, replace_dir, write_provenance
+from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 PAPER_OPTIMIZER = {
@@ -73,6 +74,7 @@ def setup(
     compile: bool = False,
     logger_name: LoggerChoice = "csv",
     seed: int = 42,
+    distill: DistillArgs = DistillArgs(),
 ) -> None:
     """Continue pretraining an inherited checkpoint (or train its architecture from scratch) with Lightning Fabric.
 
@@ -105,6 +107,9 @@ def setup(
         compile: Compile the model with torch.compile (off by default; useful on GPUs).
         logger_name: "csv", "tensorboard", "wandb", "mlflow" or "litlogger".
         seed: Random seed.
+        distill: Logit distillation from a frozen teacher: --distill.teacher_dir DIR (the reference), --distill.alpha
+            (weight of the cross-entropy, 0.6) and --distill.temperature (1.0); loss = alpha * CE + (1 - alpha) * T^2 *
+            KL(teacher || student). Validation loss stays the student's cross-entropy; CE and KL are logged apart.
     """
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     hparams = hyperparameters(locals())
@@ -112,6 +117,7 @@ def setup(
     data = RedPajamaSample() if data is None else data
     devices = parse_devices(devices)
     check_train_args(train, eval, devices * num_nodes)
+    teacher_config = check_distill_args(distill, config)
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
     if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
         fail(f"--resume {resume_path} holds a run of another model than {checkpoint_dir}; choose another --out_dir")
@@ -142,7 +148,7 @@ def setup(
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
     main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
-         activation_checkpointing, compile, seed, hparams)
+         activation_checkpointing, compile, seed, hparams, distill, teacher_config)
 
 
 def main(
@@ -160,6 +166,8 @@ def main(
     compile: bool,
     seed: int,
     hparams: dict,
+    distill: Optional[DistillArgs] = None,
+    teacher_config: Optional[Config] = None,
 ) -> None:
     fabric.seed_everything(seed)
     fsdp = isinstance(fabric.strategy, FSDPStrategy)
@@ -199,7 +207,8 @@ def main(
         fabric.load(resume_path / "lit_model.pth", state, weights_only=True)
         set_rng_state(state["rng"])
 
-    fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams)
+    teacher = None if teacher_config is None else load_teacher(fabric, distill.teacher_dir, teacher_config, model.max_seq_length)
+    fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams, teacher, distill)
     save_final(fabric, state, out_dir, checkpoint_dir, hparams)
     for logger in fabric.loggers:
         logger.finalize("success")  # flushes the metrics logged since the last periodic write
@@ -215,6 +224,8 @@ def fit(
     train: TrainArgs,
     eval: EvalArgs,
     hparams: dict,
+    teacher=None,
+    distill: Optional[DistillArgs] = None,
 ) -> None:
     model, optimizer = state["model"], state["optimizer"]
     config: Config = model.config
@@ -254,14 +265,17 @@ def fit(
             group["lr"] = lr
 
         step_loss = torch.zeros((), device=fabric.device)
+        step_parts = torch.zeros(2, device=fabric.device)  # cross-entropy and KL when distilling
         for micro_step in range(accumulation):
             batch = next(train_iterator)
             input_ids = batch[:, :seq_len].contiguous().long()
             targets = batch[:, 1 : seq_len + 1].contiguous().long()
             with fabric.no_backward_sync(model, enabled=micro_step < accumulation - 1):
-                loss = chunked_cross_entropy(model(input_ids), targets)
+                loss, parts = training_loss(fabric, model(input_ids), input_ids, targets, teacher, distill)
                 fabric.backward(loss / accumulation)
             step_loss += loss.detach() / accumulation
+            if parts is not None:
+                step_parts += parts / accumulation
         fabric.clip_gradients(model, optimizer, max_norm=train.max_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -280,6 +294,8 @@ def fit(
             metrics = {"loss": loss_value, "learning_rate": lr, "step": step, "epoch": state["epoch"],
                        "tokens": step * tokens_per_step, **throughput.compute()}
             metrics["tokens_per_sec"] = (step - start_step) * tokens_per_step / elapsed
+            if teacher is not None:
+                metrics["ce_loss"], metrics["kl_loss"] = fabric.all_reduce(step_parts, reduce_op="mean").tolist()
             fabric.log_dict(metrics, step=step)
             progress.update(step, loss=loss_value, lr=lr, tokens_per_sec=metrics["tokens_per_sec"], mfu=metrics.get("throughput/device/mfu"))
         if eval.interval and step % eval.interval == 0 and step < max_steps:
