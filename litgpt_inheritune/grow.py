@@ -219,8 +219,8 @@ def alternate_layers(n: int, n_reference: int) -> list[int]:
     blocks than that, the contiguous run ending two blocks before the last (the paper: 24 -> 16 takes 0, 2, ..., 22,
     then 18, 19, 20, 21)."""
     alternate = list(range(0, n_reference, 2))[:n]
-    extra = n - len(alternate)
-    return alternate + list(range(max(0, n_reference - 2 - extra), n_reference - 2))[:extra] if extra else alternate
+    start = max(0, n_reference - 2 - (n - len(alternate)))  # from 0 only for references of fewer than 4 blocks
+    return alternate + list(range(start, start + n - len(alternate)))
 
 
 def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_args: dict, initialize: str,

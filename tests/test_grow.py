@@ -163,6 +163,7 @@ def test_new_baselines_are_built_as_the_paper_describes(monkeypatch, tmp_path):
     assert calls["distill_alternate"] == ([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 18, 19, 20, 21], None, "checkpoint", distill)
     assert calls["inherit_distill"] == (list(range(16)), None, "checkpoint", distill)
     assert grow_module.alternate_layers(12, 24) == list(range(0, 24, 2))  # the 12-block DistilBERT student (Figure 16)
+    assert grow_module.alternate_layers(6, 6) == [0, 2, 4, 1, 2, 3] and grow_module.alternate_layers(3, 3) == [0, 2, 0]
 
 
 def test_grow_from_trained_with_baselines_report_plot_and_compare(trained_reference, jsonl_corpus, tmp_path):
