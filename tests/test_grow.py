@@ -127,7 +127,6 @@ def yaml_of(path: Path) -> dict:
     (["--n_layers", "4", "--max_layers", "3"], "--max_layers 3 is out of range; valid: 4..6"),
     (["--grow_by", "0"], "--grow_by 0 must be 1 or more"),
     (["--baselines", "random,distillation"], "unknown baseline 'distillation'; valid: random, last_n, hybrid_stacking, stacking, half_width"),
-    (["--distill.teacher_dir", "x"], "--distill.teacher_dir x: grow distils from the reference; leave it unset"),
 ])
 def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
     result = grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", *args)
@@ -144,9 +143,13 @@ def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"][0]["n_layers"] == 6
 
 
-def test_new_baselines_are_built_as_the_paper_describes(monkeypatch, tmp_path):
+def test_new_baselines_are_built_as_the_paper_describes(tiny_references, monkeypatch, tmp_path):
     """Which blocks, init options, initialisation and loss each baseline's run gets (training itself replaced)."""
     from litgpt_inheritune import grow as grow_module
+    from litgpt_inheritune.distill import DistillArgs
+
+    with pytest.raises(SystemExit, match="--distill.teacher_dir x: grow distils from the reference; leave it unset"):
+        grow_module.main(tiny_references["llama-gqa"], out_dir=tmp_path / "g", distill=DistillArgs(teacher_dir="x"))
 
     calls = {}
     monkeypatch.setattr(grow_module, "train_run", lambda ref, layers, run_dir, args, initialize, init_options=None, previous=None:
