@@ -22,6 +22,7 @@ from litgpt_inheritune.checkpoint import (
 )
 from litgpt_inheritune.inherit import (
     BLOCK_PARTS,
+    block_part,
     count_blocks,
     first_layers,
     half_width_config,
@@ -111,7 +112,7 @@ def main(
         if half_width:
             target_sd = half_width_state_dict(target_sd, depth_config, config)
         if inherited_parts != list(BLOCK_PARTS):
-            target_sd = replace_parts(target_sd, fresh_state_dict(config, seed), inherited_parts)
+            target_sd = replace_parts(target_sd, fresh_state_dict(config, seed, inherited_parts), inherited_parts)
     except ValueError as error:
         fail(str(error))
     with staged_dir(out_dir) as staging:
@@ -148,16 +149,23 @@ def main(
     return out_dir
 
 
-def fresh_state_dict(config: Config, seed: int) -> dict:
-    """A state dict of ``config`` initialised as ``litgpt pretrain`` initialises a model from scratch."""
+def fresh_state_dict(config: Config, seed: int, inherited_parts: list[str]) -> dict:
+    """The block tensors outside ``inherited_parts``, initialised as ``litgpt pretrain`` initialises a model from
+    scratch (its ``initialize_weights``), built one block at a time so that memory holds one block beyond them."""
     import lightning as L
-    from litgpt.model import GPT
+    from litgpt.model import Block
     from litgpt.pretrain import initialize_weights
 
+    fabric = L.Fabric(accelerator="cpu", devices=1)
     torch.manual_seed(seed)
-    model = GPT(config)
-    initialize_weights(L.Fabric(accelerator="cpu", devices=1), model, n_layer=config.n_layer, n_embd=config.n_embd)
-    return model.state_dict()
+    fresh = {}
+    for index in range(config.n_layer):
+        block = Block(config, index)
+        initialize_weights(fabric, block, n_layer=config.n_layer, n_embd=config.n_embd)
+        for key, tensor in block.state_dict().items():
+            if block_part(name := f"transformer.h.{index}.{key}") not in inherited_parts:
+                fresh[name] = tensor
+    return fresh
 
 
 def best_window_from_analysis(analysis: Optional[Path], n_layers: int, n_reference: int) -> list[int]:
