@@ -2,6 +2,7 @@
 `python -m litgpt_inheritune <command>`."""
 
 from litgpt_inheritune.analyze import main as analyze_fn
+from litgpt_inheritune.compare import main as compare_fn
 from litgpt_inheritune.convert_gguf import main as convert_gguf_fn
 from litgpt_inheritune.evaluate import main as evaluate_fn
 from litgpt_inheritune.export import main as export_fn
@@ -15,6 +16,7 @@ COMMANDS = {
     "pretrain": pretrain_fn,
     "analyze": analyze_fn,
     "grow": grow_fn,
+    "compare": compare_fn,
     "convert_gguf": convert_gguf_fn,
     "evaluate": evaluate_fn,
     "export": export_fn,

@@ -7,6 +7,7 @@ final norm ``transformer.ln_f``, LM head ``lm_head``) lives outside the blocks a
 import re
 from dataclasses import asdict
 
+import torch
 from litgpt.config import Config
 
 from litgpt_inheritune.configs import derived_name
@@ -112,3 +113,92 @@ def compact_layers(layers: list[int]) -> str:
         else:
             runs.append([index, index])
     return "_".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs)
+
+
+# Sub-modules of a block, as `init --parts` names them (the paper's Table 2), by the key that follows `transformer.h.{i}.`
+BLOCK_PARTS = {
+    "attn": ("attn.",),
+    "attn_norm": ("norm_1.", "post_attention_norm."),
+    "mlp": ("mlp.",),
+    "mlp_norm": ("norm_2.", "post_mlp_norm."),
+}
+
+
+def parse_parts(spec: str) -> list[str]:
+    parts = [part.strip() for part in str(spec).split(",") if part.strip()]
+    unknown = [part for part in parts if part not in BLOCK_PARTS]
+    if unknown or not parts:
+        problem = f"unknown part {unknown[0]!r}" if unknown else "names no part"
+        raise ValueError(f"--parts {spec!r}: {problem}; valid: a comma list of {', '.join(BLOCK_PARTS)}")
+    return parts
+
+
+def block_part(key: str) -> str:
+    """Which of BLOCK_PARTS a block tensor belongs to (``transformer.h.3.norm_1.weight`` -> ``attn_norm``)."""
+    rest = BLOCK_KEY.match(key)[2]
+    for part, prefixes in BLOCK_PARTS.items():
+        if rest.startswith(prefixes):
+            return part
+    raise ValueError(f"block tensor {key} belongs to none of {', '.join(BLOCK_PARTS)}")
+
+
+def replace_parts(state_dict: dict, fresh: dict, parts: list[str]) -> dict:
+    """The block tensors of the parts not in ``parts`` taken from ``fresh`` (a newly initialised model's state dict);
+    the embedding, final norm and head stay inherited."""
+    return {key: tensor if BLOCK_KEY.match(key) is None or block_part(key) in parts else fresh[key].to(tensor.dtype)
+            for key, tensor in state_dict.items()}
+
+
+def half_width_config(config: Config) -> Config:
+    """The reference's config at half width: half the embedding width and MLP channels, half the attention heads
+    (for grouped-query attention, half the query groups with all of their query heads), the head size kept."""
+    if config.n_expert or config.latent_attention is not None:
+        raise ValueError(f"--half_width supports dense models with standard attention; {config.name} has"
+                         f" {'experts' if config.n_expert else 'latent attention'}")
+    if config.n_query_groups == 1:  # one shared key/value head: keep it, halve the query heads
+        groups, heads = 1, config.n_head // 2
+    else:
+        groups = config.n_query_groups // 2
+        heads = groups * (config.n_head // config.n_query_groups)
+    if heads < 1 or config.n_embd < 2 or config.intermediate_size < 2:
+        raise ValueError(f"--half_width: {config.name} ({config.n_head} heads, n_embd {config.n_embd}) is too narrow to halve")
+    values = asdict(config)
+    values.update(name=f"{config.name}-half-width", n_embd=config.n_embd // 2, n_head=heads, n_query_groups=groups,
+                  head_size=config.head_size, intermediate_size=config.intermediate_size // 2)
+    return Config(**values)
+
+
+def half_width_state_dict(state_dict: dict, reference: Config, target: Config) -> dict:
+    """Each tensor cut to ``target``'s width (from half_width_config): the first embedding channels, the first query
+    heads and key/value groups, the first MLP channels. Slices of the reference's tensors, cloned."""
+    width, channels, size = target.n_embd, target.intermediate_size, reference.head_size
+    q_rows = torch.arange(target.n_head * size)
+    k_rows = reference.n_head * size + torch.arange(target.n_query_groups * size)
+    v_rows = k_rows + reference.n_query_groups * size
+    qkv_rows = torch.cat((q_rows, k_rows, v_rows))
+    target_sd = {}
+    for key, tensor in state_dict.items():
+        match = BLOCK_KEY.match(key)
+        name = key if match is None else match[2]
+        if name in ("transformer.wte.weight", "lm_head.weight"):
+            cut = tensor[:, :width]
+        elif name == "lm_head.bias":
+            cut = tensor
+        elif name.startswith(("transformer.ln_f.", "norm_1.", "norm_2.", "post_attention_norm.", "post_mlp_norm.")):
+            cut = tensor[:width]
+        elif name.startswith("attn.qkv."):
+            cut = tensor[qkv_rows, :width] if tensor.dim() == 2 else tensor[qkv_rows]
+        elif name.startswith("attn.proj."):
+            cut = tensor[:width, : target.n_head * size] if tensor.dim() == 2 else tensor[:width]
+        elif name.startswith("attn.norm_q."):  # per head (default) or over all query heads (OLMo-2)
+            cut = tensor[: target.n_head * size]
+        elif name.startswith("attn.norm_k."):
+            cut = tensor[: target.n_query_groups * size]
+        elif name.startswith(("mlp.fc.", "mlp.fc_1.", "mlp.fc_2.")):
+            cut = tensor[:channels, :width] if tensor.dim() == 2 else tensor[:channels]
+        elif name.startswith("mlp.proj."):
+            cut = tensor[:width, :channels] if tensor.dim() == 2 else tensor[:width]
+        else:
+            raise ValueError(f"--half_width does not know how to halve {key} (shape {tuple(tensor.shape)})")
+        target_sd[key] = cut.clone()
+    return target_sd

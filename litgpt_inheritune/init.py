@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
 from litgpt.config import Config
 from litgpt.utils import save_config
 
@@ -19,7 +20,19 @@ from litgpt_inheritune.checkpoint import (
     write_hf_config,
     write_provenance,
 )
-from litgpt_inheritune.inherit import count_blocks, first_layers, inherit_config, inherit_state_dict, parse_layers
+from litgpt_inheritune.inherit import (
+    BLOCK_PARTS,
+    block_part,
+    count_blocks,
+    first_layers,
+    half_width_config,
+    half_width_state_dict,
+    inherit_config,
+    inherit_state_dict,
+    parse_layers,
+    parse_parts,
+    replace_parts,
+)
 from litgpt_inheritune.selection import MEASURES, Rule, select_blocks
 
 
@@ -33,6 +46,9 @@ def main(
     analysis: Optional[Path] = None,
     overwrite: bool = False,
     allow_repeats: bool = False,
+    half_width: bool = False,
+    parts: str = ",".join(BLOCK_PARTS),
+    seed: int = 42,
 ) -> Path:
     """Inherit the token embedding, chosen transformer blocks, final norm and LM head of a reference model.
 
@@ -56,11 +72,19 @@ def main(
         overwrite: Replace ``out_dir`` if it already holds files.
         allow_repeats: Let a block appear more than once in --layers, e.g. ``0-5,0-5`` stacks two copies of the
             first six (the paper's stacking baselines).
+        half_width: Keep every block (or the chosen ones) at half the width: the first half of the embedding
+            channels, of the attention heads (with grouped-query attention: the first half of the query groups with
+            their key/value heads) and of the MLP channels; the config is halved to match (the paper's half-width
+            baseline, Table 1). Without --n_layers/--layers all blocks are kept.
+        parts: Which sub-modules of each kept block are inherited, a comma list of attn, attn_norm, mlp, mlp_norm
+            (the paper's Table 2 ablation); the others are initialised as ``litgpt pretrain`` initialises a model.
+            The embedding, final norm and head are always inherited.
+        seed: Random seed for the sub-modules that --parts leaves out.
     """
     reference_dir = Path(reference_dir)
     selection = None
-    if (n_layers is None) == (layers is None):
-        fail("give exactly one of --n_layers N or --layers i,j,k")
+    if (n_layers is None) == (layers is None) and not (half_width and n_layers is None):
+        fail("give exactly one of --n_layers N or --layers i,j,k" + (" (or neither with --half_width true)" if half_width else ""))
     if layers is not None and select != "first":
         fail(f"--select {select} chooses --n_layers blocks from an analysis; it cannot be combined with --layers {layers}")
     if not reference_dir.is_dir():
@@ -72,12 +96,17 @@ def main(
     try:
         if layers is not None:
             kept = parse_layers(layers, reference_config.n_layer, allow_repeats)
+        elif n_layers is None:  # --half_width alone: every block
+            kept = list(range(reference_config.n_layer))
         else:
             kept = first_layers(n_layers, reference_config.n_layer)
             if select != "first":
                 selection = selection_from_analysis(analysis, select, keep, n_layers, reference_config.n_layer)
                 kept = selection["layers"]
         config = inherit_config(reference_config, kept)
+        inherited_parts = parse_parts(parts)
+        if half_width:
+            depth_config, config = config, half_width_config(config)
     except ValueError as error:
         fail(str(error))
     out_dir = reference_dir.parent / config.name if out_dir is None else Path(out_dir)
@@ -88,11 +117,20 @@ def main(
     if (found := count_blocks(state_dict)) != reference_config.n_layer:
         fail(f"{checkpoint_path} holds {found} blocks but model_config.yaml says n_layer={reference_config.n_layer}")
 
+    target_sd = inherit_state_dict(state_dict, kept)
+    try:
+        if half_width:
+            target_sd = half_width_state_dict(target_sd, depth_config, config)
+        if inherited_parts != list(BLOCK_PARTS):
+            target_sd = replace_parts(target_sd, fresh_state_dict(config, seed, inherited_parts), inherited_parts)
+    except ValueError as error:
+        fail(str(error))
     with staged_dir(out_dir) as staging:
-        save_state_dict(inherit_state_dict(state_dict, kept), staging / "lit_model.pth")
+        save_state_dict(target_sd, staging / "lit_model.pth")
         save_config(config, staging)
         tokenizer_files = copy_tokenizer_files(reference_dir, staging)
-        wrote_hf_config = write_hf_config(reference_dir, staging, kept)
+        # the reference's config.json describes its width; `export` writes one from model_config.yaml instead
+        wrote_hf_config = not half_width and write_hf_config(reference_dir, staging, kept)
         write_provenance(
             staging,
             {
@@ -107,15 +145,38 @@ def main(
                 "layers": kept,
                 "n_layer": len(kept),
                 "name": config.name,
-                "inherited": ["token embedding", "blocks (attention, MLP, norms)", "final norm", "LM head"],
+                "inherited": ["token embedding", f"blocks ({', '.join(inherited_parts)})", "final norm", "LM head"],
                 **({"selection": selection} if selection else {}),
+                "parts": inherited_parts,
+                "half_width": half_width,
             },
         )
     if not tokenizer_files:
         print(f"warning: {reference_dir} has no tokenizer files; add them before generating or training", file=sys.stderr)
     extra = " and config.json" if wrote_hf_config else ""
+    extra += " at half width" if half_width else ""
+    extra += f" (block parts inherited: {', '.join(inherited_parts)}; the rest freshly initialised)" if inherited_parts != list(BLOCK_PARTS) else ""
     print(f"Inherited blocks {kept} of {reference_config.name} ({reference_config.n_layer} blocks) into {out_dir}{extra}")
     return out_dir
+
+
+def fresh_state_dict(config: Config, seed: int, inherited_parts: list[str]) -> dict:
+    """The block tensors outside ``inherited_parts``, initialised as ``litgpt pretrain`` initialises a model from
+    scratch (its ``initialize_weights``), built one block at a time so that memory holds one block beyond them."""
+    import lightning as L
+    from litgpt.model import Block
+    from litgpt.pretrain import initialize_weights
+
+    fabric = L.Fabric(accelerator="cpu", devices=1)
+    torch.manual_seed(seed)
+    fresh = {}
+    for index in range(config.n_layer):
+        block = Block(config, index)
+        initialize_weights(fabric, block, n_layer=config.n_layer, n_embd=config.n_embd)
+        for key, tensor in block.state_dict().items():
+            if block_part(name := f"transformer.h.{index}.{key}") not in inherited_parts:
+                fresh[name] = tensor
+    return fresh
 
 
 def selection_from_analysis(analysis: Optional[Path], measure: str, rule: str, n_layers: int, n_reference: int) -> dict:

@@ -105,3 +105,19 @@ def save(fig, path: Path, tight: bool = True) -> None:
     fig.savefig(temporary, dpi=110)
     plt.close(fig)
     temporary.replace(path)
+
+
+def plot_loss_curves(runs: list[dict], reference_loss, path: Path, title: str) -> None:
+    """Validation loss against training tokens, one line per run (``label`` and ``curve``: [tokens, loss] pairs),
+    with the reference's level as a dashed line."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for run in runs:
+        if run["curve"]:
+            tokens, losses = zip(*run["curve"])
+            ax.plot(tokens, losses, marker="o", markersize=3, label=run["label"])
+    if reference_loss is not None:
+        ax.axhline(reference_loss, color="black", linestyle="--", linewidth=1, label=f"reference {reference_loss:.3f}")
+    ax.set(xlabel="training tokens", ylabel="validation loss", title=title)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(fig, path)

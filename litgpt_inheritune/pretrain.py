@@ -47,6 +47,7 @@ from litgpt_inheritune.checkpoint import (
 from litgpt_inheritune.cluster import (
     StopRequest, full_disk_is_an_error, launched_as_rank_zero, lock_out_dir, partial_dir, preempted, state_bytes, unlock_out_dir,
 )
+from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 PAPER_OPTIMIZER = {
@@ -80,6 +81,7 @@ def setup(
     compile: bool = False,
     logger_name: LoggerChoice = "csv",
     seed: int = 42,
+    distill: DistillArgs = DistillArgs(),
 ) -> None:
     """Continue pretraining an inherited checkpoint (or train its architecture from scratch) with Lightning Fabric.
 
@@ -115,6 +117,9 @@ def setup(
         compile: Compile the model with torch.compile (off by default; useful on GPUs).
         logger_name: "csv", "tensorboard", "wandb", "mlflow" or "litlogger".
         seed: Random seed.
+        distill: Logit distillation from a frozen teacher: --distill.teacher_dir DIR (the reference), --distill.alpha
+            (weight of the cross-entropy, 0.6) and --distill.temperature (1.0); loss = alpha * CE + (1 - alpha) * T^2 *
+            KL(teacher || student). Validation loss stays the student's cross-entropy; CE and KL are logged apart.
     """
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     hparams = hyperparameters(locals())
@@ -129,6 +134,7 @@ def setup(
     check_train_args(train, eval, devices * num_nodes)
     if keep_checkpoints is not None and keep_checkpoints < 1:
         fail(f"--keep_checkpoints {keep_checkpoints} must be at least 1 (or unset to keep every step checkpoint)")
+    teacher_config = check_distill_args(distill, config)
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
     if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
         fail(f"--resume {resume_path} holds a run of another model than {checkpoint_dir}; choose another --out_dir")
@@ -162,7 +168,7 @@ def setup(
         fabric.logger.log_hyperparams(hparams)
     try:
         main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
-             activation_checkpointing, compile, seed, hparams, keep_checkpoints)
+             activation_checkpointing, compile, seed, hparams, keep_checkpoints, distill, teacher_config)
     finally:
         unlock_out_dir(out_dir)
 
@@ -183,6 +189,8 @@ def main(
     seed: int,
     hparams: dict,
     keep_checkpoints: Optional[int] = None,
+    distill: Optional[DistillArgs] = None,
+    teacher_config: Optional[Config] = None,
 ) -> None:
     fabric.seed_everything(seed)
     fsdp = isinstance(fabric.strategy, FSDPStrategy)
@@ -222,8 +230,10 @@ def main(
         fabric.load(resume_path / "lit_model.pth", state, weights_only=True)
         set_rng_state(state["rng"])
 
+    teacher = None if teacher_config is None else load_teacher(fabric, distill.teacher_dir, teacher_config, model.max_seq_length)
     with StopRequest(fabric, train.max_time) as stop:  # SIGTERM/SIGUSR1 and max_time: a checkpoint, then stop
-        fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams, stop, keep_checkpoints)
+        fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams, stop, keep_checkpoints,
+            teacher, distill)
         save_final(fabric, state, out_dir, checkpoint_dir, hparams)
     for logger in fabric.loggers:
         logger.finalize("success")  # flushes the metrics logged since the last periodic write
@@ -241,6 +251,8 @@ def fit(
     hparams: dict,
     stop: StopRequest,
     keep_checkpoints: Optional[int] = None,
+    teacher=None,
+    distill: Optional[DistillArgs] = None,
 ) -> None:
     model, optimizer = state["model"], state["optimizer"]
     config: Config = model.config
@@ -281,14 +293,17 @@ def fit(
             group["lr"] = lr
 
         step_loss = torch.zeros((), device=fabric.device)
+        step_parts = torch.zeros(2, device=fabric.device)  # cross-entropy and KL when distilling
         for micro_step in range(accumulation):
             batch = next(train_iterator)
             input_ids = batch[:, :seq_len].contiguous().long()
             targets = batch[:, 1 : seq_len + 1].contiguous().long()
             with fabric.no_backward_sync(model, enabled=micro_step < accumulation - 1):
-                loss = chunked_cross_entropy(model(input_ids), targets)
+                loss, parts = training_loss(fabric, model(input_ids), input_ids, targets, teacher, distill)
                 fabric.backward(loss / accumulation)
             step_loss += loss.detach() / accumulation
+            if parts is not None:
+                step_parts += parts / accumulation
         fabric.clip_gradients(model, optimizer, max_norm=train.max_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -311,6 +326,8 @@ def fit(
                        "tokens": step * tokens_per_step,
                        **{f"throughput/{key}": value for key, value in throughput.compute().items()}}
             metrics["tokens_per_sec"] = (step - start_step) * tokens_per_step / elapsed  # all ranks together
+            if teacher is not None:
+                metrics["ce_loss"], metrics["kl_loss"] = fabric.all_reduce(step_parts, reduce_op="mean").tolist()
             fabric.log_dict(metrics, step=step)
             progress.update(step, loss=loss_value, lr=lr, tokens_per_sec=metrics["tokens_per_sec"], mfu=metrics.get("throughput/device/mfu"))
         t0 = time.perf_counter()  # validation and saving do not count as training time in the throughput

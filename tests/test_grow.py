@@ -84,20 +84,21 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"] == rounds
 
     other = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--baselines", "", "--train.max_steps", "3")
-    assert other.returncode == 1 and "holds a run with other settings" in other.stderr
+    assert other.returncode == 1 and "was trained with --train.max_steps 2 but this run asks for 3" in other.stderr
+    assert "validation loss" not in other.stdout  # refused before measuring the reference
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"] == rounds  # nothing changed on disk
 
 
 def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
     """A generous tolerance ends growth after the first round; the baselines are trained at its size."""
     result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "3", "--tolerance", "100",
-                  "--baselines", "random,lazy,hybrid_stacking,stacking")
+                  "--baselines", "random,lazy,hybrid_stacking,stacking")  # lazy: the old name of last_n
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "grow" / "grow.json").read_text())
     assert [r["n_layers"] for r in report["rounds"]] == [3] and report["rounds"][0]["matched"]
     assert report["result"] == report["rounds"][0]["checkpoint"]
     assert f"Grown model: {report['result']}." in (tmp_path / "grow" / "grow.md").read_text()
-    lazy = tmp_path / "grow" / "baselines" / "lazy-3L"
+    lazy = tmp_path / "grow" / "baselines" / "last_n-3L"
     assert json.loads((lazy / "init" / "provenance.json").read_text())["layers"] == [3, 4, 5]
     random_run = yaml_of(tmp_path / "grow" / "baselines" / "random-3L" / "pretrain.yaml")
     assert random_run["initialize"] == "random" and random_run["train"]["max_steps"] == 2
@@ -113,7 +114,7 @@ def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
     half = torch.load(stacking / "half" / "train" / "final" / "lit_model.pth", weights_only=True)
     start = torch.load(stacking / "init" / "lit_model.pth", weights_only=True)
     assert torch.equal(start["transformer.h.2.attn.qkv.weight"], half["transformer.h.0.attn.qkv.weight"])
-    for name in ("random", "lazy", "hybrid_stacking", "stacking"):
+    for name in ("random", "last_n", "hybrid_stacking", "stacking"):
         entry = report["baselines"][name]
         assert entry["n_layers"] == 3
         assert entry["val_loss"] == pytest.approx(held_out_loss(Path(entry["checkpoint"]), jsonl_corpus, tmp_path), abs=1e-4)
@@ -130,7 +131,7 @@ def yaml_of(path: Path) -> dict:
     (["--n_layers", "9"], "--n_layers 9 is out of range; valid: 1..6"),
     (["--n_layers", "4", "--max_layers", "3"], "--max_layers 3 is out of range; valid: 4..6"),
     (["--grow_by", "0"], "--grow_by 0 must be 1 or more"),
-    (["--baselines", "random,distillation"], "unknown baseline 'distillation'; valid: random, lazy, hybrid_stacking, stacking"),
+    (["--baselines", "random,distillation"], "unknown baseline 'distillation'; valid: random, last_n, hybrid_stacking, stacking, half_width"),
 ])
 def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
     result = grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", *args)
@@ -204,3 +205,89 @@ def test_interrupted_grow_continues_to_the_same_result(trained_reference, tiny_r
     assert f"error: {out_dir / '2L'} was inherited from reference {trained_reference.resolve()} (sha256-zipdir:" in stderr
     assert f"not from {other.resolve()} (sha256-zipdir:" in stderr
     assert json.loads((out_dir / "grow.json").read_text()) == report
+
+
+def test_new_baselines_are_built_as_the_paper_describes(tiny_references, monkeypatch, tmp_path):
+    """Which blocks, init options, initialisation and loss each baseline's run gets (training itself replaced)."""
+    from litgpt_inheritune import grow as grow_module
+    from litgpt_inheritune.distill import DistillArgs
+
+    with pytest.raises(SystemExit, match="--distill.teacher_dir x: grow distils from the reference; leave it unset"):
+        grow_module.main(tiny_references["llama-gqa"], out_dir=tmp_path / "g", distill=DistillArgs(teacher_dir="x"))
+
+    calls = {}
+    monkeypatch.setattr(grow_module, "train_run", lambda ref, layers, run_dir, args, initialize, init_options=None, previous=None:
+                        calls.setdefault(run_dir.name, (layers, init_options, initialize, args.get("distill"))) and run_dir)
+    distill = {"teacher_dir": "REF", "alpha": 0.6, "temperature": 1.0}
+    for name in ("half_width", "attn", "mlp", "attn_mlp_no_norm", "distill_random", "distill_alternate", "inherit_distill"):
+        grow_module.train_baseline(name, Path("REF"), 16, 24, tmp_path / name, {"seed": 1}, distill)
+    assert calls["half_width"] == (list(range(24)), {"half_width": True}, "checkpoint", None)
+    assert calls["attn"] == (list(range(16)), {"parts": "attn,attn_norm"}, "checkpoint", None)
+    assert calls["mlp"] == (list(range(16)), {"parts": "mlp,mlp_norm"}, "checkpoint", None)
+    assert calls["attn_mlp_no_norm"] == (list(range(16)), {"parts": "attn,mlp"}, "checkpoint", None)
+    assert calls["distill_random"] == (list(range(16)), None, "random", distill)
+    # Appendix B: a 16-block student of the 24-block GPT-2 medium: blocks 0, 2, ..., 22, then 18, 19, 20, 21
+    assert calls["distill_alternate"] == ([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 18, 19, 20, 21], None, "checkpoint", distill)
+    assert calls["inherit_distill"] == (list(range(16)), None, "checkpoint", distill)
+    assert grow_module.alternate_layers(12, 24) == list(range(0, 24, 2))  # the 12-block DistilBERT student (Figure 16)
+    assert grow_module.alternate_layers(6, 6) == [0, 2, 4, 1, 2, 3] and grow_module.alternate_layers(3, 3) == [0, 2, 0]
+
+
+def test_grow_from_trained_with_baselines_report_plot_and_compare(trained_reference, jsonl_corpus, tmp_path):
+    from litgpt_inheritune import grow as grow_module
+
+    analysis = tmp_path / "analysis"
+    analysis.mkdir()
+    (analysis / "attention.json").write_text(json.dumps({"max_rank": [9, 9, 9, 1, 9, 1], "lazy_layers": [3, 5]}))
+    out = tmp_path / "grow"
+    result = grow(trained_reference, jsonl_corpus, out, "--n_layers", "2", "--max_layers", "4", "--grow_from", "trained",
+                  "--baselines", "half_width,inherit_distill", "--analysis", str(analysis))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "grow.json").read_text())
+    assert [r["n_layers"] for r in report["rounds"]] == [2, 4]
+    # round 4 starts from round 2's trained model plus the reference's blocks 2 and 3
+    start = torch.load(out / "4L" / "init" / "lit_model.pth", weights_only=True)
+    trained = torch.load(out / "2L" / "train" / "final" / "lit_model.pth", weights_only=True)
+    reference = torch.load(trained_reference / "lit_model.pth", weights_only=True)
+    for key, tensor in trained.items():
+        assert torch.equal(start[key], tensor), key
+    for key in [k for k in reference if k.startswith(("transformer.h.2.", "transformer.h.3."))]:
+        assert torch.equal(start[key], reference[key]), key
+    assert not torch.equal(trained["transformer.h.0.attn.qkv.weight"], reference["transformer.h.0.attn.qkv.weight"])
+    assert json.loads((out / "4L" / "init" / "provenance.json").read_text())["grown_from"] == str(out / "2L" / "train" / "final")
+
+    half = Config.from_file(out / "baselines" / "half_width-4L" / "train" / "final" / "model_config.yaml")
+    assert (half.n_layer, half.n_embd, half.n_head, half.n_query_groups) == (6, 16, 2, 1)
+    assert report["baselines"]["half_width"]["n_layers"] == 6
+    distilled = yaml_of(out / "baselines" / "inherit_distill-4L" / "pretrain.yaml")["distill"]
+    assert distilled == {"teacher_dir": str(trained_reference), "alpha": 0.6, "temperature": 1.0}
+    log = (out / "baselines" / "inherit_distill-4L" / "train" / "logs" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "kl_loss" in log.splitlines()[0]
+
+    table = (out / "grow.md").read_text()
+    assert "| round | 2 | 0-1 |" in table and "| 2 | 512 |" in table  # 2 steps of 8 x 32 tokens
+    assert "Budget of every run: --train.epochs 1, --train.max_steps 2, --train.global_batch_size 8" in table
+    assert "Validation loss: the first 5 held-out batches (640 tokens)" in table
+    assert "litgpt_inheritune.redpajama.RedPajamaSample" in table and str(jsonl_corpus) in table
+    assert f"Lazy layers of the reference by the analysis in {analysis}: [3, 5]." in table
+    report["baselines"]["last_n"] = {"layers": "2-5"}
+    assert "The last_n baseline holds blocks 2-5; lazy among them: [3, 5]." in grow_module.settings_text(report)
+    assert report["settings"]["validation"] == {"batches": 5, "tokens": 640}
+    assert (out / "grow.png").stat().st_size > 10_000
+
+    runs = [out / "2L" / "train", out / "baselines" / "half_width-4L" / "train"]
+    result = run_cli("litgpt", "inheritune", "compare", f"[{runs[0]},{runs[1]}]", "--labels", "[inherited,half width]",
+                     "--reference_loss", str(report["reference"]["val_loss"]), "--out_dir", str(tmp_path / "compare"))
+    assert result.returncode == 0, result.stderr
+    compared = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    for run, run_dir in zip(compared["runs"], runs):
+        weights = torch.load(run_dir / "final" / "lit_model.pth", weights_only=True)
+        assert run["parameters"] == sum(t.numel() for t in weights.values())
+        rows = [r for r in (run_dir / "logs" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[1:]]
+        assert run["steps"] == 2 and run["tokens"] == 512 and run["wall_time_s"] > 0
+        assert run["curve"][-1][0] == 512 and len(rows) > 0
+    assert compared["runs"][0]["val_loss"] == pytest.approx(report["rounds"][0]["val_loss"], abs=1e-4)  # same batches
+    md = (tmp_path / "compare" / "compare.md").read_text()
+    assert "| inherited |" in md and "| half width |" in md and (tmp_path / "compare" / "compare.png").is_file()
+    bad = run_cli("litgpt", "inheritune", "compare", f"[{tmp_path}]", "--out_dir", str(tmp_path / "c2"))
+    assert bad.returncode == 1 and "is not a pretrain out_dir with csv logs" in bad.stderr.strip().splitlines()[-1]

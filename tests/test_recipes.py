@@ -49,5 +49,5 @@ def test_tiny_cpu_recipe_runs(tiny_target, jsonl_corpus, tmp_path):
 def test_grow_recipe_parses_as_a_command_line():
     recipe = ROOT / "config_hub" / "grow" / "open_llama_3b-from-13L.yaml"
     parsed = yaml.safe_load(run_cli("litgpt", "inheritune", "grow", "--config", str(recipe), "--print_config", check=True).stdout)
-    assert (parsed["n_layers"], parsed["grow_by"], parsed["baselines"]) == (13, 2, "random,lazy")
+    assert (parsed["n_layers"], parsed["grow_by"], parsed["baselines"]) == (13, 2, "random,last_n")
     assert parsed["train"]["epochs"] == 1 and parsed["data"]["init_args"]["token_budget"] == 10**9
