@@ -41,7 +41,7 @@ from litgpt.utils import (
 from tqdm import tqdm
 
 from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_gpt, load_lazy_state_dict, replace_dir, write_provenance
-from litgpt_inheritune.redpajama import RedPajamaSample
+from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 
 PAPER_OPTIMIZER = {
     "class_path": "torch.optim.AdamW",
@@ -60,7 +60,7 @@ def setup(
     precision: Optional[Literal["bf16-true", "bf16-mixed", "32-true"]] = None,
     initialize: Literal["checkpoint", "random"] = "checkpoint",
     resume: Union[bool, Literal["auto"], Path] = False,
-    data: Optional[DataModule] = None,
+    data: Optional[DataModule] = DEFAULT_DATA,
     train: TrainArgs = TRAIN_DEFAULTS,
     eval: EvalArgs = EVAL_DEFAULTS,
     log: LogArgs = LogArgs(),
@@ -107,9 +107,9 @@ def setup(
         seed: Random seed.
     """
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    data = data_or_default(data)
     hparams = hyperparameters(locals())
     config = check_checkpoint_dir(checkpoint_dir)
-    data = RedPajamaSample() if data is None else data
     devices = parse_devices(devices)
     check_train_args(train, eval, devices * num_nodes)
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
@@ -187,8 +187,7 @@ def main(
 
     tokenizer = Tokenizer(checkpoint_dir)
     data.connect(tokenizer=tokenizer, batch_size=train.micro_batch_size, max_seq_length=model.max_seq_length)
-    with fabric.rank_zero_first():
-        data.prepare_data()
+    prepare_on_ranks(fabric, data)
     data.setup()
     train_dataloader, val_dataloader = fabric.setup_dataloaders(data.train_dataloader(), data.val_dataloader())
 
@@ -289,6 +288,28 @@ def fit(
     progress.close()
     if eval.final_validation:
         log_validation(fabric, model, val_dataloader, eval, state, progress)
+
+
+def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:
+    """Prepares the data once: on one rank, or on rank 0 while the others wait (as long as it takes) for it."""
+    if fabric.world_size == 1 or not hasattr(data, "is_prepared"):
+        with fabric.rank_zero_first():  # litgpt's modules: the others then find the files on a shared filesystem
+            data.prepare_data()
+        return
+    if not all(fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()):
+        if fabric.global_rank == 0:
+            print(f"Preparing the data on rank 0 while the other {fabric.world_size - 1} ranks wait; run `litgpt inheritune"
+                  " prepare_data` with the same flags before a multi-GPU launch to start training at once", file=sys.stderr)
+            data.prepare_data()
+        else:
+            print(f"rank {fabric.global_rank}: waiting for rank 0 to prepare the data in {data.prepared_dir}", file=sys.stderr)
+        # a barrier of its own without the default 30-minute timeout: tokenizing can take hours
+        torch.distributed.barrier(group=torch.distributed.new_group(backend="gloo", timeout=timedelta(days=30)))
+    seen = fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()
+    if not all(seen):
+        ranks = ", ".join(str(rank) for rank, ok in enumerate(seen) if not ok)
+        fail(f"ranks {ranks} do not see the prepared data in {data.prepared_dir}; put --data.cache_dir on a shared filesystem"
+             " or run `litgpt inheritune prepare_data` with the same flags on every node (or copy the folder) first")
 
 
 def default_precision(precision: Optional[str]) -> str:
