@@ -239,7 +239,7 @@ class RedPajama(DataModule):
         for name in ("val", "train"):
             if counts[name]["tokens"] == 0:
                 fail(f"--data.data_dir {self.data_dir} gave no {name} tokens; raise --data.{'val_tokens' if name == 'val' else 'token_budget'} or add data")
-        if counts["train"]["tokens"] < self.token_budget:
+        if counts["train"]["tokens"] < 0.99 * self.token_budget:  # the seeded coins meet the budget on average
             print(
                 f"warning: {self.data_dir} gave {counts['train']['tokens']:,} training tokens, fewer than"
                 f" --data.token_budget {self.token_budget:,}: the budget exceeds what the data hold (all of it is used)"
@@ -364,7 +364,7 @@ def documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[int, str
             yield from json_lines(part.path, lines, text_field)
         else:
             for offset, line in lines:
-                yield offset, decode(line, part.path, offset)
+                yield offset, decode(line, part.path, offset).rstrip("\r\n")
 
 
 def read_text(path: Path) -> str:
@@ -583,6 +583,7 @@ def write_split(parts: list[Part], split: str, tokenizer: Tokenizer, seed: int, 
             num_workers=workers,
             chunk_bytes="64MB",
             item_loader=TokensLoader(),  # no block size: the tokens are stored once, cut into blocks when loaded
+            keep_data_ordered=True,  # a fixed slice of parts per worker: the same chunks for the same number of workers
             verbose=False,
             start_method="fork",  # spawn would import torch and litgpt again in every worker, for every split
         )
