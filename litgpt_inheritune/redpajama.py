@@ -56,6 +56,7 @@ class Part:
     """A unit of work for one litdata worker: a slice of one file and its shares of the two budgets."""
 
     path: str
+    name: str  # the path relative to data_dir: seeds the part's choices, so that a copy elsewhere samples the same
     format: str
     start: int  # byte offset (jsonl, .txt lines) or row group (parquet)
     end: int
@@ -205,7 +206,8 @@ class RedPajama(DataModule):
             fraction = shares[source] / max(1, source_bytes[source]) if shares else 1 / max(1, total_bytes)
             for format, start, end, part_bytes in file_parts(path, size, self.txt_documents):
                 share = fraction * part_bytes
-                parts.append(Part(str(path), format, start, end, budgets["val"] * share, budgets["train"] * share, part_bytes))
+                parts.append(Part(str(path), path.relative_to(self.data_dir).as_posix(), format, start, end,
+                                  budgets["val"] * share, budgets["train"] * share, part_bytes))
         return parts
 
     def prepare_data(self) -> None:
@@ -358,7 +360,7 @@ def documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[int, str
     elif part.format == "jsonl.zst":
         yield from json_lines(part.path, zst_lines(part.path), text_field)
     else:
-        pivot = part.start + int(unit_random(seed, part.path, part.start) * (part.end - part.start))
+        pivot = part.start + int(unit_random(seed, part.name, part.start) * (part.end - part.start))
         lines = rotated_lines(part.path, part.start, part.end, pivot)
         if part.format == "jsonl":
             yield from json_lines(part.path, lines, text_field)
@@ -461,7 +463,7 @@ def parquet_documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[
     if text_field not in parquet.schema_arrow.names:
         raise BadInput(f"{part.path}: no column '{text_field}' (columns: {', '.join(parquet.schema_arrow.names)}); set --data.text_field")
     rows = parquet.metadata.row_group(part.start).num_rows
-    pivot = int(unit_random(seed, part.path, part.start) * rows)
+    pivot = int(unit_random(seed, part.name, part.start) * rows)
 
     def rows_between(begin: int, stop: int) -> Iterator[tuple[int, str]]:
         row = 0
@@ -493,7 +495,7 @@ def tokenize_part(part: Part, tokenizer: Tokenizer, split: str, seed: int, text_
         n = len(tokens)
         while phase is not None:
             room = shares[phase] - taken
-            if room >= n or (room > 0 and unit_random(seed, part.path, part.start, location, phase) < room / n):
+            if room >= n or (room > 0 and unit_random(seed, part.name, part.start, location, phase) < room / n):
                 break
             phase, taken = ("train" if phase == "val" else None), 0
         if phase is None or (phase == "train" and split == "val"):

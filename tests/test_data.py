@@ -102,6 +102,10 @@ def test_cache_key_survives_copying_and_sequence_length(tiny_target, tmp_path):
     longer.setup()
     assert next(iter(longer.val_dataloader())).shape == (2, 2 * SEQ + 1)  # the block size chosen at load time
     assert next(iter(data.val_dataloader())).shape == (2, SEQ + 1)
+    # a node that prepares its own copy (at another path) writes the same documents under the same key
+    own = prepared(copy, tokenizer, tmp_path / "node2" / "cache", token_budget=3_000, val_tokens=300)
+    assert own.prepared_dir.name == data.prepared_dir.name
+    assert sorted(stored_documents(own, "train")) == sorted(stored_documents(data, "train"))
 
     with open(copy / "part-1.jsonl", "a") as f:
         f.write(json.dumps({"text": "one more document"}) + "\n")
