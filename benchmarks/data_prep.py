@@ -35,14 +35,15 @@ data.prepared_dir  # lists the files (part of the work, but not of the tokenizat
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak-RSS mark after the imports
 baseline = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 data.prepare_data()
 seconds = time.perf_counter() - start
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
 manifest = data.manifest()
 print(json.dumps({
     "tokens": manifest["train"]["tokens"] + manifest["val"]["tokens"], "documents": manifest["train"]["documents"] + manifest["val"]["documents"],
     "seconds": seconds, "baseline_rss": baseline, "peak_rss": vm_hwm(),
-    "worker_peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+    "worker_peak_rss": children.ru_maxrss * 1024, "cpu_seconds": children.ru_utime + children.ru_stime + time.process_time() - cpu_start,
 }))
 """
 
@@ -82,6 +83,7 @@ def main() -> None:
     small = write_corpus(articles, args.work_dir / "corpus-1x", args.copies)
     large = write_corpus(articles, args.work_dir / "corpus-10x", 10 * args.copies)
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()
     runs = {
         "10x, 1 worker": measure(large, tokenizer_dir, args.work_dir / "cache", 1),
         f"10x, {cores} workers": measure(large, tokenizer_dir, args.work_dir / "cache", cores),
@@ -91,14 +93,17 @@ def main() -> None:
     for name, run in runs.items():
         print(f"{name}: {run['tokens']:,} tokens, {run['documents']:,} documents in {run['seconds']:.1f} s = {run['tokens'] / run['seconds']:,.0f} tokens/s;"
               f" peak RSS {(run['peak_rss'] - run['baseline_rss']) / mib:.1f} MiB above the baseline"
-              f" ({run['peak_rss'] / mib:.0f} MiB), largest worker {run['worker_peak_rss'] / mib:.0f} MiB")
+              f" ({run['peak_rss'] / mib:.0f} MiB), largest worker {run['worker_peak_rss'] / mib:.0f} MiB;"
+              f" {run['cpu_seconds']:.1f} CPU-seconds ({run['cpu_seconds'] / run['seconds']:.2f} cores busy on average)")
+    print(f"load average before and after: {load_before} / {os.getloadavg()} (other work on the machine slows the workers)")
     one, many, small_run = runs["10x, 1 worker"], runs[f"10x, {cores} workers"], runs[f"1x, {cores} workers"]
     speedup = (many["tokens"] / many["seconds"]) / (one["tokens"] / one["seconds"])
     growth = max(many["peak_rss"] - small_run["peak_rss"], many["worker_peak_rss"] - small_run["worker_peak_rss"]) / mib
-    print(f"speed-up with {cores} workers: {speedup:.2f}x (goal on 2 cores: >= 1.7)")
+    print(f"speed-up with {cores} workers: {speedup:.2f}x (goal on 2 cores: >= 1.7); tokens per CPU-second:"
+          f" {one['tokens'] / one['cpu_seconds']:,.0f} with 1 worker, {many['tokens'] / many['cpu_seconds']:,.0f} with {cores}")
     print(f"peak RSS growth from 1x to 10x: {growth:.1f} MiB (goal: < 50)")
     rate_per_core = one["tokens"] / one["seconds"]
-    print(f"1B tokens on 16 such cores at this per-core speed: {1e9 / (16 * rate_per_core) / 3600:.1f} h")
+    print(f"1B tokens on 16 such cores at this per-core speed: {1e9 / (16 * rate_per_core) / 60:.1f} min")
 
 
 if __name__ == "__main__":

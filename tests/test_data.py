@@ -125,7 +125,7 @@ def test_every_format_and_txt_documents(tiny_target, tmp_path):
     pq.write_table(pa.table({"text": texts[20:30], "id": list(range(10))}), folder / "deep" / "c.parquet", row_group_size=4)
     for i, text in enumerate(texts[30:40]):
         (folder / "deep" / f"{i}.txt").write_text(text)
-    data = prepared(folder, tokenizer, tmp_path / "cache", module=RedPajamaSample, token_budget=10**9, val_tokens=200)
+    data = prepared(folder, tokenizer, tmp_path / "cache", module=RedPajamaSample, token_budget=10**9, val_tokens=1_000)
     everything = stored_documents(data, "val") + stored_documents(data, "train")
     assert sorted(everything) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts)
     assert data.manifest()["files"] == 13 and data.manifest()["parts"] == 15  # parquet: one part per row group
@@ -145,9 +145,9 @@ def test_source_mixture(tiny_target, tmp_path):
     tokenizer = Tokenizer(tiny_target)
     folder = tmp_path / "sources"
     source_of = {}
-    for name, n_files in (("small", 1), ("large", 3)):
-        for k in range(n_files):
-            corpus = write_jsonl_corpus(tmp_path / f"{name}{k}", n_documents=150, seed=10 * k + len(name))
+    for name, seeds in (("small", [1]), ("large", [2, 3, 4])):
+        for k, seed in enumerate(seeds):
+            corpus = write_jsonl_corpus(tmp_path / f"{name}{k}", n_documents=150, seed=seed)
             (folder / name).mkdir(parents=True, exist_ok=True)
             shutil.move(corpus / "sample.jsonl", folder / name / f"{k}.jsonl")
             for text in texts_of(folder / name):

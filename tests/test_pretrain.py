@@ -159,7 +159,7 @@ def test_two_processes_ddp_on_cpu(tiny_target, jsonl_corpus, tmp_path):
                                "--data.cache_dir", str(tmp_path / "cache")), check=True)
     output = result.stdout + result.stderr
     # the data are prepared once, on rank 0, while the other rank says that it waits
-    assert "Preparing the data on rank 0 while the other 1 ranks wait" in output and output.count("tokenizing train") == 1
+    assert "Preparing the data on rank 0 while the other 1 ranks wait" in output and output.count(f"Preparing {jsonl_corpus}: ") == 1
     assert f"rank 1: waiting for rank 0 to prepare the data in {tmp_path / 'cache'}" in output
     assert "distributed_backend=gloo" in output and "Starting with 2 processes" in output
     assert "2 micro-batches of 2 per rank on 2 ranks" in output
