@@ -90,7 +90,9 @@ def setup(
             random initialisation (the paper's baseline).
         resume: "auto" continues from the newest complete checkpoint in out_dir (or starts fresh if there is none),
             True requires one, a path names one.
-        data: Data module. Default: ``RedPajamaSample``. litgpt's own modules (TextFiles, LitData, ...) work too.
+        data: Data module. Default: ``RedPajamaSample`` (``--data.data_dir DIR`` alone applies to it). ``RedPajama``
+            reads the full RedPajama-Data-1T or any folder of .jsonl, .jsonl.zst, .parquet or .txt files; litgpt's
+            own modules (TextFiles, LitData, ...) work too.
         train: Training arguments (litgpt's TrainArgs). lr_warmup_steps and save_interval count optimizer steps.
         eval: Validation arguments (litgpt's EvalArgs): interval in optimizer steps, max_iters batches per pass.
         log: Logger arguments (litgpt's LogArgs).

@@ -583,7 +583,7 @@ def write_split(parts: list[Part], split: str, tokenizer: Tokenizer, seed: int, 
             weights=[part.size for part in parts],
             output_dir=str(staging / split),
             num_workers=workers,
-            chunk_bytes="64MB",
+            chunk_bytes="16MB",  # what a worker buffers before writing a chunk: its memory does not grow beyond this
             item_loader=TokensLoader(),  # no block size: the tokens are stored once, cut into blocks when loaded
             keep_data_ordered=True,  # a fixed slice of parts per worker: the same chunks for the same number of workers
             verbose=False,

@@ -136,8 +136,12 @@ def test_every_format_and_txt_documents(tiny_target, tmp_path):
     by_line = prepared(lines, tokenizer, tmp_path / "cache", txt_documents="line", token_budget=10**9, val_tokens=200)
     stored = stored_documents(by_line, "val") + stored_documents(by_line, "train")
     assert sorted(stored) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts[:20])
-    by_file = prepared(lines, tokenizer, tmp_path / "cache", token_budget=10**9, val_tokens=1)
-    assert len(stored_documents(by_file, "val") + stored_documents(by_file, "train")) == 1
+    for i, text in enumerate(texts[20:23]):
+        (lines / f"article-{i}.txt").write_text(text)
+    by_file = prepared(lines, tokenizer, tmp_path / "cache", token_budget=10**9, val_tokens=1_000)
+    stored = stored_documents(by_file, "val") + stored_documents(by_file, "train")
+    whole_files = [(lines / "news.txt").read_text(), *texts[20:23]]  # the file with 20 lines is one document
+    assert sorted(stored) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in whole_files)
 
 
 def test_source_mixture(tiny_target, tmp_path):
