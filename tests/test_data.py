@@ -1,6 +1,5 @@
 """The data modules (RedPajama, RedPajamaSample) and `litgpt inheritune prepare_data`, on small real files."""
 
-import io
 import json
 import os
 import shutil
