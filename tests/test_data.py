@@ -16,7 +16,7 @@ from litdata.streaming import StreamingDataset, TokensLoader
 from litgpt.tokenizer import Tokenizer
 
 from conftest import run_cli, write_jsonl_corpus
-from litgpt_inheritune.redpajama import RedPajama, RedPajamaSample
+from litgpt_inheritune.redpajama import RedPajama, RedPajamaSample, documents
 
 SEQ = 32
 
@@ -137,10 +137,9 @@ def test_every_format_and_txt_documents(tiny_target, tmp_path):
     assert sorted(stored) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts[:20])
     for i, text in enumerate(texts[20:23]):
         (lines / f"article-{i}.txt").write_text(text)
-    by_file = prepared(lines, tokenizer, tmp_path / "cache", token_budget=10**9, val_tokens=1_000)
-    stored = stored_documents(by_file, "val") + stored_documents(by_file, "train")
-    whole_files = [(lines / "news.txt").read_text(), *texts[20:23]]  # the file with 20 lines is one document
-    assert sorted(stored) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in whole_files)
+    by_file = RedPajama(data_dir=lines)  # the default: one document per .txt file, the file with 20 lines too
+    read = [text for part in by_file.parts() for _, text in documents(part, seed=42, text_field="text")]
+    assert sorted(read) == sorted([(lines / "news.txt").read_text(), *texts[20:23]])
 
 
 def test_source_mixture(tiny_target, tmp_path):
