@@ -8,12 +8,14 @@ from litgpt_inheritune.evaluate import main as evaluate_fn
 from litgpt_inheritune.export import main as export_fn
 from litgpt_inheritune.grow import main as grow_fn
 from litgpt_inheritune.init import main as init_fn
+from litgpt_inheritune.prepare_data import main as prepare_data_fn
 from litgpt_inheritune.pretrain import setup as pretrain_fn
 
 COMMANDS = {
     "_help": "Inheritune: derive small base models from the early blocks of a large one.",
     "init": init_fn,
     "pretrain": pretrain_fn,
+    "prepare_data": prepare_data_fn,
     "analyze": analyze_fn,
     "grow": grow_fn,
     "compare": compare_fn,

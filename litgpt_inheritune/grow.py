@@ -26,7 +26,7 @@ from litgpt_inheritune.distill import DistillArgs
 from litgpt_inheritune.inherit import BLOCK_PARTS, count_blocks
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters
-from litgpt_inheritune.redpajama import RedPajamaSample
+from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 
 BASELINES = {
     "random": "the final size's architecture trained from a random initialisation",
@@ -56,7 +56,7 @@ def main(
     baselines: str = "random,last_n",
     tolerance: float = 0.0,
     precision: Optional[Literal["bf16-true", "bf16-mixed", "32-true"]] = None,
-    data: Optional[DataModule] = None,
+    data: Optional[DataModule] = DEFAULT_DATA,
     train: TrainArgs = TRAIN_DEFAULTS,
     eval: EvalArgs = EVAL_DEFAULTS,
     log: LogArgs = LogArgs(),
@@ -122,7 +122,7 @@ def main(
     lazy_layers = analysed_lazy_layers(analysis, n_reference)
     if tolerance < 0:
         fail(f"--tolerance {tolerance} must be 0 or more")
-    data = RedPajamaSample() if data is None else data
+    data = data_or_default(data)
     pretrain_args = hyperparameters(dict(
         precision=precision, data=data, train=train, eval=eval, log=log, optimizer=optimizer, devices=devices,
         strategy=strategy, activation_checkpointing=activation_checkpointing, logger_name=logger_name, seed=seed,

@@ -48,7 +48,7 @@ from litgpt_inheritune.cluster import (
     StopRequest, full_disk_is_an_error, launched_as_rank_zero, lock_out_dir, partial_dir, preempted, state_bytes, unlock_out_dir,
 )
 from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
-from litgpt_inheritune.redpajama import RedPajamaSample
+from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 
 PAPER_OPTIMIZER = {
     "class_path": "torch.optim.AdamW",
@@ -68,7 +68,7 @@ def setup(
     initialize: Literal["checkpoint", "random"] = "checkpoint",
     resume: Union[bool, Literal["auto"], Path] = False,
     keep_checkpoints: Optional[int] = None,
-    data: Optional[DataModule] = None,
+    data: Optional[DataModule] = DEFAULT_DATA,
     train: TrainArgs = TRAIN_DEFAULTS,
     eval: EvalArgs = EVAL_DEFAULTS,
     log: LogArgs = LogArgs(),
@@ -102,7 +102,9 @@ def setup(
             True requires one, a path names one.
         keep_checkpoints: Keep only the newest N step checkpoints (step-*/) in out_dir: an older one is deleted once a
             newer one is complete, so the one a run resumed from stays until it is superseded. Default: keep all.
-        data: Data module. Default: ``RedPajamaSample``. litgpt's own modules (TextFiles, LitData, ...) work too.
+        data: Data module. Default: ``RedPajamaSample`` (``--data.data_dir DIR`` alone applies to it). ``RedPajama``
+            reads the full RedPajama-Data-1T or any folder of .jsonl, .jsonl.zst, .parquet or .txt files; litgpt's
+            own modules (TextFiles, LitData, ...) work too.
         train: Training arguments (litgpt's TrainArgs). lr_warmup_steps and save_interval count optimizer steps.
         eval: Validation arguments (litgpt's EvalArgs): interval in optimizer steps, max_iters batches per pass.
         log: Logger arguments (litgpt's LogArgs).
@@ -122,9 +124,9 @@ def setup(
             KL(teacher || student). Validation loss stays the student's cross-entropy; CE and KL are logged apart.
     """
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    data = data_or_default(data)
     hparams = hyperparameters(locals())
     config = check_checkpoint_dir(checkpoint_dir)
-    data = RedPajamaSample() if data is None else data
     try:
         devices = parse_devices(devices)
     except ValueError as error:
@@ -218,8 +220,7 @@ def main(
 
     tokenizer = Tokenizer(checkpoint_dir)
     data.connect(tokenizer=tokenizer, batch_size=train.micro_batch_size, max_seq_length=model.max_seq_length)
-    with fabric.rank_zero_first():
-        data.prepare_data()
+    prepare_on_ranks(fabric, data)
     data.setup()
     train_dataloader, val_dataloader = fabric.setup_dataloaders(data.train_dataloader(), data.val_dataloader())
 
@@ -341,6 +342,28 @@ def fit(
         save_on_stop(fabric, stopped, state, out_dir, checkpoint_dir, train, hparams, keep_checkpoints)
     if eval.final_validation:
         log_validation(fabric, model, val_dataloader, eval, state, progress)
+
+
+def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:
+    """Prepares the data once: on one rank, or on rank 0 while the others wait (as long as it takes) for it."""
+    if fabric.world_size == 1 or not hasattr(data, "is_prepared"):
+        with fabric.rank_zero_first():  # litgpt's modules: the others then find the files on a shared filesystem
+            data.prepare_data()
+        return
+    if not all(fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()):
+        if fabric.global_rank == 0:
+            print(f"Preparing the data on rank 0 while the other {fabric.world_size - 1} ranks wait; run `litgpt inheritune"
+                  " prepare_data` with the same flags before a multi-GPU launch to start training at once", file=sys.stderr)
+            data.prepare_data()
+        else:
+            print(f"rank {fabric.global_rank}: waiting for rank 0 to prepare the data in {data.prepared_dir}", file=sys.stderr)
+        # a barrier of its own without the default 30-minute timeout: tokenizing can take hours
+        torch.distributed.barrier(group=torch.distributed.new_group(backend="gloo", timeout=timedelta(days=30)))
+    seen = fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()
+    if not all(seen):
+        ranks = ", ".join(str(rank) for rank, ok in enumerate(seen) if not ok)
+        fail(f"ranks {ranks} do not see the prepared data in {data.prepared_dir}; put --data.cache_dir on a shared filesystem"
+             " or run `litgpt inheritune prepare_data` with the same flags on every node (or copy the folder) first")
 
 
 def default_precision(precision: Optional[str]) -> str:

@@ -1,58 +1,112 @@
-"""`RedPajamaSample`: a seeded sample of RedPajama-Data-1T-Sample documents up to a token budget, as litdata chunks.
+"""Data modules that sample whole documents from a folder of text up to a token budget, as litdata token chunks.
 
-The paper trains on 1B tokens sampled from RedPajama-Data-1T-Sample with the reference's tokenizer, repeated for
-8 epochs. The files are jsonl, one ``{"text": ..., "meta": ...}`` object per line.
+``RedPajama`` reads any folder of .jsonl, .jsonl.zst, .parquet (a text field) or .txt files: the full
+RedPajama-Data-1T with its per-source subfolders (optionally in RedPajama's source mixture), or a corpus of your own.
+``RedPajamaSample`` is the same module that downloads RedPajama-Data-1T-Sample when its folder is absent (the paper
+samples 1B tokens from it and trains 8 epochs).
+
+How documents are chosen, streaming, with memory flat in the corpus size and the same result for any number of
+workers: every file is cut into parts (line-aligned byte ranges of at most PART_BYTES for jsonl and .txt lines, row
+groups for parquet; a compressed file and a one-document .txt file are one part). A part's share of each budget is
+proportional to its bytes (within its source's share when a mixture is given). Each part is read from a seeded
+position, wrapping around to its start: documents go to validation up to the part's validation share, then to
+training up to its training share; the document that crosses a share is kept with probability equal to the fraction
+of it that fits (a seeded coin), so the totals meet the budgets on average. Parts are independent, so litdata's
+workers tokenize them in parallel and write the same tokens whatever their number.
 """
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Literal, Optional, Union
 
-import numpy as np
 import torch
+from jsonargparse import lazy_instance
 from litgpt.data import DataModule
 from litgpt.tokenizer import Tokenizer
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from litgpt_inheritune.checkpoint import fail, staged_dir
+from litgpt_inheritune.checkpoint import fail, replace_dir
 
-SHARD_TOKENS = 8 * 2**20  # tokens per intermediate shard handed to litdata's optimize
+FORMAT_VERSION = 2  # part of the cache key: bump when the sampling rule or the stored layout changes
+PART_BYTES = 64 * 2**20  # largest byte range of a jsonl/.txt file that one worker reads as a unit
+ITEM_TOKENS = 2**20  # tokens per item handed to litdata: no worker holds more than this plus one document
+SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet", ".txt")
+# Tokens per source of RedPajama-Data-1T (billions, from its dataset card), named as its download folders.
+REDPAJAMA_MIXTURE = {
+    "common_crawl": 878, "c4": 175, "github": 59, "book": 26, "arxiv": 28, "wikipedia": 24, "stackexchange": 20,
+}
+
+
+class BadInput(ValueError):
+    """An unreadable or malformed document: the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """A unit of work for one litdata worker: a slice of one file and its shares of the two budgets."""
+
+    path: str
+    name: str  # the path relative to data_dir: seeds the part's choices, so that a copy elsewhere samples the same
+    format: str
+    start: int  # byte offset (jsonl, .txt lines) or row group (parquet)
+    end: int
+    val_tokens: float
+    train_tokens: float
+    size: int  # bytes, for the budget shares and litdata's work balancing
 
 
 @dataclass
-class RedPajamaSample(DataModule):
-    """RedPajama-Data-1T-Sample: whole documents sampled with a seed until a token budget, plus a validation split.
+class RedPajama(DataModule):
+    """Any folder of documents (the full RedPajama-Data-1T, or .jsonl, .jsonl.zst, .parquet, .txt files of your own):
+    whole documents sampled with a seed up to a token budget, plus a validation split.
 
-    Documents are tokenized with the checkpoint's tokenizer (EOS after each), written once as litdata chunks under
-    ``cache_dir`` (keyed by the files, tokenizer, budget, split and seed) and streamed with litdata, which shards
-    them across ranks and nodes and can resume mid-epoch. When the data holds fewer tokens than the budget, all of
-    it is used and a warning says how much that is.
+    Documents are tokenized in parallel by litdata with the checkpoint's tokenizer (EOS after each) and written once
+    under ``cache_dir``, keyed by the files' names and sizes, the tokenizer, the budgets, the seed and the mixture
+    (not by the sequence length: litdata cuts the stored tokens into blocks when it loads them). litdata streams
+    them, sharding across ranks and nodes and resuming mid-epoch. When the data hold fewer tokens than the budget,
+    all of them are used and a warning says how many.
     """
 
-    data_dir: Path = Path("data/RedPajama-Data-1T-Sample")
-    """Folder with the *.jsonl files. When it does not exist it is downloaded from the Hugging Face Hub (repo_id)."""
+    data_dir: Path = Path("data/RedPajama-Data-1T")
+    """Folder of .jsonl, .jsonl.zst, .parquet or .txt files, searched recursively. With ``mixture``, its first-level
+    subfolders are the sources (RedPajama-Data-1T: arxiv, book, c4, common_crawl, github, stackexchange, wikipedia)."""
     token_budget: int = 1_000_000_000
-    """Training tokens to sample (whole documents; the last one may overshoot)."""
+    """Training tokens to sample (whole documents)."""
     val_tokens: Optional[int] = None
-    """Tokens held out for validation (sampled first). Default: val_fraction of the budget, at least one block."""
+    """Tokens held out for validation. Default: val_fraction of the budget."""
     val_fraction: float = 0.001
     """Fraction of the budget held out for validation when val_tokens is not given."""
     seed: int = 42
     """Seed for sampling documents and for shuffling the training stream."""
+    mixture: Optional[Union[Literal["redpajama"], dict[str, float]]] = None
+    """Shares of the budget per source subfolder: "redpajama" (RedPajama-Data-1T's token shares: common_crawl 72.6%,
+    c4 14.5%, github 4.9%, arxiv 2.3%, book 2.1%, wikipedia 2.0%, stackexchange 1.7%) or e.g. {"c4": 1, "github": 1}.
+    Default: every file in proportion to its size."""
+    text_field: str = "text"
+    """Field holding a document's text in jsonl and parquet files."""
+    txt_documents: Literal["file", "line"] = "file"
+    """A .txt file is one document ("file") or holds one document per non-empty line ("line")."""
     num_workers: int = 2
     """Data-loader worker processes per rank."""
-    repo_id: str = "togethercomputer/RedPajama-Data-1T-Sample"
-    """Hugging Face dataset to download when data_dir is absent."""
+    prepare_workers: Optional[int] = None
+    """Processes that tokenize the data (litdata.optimize). Default: every CPU core. The tokens do not depend on it."""
     cache_dir: Optional[Path] = None
     """Where the tokenized chunks go. Default: a folder next to data_dir named '<data_dir>-litdata'."""
 
     tokenizer: Optional[Tokenizer] = field(default=None, init=False, repr=False)
     batch_size: int = field(default=1, init=False, repr=False)
     seq_length: int = field(default=2048, init=False, repr=False)
+    _prepared_dir: Optional[Path] = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -61,118 +115,154 @@ class RedPajamaSample(DataModule):
             fail(f"--data.token_budget {self.token_budget} must be a positive number of tokens")
         if not 0 < self.val_fraction < 1:
             fail(f"--data.val_fraction {self.val_fraction} must be between 0 and 1")
+        if self.val_tokens is not None and self.val_tokens < 1:
+            fail(f"--data.val_tokens {self.val_tokens} must be a positive number of tokens")
+        if isinstance(self.mixture, dict) and (not self.mixture or min(self.mixture.values()) <= 0):
+            fail(f"--data.mixture {self.mixture} must give every source a positive share")
 
     def connect(self, tokenizer: Optional[Tokenizer] = None, batch_size: int = 1, max_seq_length: int = -1) -> None:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.seq_length = max_seq_length + 1  # inputs plus the next token as target
+        self._prepared_dir = None
 
     @property
     def prepared_dir(self) -> Path:
-        cache_dir = self.cache_dir or self.data_dir.with_name(self.data_dir.name + "-litdata")
-        return Path(cache_dir) / self.cache_key()
+        if self._prepared_dir is None:  # listing a large corpus takes a while: once per connect()
+            cache_dir = self.cache_dir or self.data_dir.with_name(self.data_dir.name + "-litdata")
+            self._prepared_dir = Path(cache_dir) / self.cache_key()
+        return self._prepared_dir
 
-    def jsonl_files(self) -> list[Path]:
+    def is_prepared(self) -> bool:
+        return (self.prepared_dir / "manifest.json").is_file()
+
+    def missing_data_dir(self) -> None:
+        fail(
+            f"--data.data_dir {self.data_dir} does not exist; download RedPajama-Data-1T into it (the files listed in"
+            " https://huggingface.co/datasets/togethercomputer/RedPajama-Data-1T, one subfolder per source) or give a"
+            f" folder of {', '.join(SUFFIXES)} files"
+        )
+
+    def files(self) -> list[Path]:
+        """The corpus files in a fixed order (sorted relative paths); hidden files and folders are skipped."""
         if not self.data_dir.exists():
-            self.download()
-        files = sorted(self.data_dir.rglob("*.jsonl"))
+            self.missing_data_dir()
+        files = sorted(
+            p for p in self.data_dir.rglob("*")
+            if p.name.endswith(SUFFIXES) and p.is_file() and not any(s.startswith(".") for s in p.relative_to(self.data_dir).parts)
+        )
         if not files:
-            fail(f"--data.data_dir {self.data_dir} holds no .jsonl files; expected RedPajama-style jsonl (one JSON object with 'text' per line)")
+            fail(f"--data.data_dir {self.data_dir} holds no {', '.join(SUFFIXES)} files; expected documents such as RedPajama's jsonl (one JSON object with '{self.text_field}' per line)")
         return files
 
-    def download(self) -> None:
-        from huggingface_hub import snapshot_download
-
-        print(f"Downloading {self.repo_id} to {self.data_dir} ...", file=sys.stderr)
-        try:
-            snapshot_download(self.repo_id, repo_type="dataset", allow_patterns=["*.jsonl"], local_dir=self.data_dir)
-        except Exception as error:
-            fail(f"--data.data_dir {self.data_dir} does not exist and {self.repo_id} could not be downloaded ({type(error).__name__})")
+    def source_shares(self, files: list[Path]) -> dict[str, float]:
+        """Budget share per source (first-level subfolder); sources outside the mixture get none."""
+        sources = sorted({source_of(p, self.data_dir) for p in files})
+        if self.mixture is None:
+            return {}
+        weights = REDPAJAMA_MIXTURE if self.mixture == "redpajama" else self.mixture
+        missing = sorted(set(weights) - set(sources))
+        if missing:
+            fail(f"--data.mixture names sources that --data.data_dir {self.data_dir} lacks: {', '.join(missing)}; its subfolders are: {', '.join(sources) or 'none'}")
+        total = sum(weights.values())
+        return {name: weight / total for name, weight in weights.items()}
 
     def cache_key(self) -> str:
         if self.tokenizer is None:
             raise RuntimeError("call connect(tokenizer=...) first")
-        files = self.jsonl_files()
+        files = self.files()
         identity = {
-            "files": [(str(p.relative_to(self.data_dir)), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+            "version": FORMAT_VERSION,
+            # names and sizes: a copy of the data on another node or disk has the same key, a changed file another
+            "files": [(p.relative_to(self.data_dir).as_posix(), p.stat().st_size) for p in files],
             "tokenizer": tokenizer_fingerprint(self.tokenizer),
             "token_budget": self.token_budget,
             "val_tokens": self.val_token_budget(),
             "seed": self.seed,
-            "seq_length": self.seq_length,
+            "mixture": self.source_shares(files),
+            "text_field": self.text_field,
+            "txt_documents": self.txt_documents,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def val_token_budget(self) -> int:
-        return self.val_tokens if self.val_tokens is not None else max(self.seq_length, int(self.val_fraction * self.token_budget))
+        return self.val_tokens if self.val_tokens is not None else max(1, int(self.val_fraction * self.token_budget))
+
+    def parts(self) -> list[Part]:
+        files = self.files()
+        shares = self.source_shares(files)
+        sizes = [p.stat().st_size for p in files]
+        budgets = {"val": self.val_token_budget(), "train": self.token_budget}
+        source_bytes: dict[str, int] = {}
+        for path, size in zip(files, sizes):
+            source = source_of(path, self.data_dir)
+            source_bytes[source] = source_bytes.get(source, 0) + size
+        total_bytes = sum(sizes)
+        parts = []
+        for path, size in zip(files, sizes):
+            source = source_of(path, self.data_dir)
+            if shares and source not in shares:
+                continue
+            fraction = shares[source] / max(1, source_bytes[source]) if shares else 1 / max(1, total_bytes)
+            for format, start, end, part_bytes in file_parts(path, size, self.txt_documents):
+                share = fraction * part_bytes
+                parts.append(Part(str(path), path.relative_to(self.data_dir).as_posix(), format, start, end,
+                                  budgets["val"] * share, budgets["train"] * share, part_bytes))
+        return parts
 
     def prepare_data(self) -> None:
+        """Tokenizes the sample once (validation, then training) into a staging folder renamed into place at the end;
+        an interrupted preparation leaves only the staging folder, which the next run starts afresh."""
         out_dir = self.prepared_dir
-        if (out_dir / "manifest.json").is_file():
+        if self.is_prepared():
             return
-        with staged_dir(out_dir) as staging:
-            manifest = self.tokenize_sample(staging / "shards")
-            for split in ("val", "train"):
-                write_chunks(sorted((staging / "shards").glob(f"{split}-*.npy")), staging / split, self.seq_length)
-            shutil.rmtree(staging / "shards")
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-    def tokenize_sample(self, shard_dir: Path) -> dict:
-        """Walks the documents in a seeded random order: validation first, then training, each up to its budget."""
-        files = self.jsonl_files()
-        offsets = [(i, offset) for i, path in enumerate(files) for offset in line_offsets(path)]
-        order = np.random.default_rng(self.seed).permutation(len(offsets))
-        budgets = {"val": self.val_token_budget(), "train": self.token_budget}
-        counts = {split: {"tokens": 0, "documents": 0} for split in budgets}
-        shard_dir.mkdir(parents=True)
-        handles = [open(path, "rb") for path in files]
-        split, buffer, n_shards = "val", [], 0
-
-        def flush() -> None:
-            nonlocal buffer, n_shards
-            if buffer:
-                np.save(shard_dir / f"{split}-{n_shards:05d}.npy", np.concatenate(buffer).astype(np.int32))
-                buffer, n_shards = [], n_shards + 1
-
+        staging = out_dir.with_name(f".{out_dir.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         try:
-            for index in order:
-                file_index, offset = offsets[index]
-                handles[file_index].seek(offset)
-                text = json.loads(handles[file_index].readline()).get("text", "")
-                if not text.strip():
-                    continue
-                tokens = self.tokenizer.encode(text, eos=True).numpy()
-                buffer.append(tokens)
-                counts[split]["tokens"] += len(tokens)
-                counts[split]["documents"] += 1
-                if sum(map(len, buffer)) >= SHARD_TOKENS:
-                    flush()
-                if counts[split]["tokens"] >= budgets[split]:
-                    flush()
-                    if split == "train":
-                        break
-                    split = "train"
-            flush()
-        finally:
-            for handle in handles:
-                handle.close()
+            manifest = self.tokenize_sample(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        replace_dir(staging, out_dir)
 
-        for name, count in counts.items():
-            if count["tokens"] < self.seq_length:
-                fail(
-                    f"--data.data_dir {self.data_dir} holds too little text for the {name} split: {count['tokens']}"
-                    f" tokens, need at least {self.seq_length} (one sequence); lower --data.val_tokens or add data"
-                )
-        if counts["train"]["tokens"] < self.token_budget:
+    def tokenize_sample(self, staging: Path) -> dict:
+        parts = self.parts()
+        workers = min(self.prepare_workers or os.cpu_count() or 1, len(parts))
+        budgets = {"val": self.val_token_budget(), "train": self.token_budget}
+        print(
+            f"Preparing {self.data_dir}: {len(parts):,} parts, {budgets['train']:,} training and {budgets['val']:,}"
+            f" validation tokens at most, {workers} tokenizer processes -> {self.prepared_dir}",
+            file=sys.stderr,
+        )
+        counts = {split: write_split(parts, split, self.tokenizer, self.seed, self.text_field, staging, workers, budgets[split])
+                  for split in ("val", "train")}
+        for name in ("val", "train"):
+            if counts[name]["tokens"] == 0:
+                fail(f"--data.data_dir {self.data_dir} gave no {name} tokens; raise --data.{'val_tokens' if name == 'val' else 'token_budget'} or add data")
+        if counts["train"]["tokens"] < 0.99 * self.token_budget:  # the seeded coins meet the budget on average
             print(
-                f"warning: {self.data_dir} holds only {counts['train']['tokens']:,} training tokens after validation;"
-                f" using all of them instead of --data.token_budget {self.token_budget:,}",
+                f"warning: {self.data_dir} gave {counts['train']['tokens']:,} training tokens, fewer than"
+                f" --data.token_budget {self.token_budget:,}: the budget exceeds what the data hold (all of it is used)"
+                " or some parts ran out before their share",
                 file=sys.stderr,
             )
-        return {"files": [str(p) for p in files], "seed": self.seed, "budgets": budgets, **counts}
+        return {"data_dir": str(self.data_dir), "files": len({p.path for p in parts}), "parts": len(parts),
+                "seed": self.seed, "mixture": self.source_shares(self.files()), "budgets": budgets, **counts}
 
     def manifest(self) -> dict:
         return json.loads((self.prepared_dir / "manifest.json").read_text())
+
+    def setup(self, stage: str = "") -> None:
+        manifest = self.manifest()
+        for name in ("val", "train"):
+            if manifest[name]["tokens"] < self.seq_length:
+                fail(
+                    f"--data.data_dir {self.data_dir} holds too little text for the {name} split: {manifest[name]['tokens']}"
+                    f" tokens, need at least {self.seq_length} (one sequence); lower --train.max_seq_length, raise"
+                    f" --data.{'val_tokens' if name == 'val' else 'token_budget'} or add data"
+                )
 
     def train_dataloader(self) -> DataLoader:
         return self.dataloader("train", shuffle=True)
@@ -185,7 +275,7 @@ class RedPajamaSample(DataModule):
 
         dataset = StreamingDataset(
             input_dir=str(self.prepared_dir / split),
-            item_loader=TokensLoader(block_size=self.seq_length),
+            item_loader=TokensLoader(block_size=self.seq_length),  # the block size is chosen here, at load time
             shuffle=shuffle,
             drop_last=True,
             seed=self.seed,
@@ -196,6 +286,322 @@ class RedPajamaSample(DataModule):
         )
 
 
+@dataclass
+class RedPajamaSample(RedPajama):
+    """RedPajama-Data-1T-Sample (about 1B LLaMA tokens, the paper's low-data regime), downloaded from the Hugging Face
+    Hub when data_dir does not exist; otherwise the same as ``RedPajama`` (any folder of .jsonl, .jsonl.zst,
+    .parquet or .txt files works)."""
+
+    data_dir: Path = Path("data/RedPajama-Data-1T-Sample")
+    """Folder with the documents (.jsonl, .jsonl.zst, .parquet or .txt). When it does not exist, repo_id is downloaded into it."""
+    repo_id: str = "togethercomputer/RedPajama-Data-1T-Sample"
+    """Hugging Face dataset to download when data_dir is absent."""
+
+    def missing_data_dir(self) -> None:
+        from huggingface_hub import snapshot_download
+
+        print(f"Downloading {self.repo_id} to {self.data_dir} ...", file=sys.stderr)
+        try:
+            snapshot_download(self.repo_id, repo_type="dataset", allow_patterns=["*.jsonl"], local_dir=self.data_dir)
+        except Exception as error:
+            fail(f"--data.data_dir {self.data_dir} does not exist and {self.repo_id} could not be downloaded ({type(error).__name__})")
+
+
+# The command-line default of pretrain, grow and prepare_data: jsonargparse applies `--data.data_dir DIR` (and any
+# other --data.* flag) to a default given as a lazy instance, while a default of None has no class to apply it to.
+DEFAULT_DATA = lazy_instance(RedPajamaSample)
+
+
+def data_or_default(data: Optional[DataModule]) -> DataModule:
+    """A fresh RedPajamaSample for a Python caller that left ``data`` at its default."""
+    return RedPajamaSample() if data is None or data is DEFAULT_DATA else data
+
+
+def source_of(path: Path, data_dir: Path) -> str:
+    parts = path.relative_to(data_dir).parts
+    return parts[0] if len(parts) > 1 else "."
+
+
+def file_parts(path: Path, size: int, txt_documents: str) -> Iterator[tuple[str, int, int, int]]:
+    """(format, start, end, bytes) of the units a file is read in."""
+    if path.name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            metadata = pq.ParquetFile(path).metadata
+        except Exception as error:
+            fail(f"{path} is not a readable parquet file ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})")
+        group_bytes = [metadata.row_group(g).total_byte_size for g in range(metadata.num_row_groups)]
+        for g, nbytes in enumerate(group_bytes):
+            yield "parquet", g, g + 1, max(1, round(size * nbytes / max(1, sum(group_bytes))))
+    elif path.name.endswith(".zst") or (path.name.endswith(".txt") and txt_documents == "file"):
+        yield ("jsonl.zst" if path.name.endswith(".zst") else "txt"), 0, size, size  # read whole, from the start
+    else:
+        format = "lines" if path.name.endswith(".txt") else "jsonl"
+        for start in range(0, max(size, 1), PART_BYTES):
+            yield format, start, min(size, start + PART_BYTES), min(size, start + PART_BYTES) - start
+
+
+def unit_random(*key) -> float:
+    """A number in [0, 1) fixed by the key: the seeded coin and start position of a part, the same in every process."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+# ---- reading documents (runs in litdata's worker processes) ----
+
+
+def documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[int, str]]:
+    """(location, text) of the part's documents, from a seeded position, wrapping around to the part's start."""
+    if part.format == "txt":
+        yield 0, read_text(Path(part.path))
+    elif part.format == "parquet":
+        yield from parquet_documents(part, seed, text_field)
+    elif part.format == "jsonl.zst":
+        yield from json_lines(part.path, zst_lines(part.path), text_field)
+    else:
+        pivot = part.start + int(unit_random(seed, part.name, part.start) * (part.end - part.start))
+        lines = rotated_lines(part.path, part.start, part.end, pivot)
+        if part.format == "jsonl":
+            yield from json_lines(part.path, lines, text_field)
+        else:
+            for offset, line in lines:
+                yield offset, decode(line, part.path, offset).rstrip("\r\n")
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise BadInput(f"{path}: not UTF-8 text (byte {error.start}); convert it to UTF-8") from None
+    except OSError as error:
+        raise BadInput(f"{path}: cannot be read ({error.strerror})") from None
+
+
+def rotated_lines(path: str, start: int, end: int, pivot: int) -> Iterator[tuple[int, bytes]]:
+    """The lines that begin in [start, end), beginning with the first at or after pivot and wrapping around."""
+    with open(path, "rb") as f:
+        first = line_start(f, pivot)
+        yield from lines_between(f, first, end)
+        yield from lines_between(f, line_start(f, start), first)
+
+
+def line_start(f, position: int) -> int:
+    """The offset of the first line that begins at or after ``position``."""
+    if position == 0:
+        return 0
+    f.seek(position - 1)
+    f.readline()  # the rest of the line holding byte position - 1
+    return f.tell()
+
+
+def lines_between(f, begin: int, stop: int) -> Iterator[tuple[int, bytes]]:
+    f.seek(begin)
+    offset = begin
+    while offset < stop:
+        line = f.readline()
+        if not line:
+            return
+        yield offset, line
+        offset += len(line)
+
+
+def zst_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """Lines of a zstandard-compressed file with their line numbers (0-based): read from the start, streaming."""
+    import io
+
+    import zstandard
+
+    try:
+        with open(path, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
+            for number, line in enumerate(io.BufferedReader(reader)):
+                yield -1 - number, line  # negative: a line number, not a byte offset
+    except zstandard.ZstdError as error:
+        raise BadInput(f"{path}: not a readable zstandard file ({error})") from None
+
+
+def line_number(path: str, location: int) -> int:
+    """1-based line number of a byte offset (or of a line number encoded as -1 - n)."""
+    if location < 0:
+        return -location
+    count = 1
+    with open(path, "rb") as f:
+        while location > 0:
+            block = f.read(min(location, 2**20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            location -= len(block)
+    return count
+
+
+def decode(line: bytes, path: str, location: int) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{path} line {line_number(path, location)}: not UTF-8 text") from None
+
+
+def json_lines(path: str, lines: Iterator[tuple[int, bytes]], text_field: str) -> Iterator[tuple[int, str]]:
+    for location, line in lines:
+        if not line.strip():
+            continue
+        try:
+            document = json.loads(line)
+        except ValueError as error:
+            raise BadInput(f"{path} line {line_number(path, location)}: not a JSON object ({str(error).splitlines()[0]})") from None
+        if not isinstance(document, dict) or not isinstance(document.get(text_field), str):
+            keys = ", ".join(document) if isinstance(document, dict) else type(document).__name__
+            raise BadInput(f"{path} line {line_number(path, location)}: no text field '{text_field}' (found: {keys}); set --data.text_field") from None
+        yield location, document[text_field]
+
+
+def parquet_documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[int, str]]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(part.path)
+    if text_field not in parquet.schema_arrow.names:
+        raise BadInput(f"{part.path}: no column '{text_field}' (columns: {', '.join(parquet.schema_arrow.names)}); set --data.text_field")
+    rows = parquet.metadata.row_group(part.start).num_rows
+    pivot = int(unit_random(seed, part.name, part.start) * rows)
+
+    def rows_between(begin: int, stop: int) -> Iterator[tuple[int, str]]:
+        row = 0
+        for batch in parquet.iter_batches(row_groups=[part.start], columns=[text_field], batch_size=1024):
+            for text in batch.column(0).to_pylist():
+                if begin <= row < stop and isinstance(text, str):
+                    yield row, text
+                row += 1
+                if row >= stop:
+                    return
+
+    yield from rows_between(pivot, rows)
+    yield from rows_between(0, pivot)
+
+
+# ---- tokenizing the sample (litdata.optimize runs tokenize_part once per part, in N worker processes) ----
+
+
+def tokenize_part(part: Part, tokenizer: Tokenizer, split: str, seed: int, text_field: str, progress_dir: str) -> Iterator[torch.Tensor]:
+    """Yields the part's tokens of ``split`` in items of about ITEM_TOKENS. Validation takes the documents first,
+    up to the part's share; training continues with the next ones up to its own share."""
+    shares = {"val": part.val_tokens, "train": part.train_tokens}
+    phase, taken, buffer, buffered = "val", 0, [], 0
+    counter = WorkerProgress(progress_dir)
+    for location, text in documents(part, seed, text_field):
+        if not text.strip():
+            continue
+        tokens = tokenizer.encode(text, eos=True)
+        n = len(tokens)
+        while phase is not None:
+            room = shares[phase] - taken
+            if room >= n or (room > 0 and unit_random(seed, part.name, part.start, location, phase) < room / n):
+                break
+            phase, taken = ("train" if phase == "val" else None), 0
+        if phase is None or (phase == "train" and split == "val"):
+            break
+        taken += n
+        if phase == split:
+            buffer.append(tokens)
+            buffered += n
+            counter.add(1, n)
+            if buffered >= ITEM_TOKENS:
+                yield torch.cat(buffer)
+                counter.write()
+                buffer, buffered = [], 0
+    if buffer:
+        yield torch.cat(buffer)
+    counter.write()
+
+
+class WorkerProgress:
+    """Documents and tokens this worker process has written, in a small file the main process sums for its bar."""
+
+    totals = {"documents": 0, "tokens": 0}  # per process: a worker keeps its counts across parts
+
+    def __init__(self, progress_dir: str) -> None:
+        self.path = Path(progress_dir) / f"{os.getpid()}.json"
+
+    def add(self, documents: int, tokens: int) -> None:
+        self.totals["documents"] += documents
+        self.totals["tokens"] += tokens
+
+    def write(self) -> None:
+        partial_path = self.path.with_suffix(".partial")
+        partial_path.write_text(json.dumps(self.totals))
+        partial_path.replace(self.path)
+
+
+def read_progress(progress_dir: Path) -> dict:
+    totals = {"documents": 0, "tokens": 0}
+    for path in progress_dir.glob("*.json"):
+        try:
+            counts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for key in totals:
+            totals[key] += counts[key]
+    return totals
+
+
+def write_split(parts: list[Part], split: str, tokenizer: Tokenizer, seed: int, text_field: str, staging: Path,
+                workers: int, budget: int) -> dict:
+    """Runs litdata.optimize over the parts for one split, with a progress bar of documents, tokens, tokens/s and ETA."""
+    from litdata import optimize
+    from litdata.streaming import TokensLoader
+
+    progress_dir = staging / f"progress-{split}"
+    progress_dir.mkdir()
+    done = threading.Event()
+    interactive = sys.stderr.isatty()
+    started = time.time()
+
+    def follow() -> None:
+        # the bar starts with the first counts: by then litdata has forked its workers, none of which inherits a
+        # lock this thread might hold
+        bar = None
+        while True:
+            stop = done.wait(0.5 if interactive else 30)
+            counts = read_progress(progress_dir)
+            if bar is None and (counts["documents"] or stop):
+                bar = tqdm(total=budget, desc=f"tokenizing {split}", unit="tok", unit_scale=True, file=sys.stderr,
+                           dynamic_ncols=True, mininterval=0.5 if interactive else 30)
+                bar.start_t = started  # rates and ETA from the start of the split, not of the bar
+            if bar is not None:
+                bar.set_postfix_str(f"{counts['documents']:,} documents", refresh=False)
+                bar.update(counts["tokens"] - bar.n)
+            if stop:
+                bar.close()
+                return
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    try:
+        optimize(
+            fn=partial(tokenize_part, tokenizer=tokenizer, split=split, seed=seed, text_field=text_field, progress_dir=str(progress_dir)),
+            inputs=parts,
+            weights=[part.size for part in parts],
+            output_dir=str(staging / split),
+            num_workers=workers,
+            chunk_bytes="16MB",  # what a worker buffers before writing a chunk: its memory does not grow beyond this
+            item_loader=TokensLoader(),  # no block size: the tokens are stored once, cut into blocks when loaded
+            keep_data_ordered=True,  # a fixed slice of parts per worker: the same chunks for the same number of workers
+            verbose=False,
+            start_method="fork",  # spawn would import torch and litgpt again in every worker, for every split
+        )
+    except RuntimeError as error:  # litdata re-raises a worker's exception as the text of its traceback
+        message = re.findall(r"BadInput: (.*)", str(error))
+        if message:
+            fail(message[-1])
+        raise
+    finally:
+        done.set()
+        watcher.join()
+    counts = read_progress(progress_dir)
+    shutil.rmtree(progress_dir)
+    return counts
+
+
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """SHA-256 of the tokenizer's full definition (vocabulary, merges, special tokens) and its BOS/EOS use."""
     if tokenizer.backend == "huggingface":
@@ -204,32 +610,3 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
         definition = tokenizer.processor.serialized_model_proto()
     extra = f"{tokenizer.bos_id}/{tokenizer.eos_id}/{tokenizer.use_bos}".encode()
     return hashlib.sha256(definition + extra).hexdigest()
-
-
-def line_offsets(path: Path) -> list[int]:
-    offsets, position = [], 0
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                offsets.append(position)
-            position += len(line)
-    return offsets
-
-
-def load_tokens(path: str):
-    yield torch.from_numpy(np.load(path))
-
-
-def write_chunks(shards: list[Path], out_dir: Path, seq_length: int) -> None:
-    from litdata import optimize
-    from litdata.streaming import TokensLoader
-
-    optimize(
-        fn=load_tokens,
-        inputs=[str(p) for p in shards],
-        output_dir=str(out_dir),
-        num_workers=1,
-        chunk_bytes="64MB",
-        item_loader=TokensLoader(block_size=seq_length),
-        verbose=False,
-    )

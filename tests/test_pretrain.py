@@ -8,12 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 from litgpt.args import EvalArgs, TrainArgs
-from litgpt.tokenizer import Tokenizer
 
 from conftest import BIN, run_cli, write_jsonl_corpus
 from litgpt_inheritune.pretrain import setup as pretrain
@@ -157,8 +155,12 @@ def test_sigkill_and_resume_gives_the_same_weights(tiny_target, jsonl_corpus, tm
 def test_two_processes_ddp_on_cpu(tiny_target, jsonl_corpus, tmp_path):
     """--devices 2 on a CPU: two processes, DDP over gloo, each rank its own shard of the data."""
     result = run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "ddp", "--devices", "2", "--train.micro_batch_size", "2",
-                               "--train.max_steps", "6", "--train.save_interval", "3", "--train.log_interval", "1"), check=True)
+                               "--train.max_steps", "6", "--train.save_interval", "3", "--train.log_interval", "1",
+                               "--data.cache_dir", str(tmp_path / "cache")), check=True)
     output = result.stdout + result.stderr
+    # the data are prepared once, on rank 0, while the other rank says that it waits
+    assert "Preparing the data on rank 0 while the other 1 ranks wait" in output and output.count(f"Preparing {jsonl_corpus}: ") == 1
+    assert f"rank 1: waiting for rank 0 to prepare the data in {tmp_path / 'cache'}" in output
     assert "distributed_backend=gloo" in output and "Starting with 2 processes" in output
     assert "2 micro-batches of 2 per rank on 2 ranks" in output
     step = torch.load(tmp_path / "ddp" / "step-00000003" / "lit_model.pth", weights_only=True)
@@ -182,54 +184,6 @@ def test_litgpt_textfiles_data_module(tiny_target, tmp_path):
     assert (tmp_path / "run" / "final" / "lit_model.pth").is_file()
 
 
-def test_redpajama_sample_is_seeded_whole_documents_with_eos(tiny_target, tmp_path):
-    corpus = write_jsonl_corpus(tmp_path / "rp", n_documents=200)
-    tokenizer = Tokenizer(tiny_target)
-    data = data_module(corpus, token_budget=3_000, val_tokens=500, cache_dir=tmp_path / "cache")
-    data.connect(tokenizer=tokenizer, batch_size=2, max_seq_length=SEQ)
-    data.prepare_data()
-
-    # independent expectation: documents in the order of the seeded permutation, validation first
-    documents = [json.loads(line)["text"] for line in (corpus / "sample.jsonl").read_text().splitlines()]
-    order = np.random.default_rng(42).permutation(len(documents))
-    encoded = [tokenizer.encode(documents[i], eos=True).tolist() for i in order]
-    lengths = np.cumsum([len(e) for e in encoded])
-    n_val = int(np.searchsorted(lengths, 500)) + 1
-    n_train = int(np.searchsorted(lengths - lengths[n_val - 1], 3_000)) + 1 - n_val
-    expected_val = sum(encoded[:n_val], [])
-    expected_train = sum(encoded[n_val : n_val + n_train], [])
-
-    manifest = data.manifest()
-    assert manifest["val"] == {"tokens": len(expected_val), "documents": n_val}
-    assert manifest["train"] == {"tokens": len(expected_train), "documents": n_train}
-    from litdata.streaming import StreamingDataset, TokensLoader
-
-    stream = StreamingDataset(str(data.prepared_dir / "train"), item_loader=TokensLoader(block_size=SEQ + 1), shuffle=False)
-    blocks = torch.cat([stream[i] for i in range(len(stream))]).tolist()
-    assert blocks == expected_train[: len(blocks)] and len(blocks) > len(expected_train) - (SEQ + 1)
-    assert expected_train.count(tokenizer.eos_id) == n_train  # one EOS after each document
-
-    # cached: a second prepare reuses the chunks; another seed makes another sample
-    stamp = (data.prepared_dir / "manifest.json").stat().st_mtime_ns
-    again = data_module(corpus, token_budget=3_000, val_tokens=500, cache_dir=tmp_path / "cache")
-    again.connect(tokenizer=tokenizer, batch_size=2, max_seq_length=SEQ)
-    again.prepare_data()
-    assert again.prepared_dir == data.prepared_dir and (data.prepared_dir / "manifest.json").stat().st_mtime_ns == stamp
-    other = data_module(corpus, token_budget=3_000, val_tokens=500, cache_dir=tmp_path / "cache", seed=1)
-    other.connect(tokenizer=tokenizer, batch_size=2, max_seq_length=SEQ)
-    assert other.prepared_dir != data.prepared_dir
-
-
-def test_budget_larger_than_the_data_uses_all_of_it(tiny_target, tmp_path, capsys):
-    corpus = write_jsonl_corpus(tmp_path / "rp", n_documents=30)
-    data = data_module(corpus, token_budget=10**9, val_tokens=100, cache_dir=tmp_path / "cache")
-    data.connect(tokenizer=Tokenizer(tiny_target), batch_size=2, max_seq_length=SEQ)
-    data.prepare_data()
-    manifest = data.manifest()
-    assert manifest["val"]["documents"] + manifest["train"]["documents"] == 30
-    assert f"holds only {manifest['train']['tokens']:,} training tokens after validation; using all of them" in capsys.readouterr().err
-
-
 def test_bad_inputs_fail_with_one_line(tiny_target, jsonl_corpus, tmp_path, monkeypatch):
     def fails(message, **kwargs):
         arguments = dict(out_dir=tmp_path / "out", data=data_module(jsonl_corpus), train=train_args(max_steps=2))
@@ -248,7 +202,7 @@ def test_bad_inputs_fail_with_one_line(tiny_target, jsonl_corpus, tmp_path, monk
     fails("is not a directory", checkpoint_dir=tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()
-    fails(f"--data.data_dir {empty} holds no .jsonl files", data=data_module(empty))
+    fails(f"--data.data_dir {empty} holds no .jsonl, .jsonl.zst, .parquet, .txt files", data=data_module(empty))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fails(f"--data.data_dir {tmp_path / 'absent'} does not exist and togethercomputer/RedPajama-Data-1T-Sample could not be downloaded", data=data_module(tmp_path / "absent"))
     assert not (tmp_path / "out").exists()

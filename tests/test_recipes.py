@@ -51,3 +51,16 @@ def test_grow_recipe_parses_as_a_command_line():
     parsed = yaml.safe_load(run_cli("litgpt", "inheritune", "grow", "--config", str(recipe), "--print_config", check=True).stdout)
     assert (parsed["n_layers"], parsed["grow_by"], parsed["baselines"]) == (13, 2, "random,last_n")
     assert parsed["train"]["epochs"] == 1 and parsed["data"]["init_args"]["token_budget"] == 10**9
+
+
+def test_50b_recipes_read_the_full_redpajama_and_never_download_the_sample(tiny_target, tmp_path):
+    """The 50B recipes name RedPajama (no download) in RedPajama's mixture; a missing folder is an error, not a download."""
+    for recipe in (p for p in GPU_RECIPES if "50B" in p.name):
+        data = yaml.safe_load(recipe.read_text())["data"]
+        assert data["class_path"] == "litgpt_inheritune.redpajama.RedPajama" and data["init_args"]["mixture"] == "redpajama"
+        assert data["init_args"]["data_dir"] == "data/RedPajama-Data-1T"
+    result = run_cli("litgpt", "inheritune", "prepare_data", "--config", str(ROOT / "config_hub" / "pretrain" / "open_llama_3b-13L-50B.yaml"),
+                     str(tiny_target), "--data.data_dir", str(tmp_path / "RedPajama-Data-1T"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "Downloading" not in result.stderr
+    assert f"error: --data.data_dir {tmp_path / 'RedPajama-Data-1T'} does not exist; download RedPajama-Data-1T into it" in result.stderr
+    assert not (tmp_path / "RedPajama-Data-1T").exists()
