@@ -20,7 +20,7 @@ from litgpt_inheritune.attention import (
     lazy_layers,
     potent_prefix,
 )
-from litgpt_inheritune.checkpoint import fail, load_gpt, write_text_atomic
+from litgpt_inheritune.checkpoint import fail, load_gpt, resolve_checkpoint_dir, write_text_atomic
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
@@ -61,7 +61,7 @@ def main(
         checkpoints: More checkpoint directories to analyse and compare with checkpoint_dir.
         plots: Write PNG plots.
     """
-    runs = checkpoint_list(checkpoint_dir, checkpoints)
+    runs = checkpoint_list(resolve_checkpoint_dir(checkpoint_dir), checkpoints)
     if data_path is None or not Path(data_path).exists():
         fail(f"--data_path {data_path} does not exist; give a text file, a .jsonl file or a folder of them")
     for name, value in (("num_sequences", num_sequences), ("seq_len", seq_len), ("batch_size", batch_size)):

@@ -9,7 +9,7 @@ from typing import Literal, Optional, Union
 
 import torch
 
-from litgpt_inheritune.checkpoint import fail, write_text_atomic
+from litgpt_inheritune.checkpoint import fail, resolve_checkpoint_dir, write_text_atomic
 
 # The paper's low-data suite (Table 6): task -> shots. "wsc" is SuperGLUE WSC (104 validation items), the paper's "Winograd".
 LOW_DATA = {
@@ -72,7 +72,7 @@ def main(
         log_samples: Also write lm-eval's per-item records (prompt, arguments, responses, metrics) to
             out_dir/samples_<task>_<time>.jsonl, as ``lm_eval --log_samples`` does.
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     for name in ("lit_model.pth", "model_config.yaml"):
         if not (checkpoint_dir / name).is_file():
             fail(f"checkpoint_dir {checkpoint_dir} is missing {name}; expected a LitGPT checkpoint directory")

@@ -16,7 +16,7 @@ from litgpt.scripts.convert_lit_checkpoint import copy_weights_gpt_neox, copy_we
 from litgpt.tokenizer import Tokenizer
 from safetensors.torch import save_file
 
-from litgpt_inheritune.checkpoint import check_out_dir, copy_tokenizer_files, fail, load_lazy_state_dict, staged_dir
+from litgpt_inheritune.checkpoint import check_out_dir, copy_tokenizer_files, fail, load_lazy_state_dict, resolve_checkpoint_dir, staged_dir
 
 SUPPORTED = "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
 
@@ -36,7 +36,7 @@ def main(
             ``convert_from_litgpt`` and transformers' ``save_pretrained`` do); the others cast.
         overwrite: Replace ``out_dir`` if it already holds files.
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     if not (checkpoint_dir / "model_config.yaml").is_file() or not (checkpoint_dir / "lit_model.pth").is_file():
         fail(f"checkpoint_dir {checkpoint_dir} is missing lit_model.pth or model_config.yaml; expected a LitGPT checkpoint")
     out_dir = checkpoint_dir / "hf" if out_dir is None else Path(out_dir)

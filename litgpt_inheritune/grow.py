@@ -20,9 +20,9 @@ from litgpt.config import Config
 from litgpt.data import DataModule
 from litgpt.types import LoggerChoice
 
-from litgpt_inheritune.checkpoint import fail, write_text_atomic
+from litgpt_inheritune.checkpoint import fail, resolve_checkpoint_dir, write_text_atomic
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters
+from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters, refuse_unused_args
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 BASELINES = {
@@ -82,7 +82,7 @@ def main(
         logger_name: As for pretrain.
         seed: Random seed of every training run.
     """
-    reference_dir, out_dir = Path(reference_dir), Path(out_dir)
+    reference_dir, out_dir = resolve_checkpoint_dir(reference_dir, "reference_dir"), Path(out_dir)
     if not (reference_dir / "model_config.yaml").is_file():
         fail(f"reference_dir {reference_dir} has no model_config.yaml; expected a LitGPT checkpoint directory")
     n_reference = Config.from_file(reference_dir / "model_config.yaml").n_layer
@@ -93,6 +93,7 @@ def main(
             fail(f"--baselines: unknown baseline {name!r}; valid: {', '.join(BASELINES)} (comma-separated) or ''")
     if tolerance < 0:
         fail(f"--tolerance {tolerance} must be 0 or more")
+    refuse_unused_args(train, eval, log, logger_name)
     data = RedPajamaSample() if data is None else data
     pretrain_args = hyperparameters(dict(
         precision=precision, data=data, train=train, eval=eval, log=log, optimizer=optimizer, devices=devices,

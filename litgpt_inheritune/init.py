@@ -14,6 +14,7 @@ from litgpt_inheritune.checkpoint import (
     fail,
     fingerprint,
     load_lazy_state_dict,
+    resolve_checkpoint_dir,
     save_state_dict,
     staged_dir,
     write_hf_config,
@@ -51,7 +52,7 @@ def main(
         allow_repeats: Let a block appear more than once in --layers, e.g. ``0-5,0-5`` stacks two copies of the
             first six (the paper's stacking baselines).
     """
-    reference_dir = Path(reference_dir)
+    reference_dir = resolve_checkpoint_dir(reference_dir, "reference_dir")
     if (n_layers is None) == (layers is None):
         fail("give exactly one of --n_layers N or --layers i,j,k")
     if not reference_dir.is_dir():
