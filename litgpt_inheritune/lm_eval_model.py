@@ -63,7 +63,7 @@ class LitGPTLM(TemplateLM):
         for i, (_, context, continuation) in enumerate(requests):
             sharing.setdefault(tuple((context + continuation)[-(self.max_length + 1) :][:-1]), []).append(i)
         inputs = sorted(sharing, key=len, reverse=True)
-        batch_size = override_bs or (self.detect_batch_size(len(inputs[0])) if self.batch_size == "auto" and inputs else self.batch_size)
+        batch_size = override_bs or self.detect_batch_size(len(inputs[0]) if inputs else 1)
         results: list[Optional[tuple[float, bool]]] = [None] * len(requests)
         for start in tqdm(range(0, len(inputs), batch_size), disable=disable_tqdm, desc="loglikelihood"):
             rows = inputs[start : start + batch_size]
