@@ -24,7 +24,7 @@ from litgpt_inheritune.attention import (
     lazy_layers,
     potent_prefix,
 )
-from litgpt_inheritune.checkpoint import check_out_dir, fail, load_gpt, staged_dir, write_text_atomic
+from litgpt_inheritune.checkpoint import check_out_dir, fail, load_gpt, resolve_checkpoint_dir, staged_dir, write_text_atomic
 from litgpt_inheritune.redundancy import angular_distance, block_influence, capture_block_inputs, skip_loss_sums
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
@@ -88,7 +88,7 @@ def main(
         fail("--data_path is required: the text file, .jsonl file or folder of them that the windows are drawn from")
     if not Path(data_path).exists():
         fail(f"--data_path {data_path} does not exist; give a text file, a .jsonl file or a folder of them")
-    runs = checkpoint_list(checkpoint_dir, checkpoints)
+    runs = checkpoint_list(resolve_checkpoint_dir(checkpoint_dir), checkpoints)
     skip_sequences = default_skip_sequences(num_sequences) if skip_sequences is None else skip_sequences
     for name, value, least in (("num_sequences", num_sequences, 1), ("seq_len", seq_len, 2), ("batch_size", batch_size, 1),
                                ("skip_sequences", skip_sequences, 1)):

@@ -39,6 +39,22 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(f"error: {message}")
 
 
+def resolve_checkpoint_dir(checkpoint_dir: Path, name: str = "checkpoint_dir") -> Path:
+    """litgpt's conventions for a checkpoint argument: ``org/model`` stands for ``checkpoints/org/model``
+    (``extend_checkpoint_dir``), and a Hugging Face model that is not there yet is downloaded into it
+    (``auto_download_checkpoint``, i.e. ``litgpt download``). Any other path is returned as given."""
+    from litgpt.utils import auto_download_checkpoint, extend_checkpoint_dir
+
+    path = extend_checkpoint_dir(Path(checkpoint_dir))
+    if path.exists() or path.is_absolute() or len(path.parts) != 2 or path.parts[0] in ("checkpoints", ".", ".."):
+        return path
+    try:
+        return auto_download_checkpoint(str(path))
+    except (Exception, SystemExit) as error:  # no network, no such repository, a gated model, ...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fail(f"{name} {checkpoint_dir} is neither a folder nor checkpoints/{checkpoint_dir}, and downloading it as a Hugging Face model failed ({reason})")
+
+
 def load_lazy_state_dict(path: Path) -> dict:
     """Memory-maps a LitGPT ``.pth`` checkpoint: nothing is read until a tensor is used. Never unpickles objects."""
     if not path.is_file():

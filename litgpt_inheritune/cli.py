@@ -33,8 +33,12 @@ def extend_litgpt_cli(litgpt_main) -> None:
 
 
 def main() -> None:
+    """`litgpt-inheritune` and `python -m litgpt_inheritune`: set up as `litgpt`'s own main() does before its CLI, so
+    all three entry points run a command identically."""
+    import torch
     from litgpt.utils import CLI
 
+    torch.set_float32_matmul_precision("high")
     CLI({key: value for key, value in COMMANDS.items() if key != "_help"})
 
 

@@ -3,12 +3,13 @@
 import difflib
 import json
 import os
+from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, Union
 
 import torch
 
-from litgpt_inheritune.checkpoint import fail, write_text_atomic
+from litgpt_inheritune.checkpoint import fail, resolve_checkpoint_dir, write_text_atomic
 
 # The paper's low-data suite (Table 6): task -> shots. "wsc" is SuperGLUE WSC (104 validation items), the paper's "Winograd".
 LOW_DATA = {
@@ -37,7 +38,7 @@ def main(
     num_fewshot: Optional[int] = None,
     limit: Optional[float] = None,
     include_path: Optional[Path] = None,
-    batch_size: int = 8,
+    batch_size: Union[int, Literal["auto"]] = 8,
     device: Optional[str] = None,
     dtype: Optional[str] = None,
     out_dir: Optional[Path] = None,
@@ -45,6 +46,7 @@ def main(
     paper: bool = True,
     seed: int = 1234,
     trust_remote_code: bool = False,
+    log_samples: bool = False,
 ) -> dict:
     """Evaluate a LitGPT checkpoint with lm-evaluation-harness, directly on LitGPT's model (no conversion).
 
@@ -58,16 +60,19 @@ def main(
         num_fewshot: Shots for every task, overriding the suite's per-task counts.
         limit: Examples per task (a number, or a fraction below 1), for quick runs.
         include_path: A folder of extra lm-eval task YAMLs (e.g. tasks that read local Arrow files).
-        batch_size: Sequences per forward pass.
-        device: "cpu", "cuda", ... Default: cuda when available.
-        dtype: "float32", "bfloat16" or "float16". Default: the checkpoint's (float32 on a CPU).
+        batch_size: Sequences per forward pass, or "auto" (lm-eval's meaning: the largest batch up to 64 whose forward
+            pass over the longest request fits in memory, halving until it does).
+        device: "cpu", "cuda", "cuda:1", ... Default: cuda when available.
+        dtype: "float32", "bfloat16" or "float16". Default: the checkpoint's on a GPU, float32 on a CPU.
         out_dir: Where results go. Default: <checkpoint_dir>/evaluate.
         compare: out_dirs of other `evaluate` runs to show side by side (reference, inherited, baselines).
         paper: Show the paper's Table 6 rows for the tasks it reports.
         seed: Seed for few-shot sampling and anything random in lm-eval.
         trust_remote_code: Let datasets run code shipped with a task's dataset (off unless you ask).
+        log_samples: Also write lm-eval's per-item records (prompt, arguments, responses, metrics) to
+            out_dir/samples_<task>_<time>.jsonl, as ``lm_eval --log_samples`` does.
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     for name in ("lit_model.pth", "model_config.yaml"):
         if not (checkpoint_dir / name).is_file():
             fail(f"checkpoint_dir {checkpoint_dir} is missing {name}; expected a LitGPT checkpoint directory")
@@ -86,10 +91,19 @@ def main(
 
     task_manager = TaskManager(include_path=str(include_path) if include_path else None)
     check_task_names(list(shots), task_manager)
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        fail(f"--batch_size {batch_size} must be a positive number or auto")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None and torch.device(device).type == "cpu":
+        dtype = "float32"  # bf16/fp16 matmuls on a CPU are slow and lose precision
     from litgpt_inheritune.lm_eval_model import LitGPTLM
 
     model = LitGPTLM(checkpoint_dir, batch_size=batch_size, device=device, dtype=getattr(torch, dtype) if dtype else None)
+    from lm_eval.loggers import EvaluationTracker
+
+    # given a .json path, lm-eval's tracker writes the per-item records into that file's folder
+    tracker = EvaluationTracker(output_path=str(out_dir / "results.json"))
+    tracker.date_id = datetime.now().isoformat().replace(":", "-")  # set by lm-eval's CLI when it saves the results
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if trust_remote_code:
         import datasets
@@ -101,12 +115,17 @@ def main(
         names = [task for task, n in shots.items() if n == k]
         results = evaluator.simple_evaluate(
             model=model, tasks=names, num_fewshot=k, limit=limit, task_manager=task_manager, random_seed=seed,
-            numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed, log_samples=False,
+            numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed, log_samples=log_samples,
         )
+        for task, samples in results.get("samples", {}).items():
+            tracker.save_results_samples(task_name=task, samples=samples)
+            if not (out_dir / f"samples_{task}_{tracker.date_id}.jsonl").is_file():  # lm-eval only logs a warning
+                fail(f"--log_samples: could not write {out_dir}/samples_{task}_{tracker.date_id}.jsonl")
         for key in ("results", "groups", "configs", "versions", "n-shot", "higher-is-better", "n-samples"):
             merged.setdefault(key, {}).update(results.get(key, {}))
     merged["model"] = {"checkpoint_dir": str(checkpoint_dir.resolve()), "name": model.model.config.name,
-                       "n_layer": model.model.config.n_layer, "limit": limit}
+                       "n_layer": model.model.config.n_layer, "limit": limit, "device": device,
+                       "dtype": str(next(model.model.parameters()).dtype).removeprefix("torch."), "batch_size": model.batch_size}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "results.json", json.dumps(merged, indent=2, default=str) + "\n")

@@ -16,7 +16,7 @@ from litgpt.scripts.convert_lit_checkpoint import copy_weights_gpt_neox, copy_we
 from litgpt.tokenizer import Tokenizer
 from safetensors.torch import save_file
 
-from litgpt_inheritune.checkpoint import check_out_dir, copy_tokenizer_files, fail, load_lazy_state_dict, staged_dir
+from litgpt_inheritune.checkpoint import check_out_dir, copy_tokenizer_files, fail, load_lazy_state_dict, resolve_checkpoint_dir, staged_dir
 
 SUPPORTED = "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
 
@@ -24,7 +24,7 @@ SUPPORTED = "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, 
 def main(
     checkpoint_dir: Path,
     out_dir: Optional[Path] = None,
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16",
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto",
     overwrite: bool = False,
 ) -> Path:
     """Export a LitGPT checkpoint as a Hugging Face folder that transformers loads with from_pretrained.
@@ -32,10 +32,11 @@ def main(
     Arguments:
         checkpoint_dir: A LitGPT checkpoint directory (lit_model.pth, model_config.yaml, tokenizer files).
         out_dir: Output folder. Default: ``<checkpoint_dir>/hf``.
-        dtype: Data type of the saved weights.
+        dtype: Data type of the saved weights. "auto" keeps the checkpoint's own (lossless, as litgpt's
+            ``convert_from_litgpt`` and transformers' ``save_pretrained`` do); the others cast.
         overwrite: Replace ``out_dir`` if it already holds files.
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     if not (checkpoint_dir / "model_config.yaml").is_file() or not (checkpoint_dir / "lit_model.pth").is_file():
         fail(f"checkpoint_dir {checkpoint_dir} is missing lit_model.pth or model_config.yaml; expected a LitGPT checkpoint")
     out_dir = checkpoint_dir / "hf" if out_dir is None else Path(out_dir)
@@ -45,9 +46,11 @@ def main(
         tokenizer = Tokenizer(checkpoint_dir)
     except Exception:
         fail(f"checkpoint_dir {checkpoint_dir} has no tokenizer (tokenizer.json or tokenizer.model)")
+    lit_weights = load_lazy_state_dict(checkpoint_dir / "lit_model.pth")
+    if dtype == "auto":
+        dtype = str(lit_weights["transformer.wte.weight"].dtype).removeprefix("torch.")
     hf_config, copy_weights = hf_config_for(config, tokenizer, dtype)
 
-    lit_weights = load_lazy_state_dict(checkpoint_dir / "lit_model.pth")
     hf_weights = {}
     copy_weights(config, hf_weights, lit_weights)
     seen = set()
@@ -107,7 +110,7 @@ def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[dic
             "mlp_bias": config.bias,
         }
         if config.rope_adjustments:
-            hf["rope_scaling"] = {"rope_type": "llama3", **config.rope_adjustments}
+            hf["rope_scaling"] = rope_scaling(config)
         if config.rotary_percentage != 1.0:
             fail(f"{config.name}: rotary_percentage {config.rotary_percentage} has no LLaMA equivalent; supported: {SUPPORTED}")
         return hf, lambda c, sd, lw: copy_weights_llama(c, sd, lw, untie_weights=False)
@@ -126,3 +129,18 @@ def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[dic
         return hf, copy_weights_gpt_neox
     reason = f" (it uses {', '.join(unsupported)})" if unsupported else ""
     fail(f"{config.name} cannot be exported to a Hugging Face architecture yet{reason}; supported: {SUPPORTED}")
+
+
+def rope_scaling(config: Config) -> dict:
+    """litgpt's ``rope_adjustments`` as transformers' ``rope_scaling`` (Llama 3.1/3.2's "llama3" frequency scaling)."""
+    adjustments = config.rope_adjustments
+    llama3 = ("factor", "low_freq_factor", "high_freq_factor", "original_max_seq_len")
+    if set(adjustments) != set(llama3):
+        fail(f"{config.name}: rope_adjustments {adjustments} cannot be exported yet; supported: Llama-3 style ({', '.join(llama3)})")
+    return {
+        "rope_type": "llama3",
+        "factor": adjustments["factor"],
+        "low_freq_factor": adjustments["low_freq_factor"],
+        "high_freq_factor": adjustments["high_freq_factor"],
+        "original_max_position_embeddings": adjustments["original_max_seq_len"],
+    }

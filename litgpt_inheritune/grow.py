@@ -20,12 +20,12 @@ from litgpt.config import Config
 from litgpt.data import DataModule
 from litgpt.types import LoggerChoice
 
-from litgpt_inheritune.checkpoint import fail, fingerprint, load_lazy_state_dict, write_text_atomic
+from litgpt_inheritune.checkpoint import fail, fingerprint, load_lazy_state_dict, resolve_checkpoint_dir, write_text_atomic
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals, unlock_out_dir
 from litgpt_inheritune.distill import DistillArgs
 from litgpt_inheritune.inherit import BLOCK_PARTS, count_blocks
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters
+from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters, refuse_unused_args
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 
 BASELINES = {
@@ -108,7 +108,7 @@ def main(
         analysis: An ``analyze`` out_dir of the reference (attention.json): the report names its lazy layers and which
             of them the last_n baseline holds.
     """
-    reference_dir, out_dir = Path(reference_dir), Path(out_dir)
+    reference_dir, out_dir = resolve_checkpoint_dir(reference_dir, "reference_dir"), Path(out_dir)
     if not (reference_dir / "model_config.yaml").is_file():
         fail(f"reference_dir {reference_dir} has no model_config.yaml; expected a LitGPT checkpoint directory")
     n_reference = Config.from_file(reference_dir / "model_config.yaml").n_layer
@@ -122,6 +122,7 @@ def main(
     lazy_layers = analysed_lazy_layers(analysis, n_reference)
     if tolerance < 0:
         fail(f"--tolerance {tolerance} must be 0 or more")
+    refuse_unused_args(train, eval, log, logger_name)
     data = data_or_default(data)
     pretrain_args = hyperparameters(dict(
         precision=precision, data=data, train=train, eval=eval, log=log, optimizer=optimizer, devices=devices,

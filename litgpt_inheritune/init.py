@@ -15,6 +15,7 @@ from litgpt_inheritune.checkpoint import (
     fail,
     fingerprint,
     load_lazy_state_dict,
+    resolve_checkpoint_dir,
     save_state_dict,
     staged_dir,
     write_hf_config,
@@ -81,7 +82,7 @@ def main(
             The embedding, final norm and head are always inherited.
         seed: Random seed for the sub-modules that --parts leaves out.
     """
-    reference_dir = Path(reference_dir)
+    reference_dir = resolve_checkpoint_dir(reference_dir, "reference_dir")
     selection = None
     if (n_layers is None) == (layers is None) and not (half_width and n_layers is None):
         fail("give exactly one of --n_layers N or --layers i,j,k" + (" (or neither with --half_width true)" if half_width else ""))

@@ -6,7 +6,7 @@ truncation to the last ``max_length + 1`` tokens, the same rolling windows for p
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,8 @@ from litgpt_inheritune.checkpoint import load_gpt
 
 
 class LitGPTLM(TemplateLM):
-    def __init__(self, checkpoint_dir: Path, batch_size: int = 8, device: str = "cpu", dtype: Optional[torch.dtype] = None,
-                 max_length: Optional[int] = None) -> None:
+    def __init__(self, checkpoint_dir: Path, batch_size: Union[int, str] = 8, device: str = "cpu",
+                 dtype: Optional[torch.dtype] = None, max_length: Optional[int] = None, max_batch_size: int = 64) -> None:
         super().__init__()
         checkpoint_dir = Path(checkpoint_dir)
         self.model = load_gpt(checkpoint_dir).to(device=device, dtype=dtype).eval()
@@ -29,7 +29,8 @@ class LitGPTLM(TemplateLM):
         self.max_length = min(max_length or config.block_size, config.block_size)
         self.model.max_seq_length = self.max_length
         self.tokenizer = Tokenizer(checkpoint_dir)
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # an int, or "auto": found on the longest request as lm-eval's HF backend does
+        self.max_batch_size = max_batch_size
         self.device = torch.device(device)
         self.vocab_size = config.vocab_size
 
@@ -58,11 +59,11 @@ class LitGPTLM(TemplateLM):
         " no") share one row of the batch; the vocabulary projection runs once per batch, only at the positions
         where a continuation token is predicted.
         """
-        batch_size = override_bs or self.batch_size
         sharing: dict[tuple[int, ...], list[int]] = {}
         for i, (_, context, continuation) in enumerate(requests):
             sharing.setdefault(tuple((context + continuation)[-(self.max_length + 1) :][:-1]), []).append(i)
         inputs = sorted(sharing, key=len, reverse=True)
+        batch_size = override_bs or self.detect_batch_size(len(inputs[0]) if inputs else 1)
         results: list[Optional[tuple[float, bool]]] = [None] * len(requests)
         for start in tqdm(range(0, len(inputs), batch_size), disable=disable_tqdm, desc="loglikelihood"):
             rows = inputs[start : start + batch_size]
@@ -89,6 +90,28 @@ class LitGPTLM(TemplateLM):
                 results[i] = (float(span.gather(1, target[:, None]).sum()), greedy)
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
         return results
+
+    def detect_batch_size(self, length: int) -> int:
+        """lm-eval's ``batch_size="auto"``: the largest batch, from max_batch_size down by halving, whose full forward
+        pass over ``length`` tokens does not run out of memory; found once, on the longest request."""
+        from accelerate import find_executable_batch_size
+
+        if isinstance(self.batch_size, int):
+            return self.batch_size
+
+        @find_executable_batch_size(starting_batch_size=self.max_batch_size)
+        def forward_batch(batch_size: int) -> int:
+            F.log_softmax(self.model(torch.ones(batch_size, length, dtype=torch.long, device=self.device)).float(), dim=-1)
+            return batch_size
+
+        try:
+            self.batch_size = forward_batch()
+        except RuntimeError as error:
+            if "No executable batch size found" not in str(error):
+                raise
+            self.batch_size = 1
+        print(f"Determined largest batch size: {self.batch_size}")
+        return self.batch_size
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Perplexity-style scores: each text in disjoint windows of max_length tokens, as HFLM does; the windows of

@@ -134,6 +134,7 @@ def setup(
     if num_nodes < 1:
         fail(f"--num_nodes {num_nodes} must be 1 or more")
     check_train_args(train, eval, devices * num_nodes)
+    refuse_unused_args(train, eval, log, logger_name)
     if keep_checkpoints is not None and keep_checkpoints < 1:
         fail(f"--keep_checkpoints {keep_checkpoints} must be at least 1 (or unset to keep every step checkpoint)")
     teacher_config = check_distill_args(distill, config)
@@ -159,7 +160,7 @@ def setup(
         fabric_strategy = "auto"
     logger = choose_logger(
         logger_name, out_dir, name=f"inheritune-pretrain-{config.name}", resume=bool(resume_path),
-        log_interval=train.log_interval, log_args=asdict(log),
+        log_interval=train.log_interval, log_args={k: v for k, v in asdict(log).items() if v is not None},
     )
     fabric = L.Fabric(
         accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=devices, num_nodes=num_nodes,
@@ -262,8 +263,8 @@ def fit(
     tokens_per_step = train.global_batch_size * seq_len
     max_steps = total_steps(train, len(train_dataloader) // accumulation, tokens_per_step)
     warmup_steps = min(max_steps, train.lr_warmup_steps or 0)
-    if train.lr_warmup_fraction:
-        warmup_steps = math.ceil(train.lr_warmup_fraction * max_steps)
+    if train.lr_warmup_fraction:  # litgpt's meaning: a fraction of an epoch (of the training data loader)
+        warmup_steps = min(max_steps, math.ceil(train.lr_warmup_fraction * len(train_dataloader) / accumulation))
     lr_max = optimizer.defaults["lr"]  # param_groups hold the scheduled lr, restored on resume
     fabric.print(
         f"Training {max_steps:,} optimizer steps of {tokens_per_step:,} tokens ({train.global_batch_size} x"
@@ -289,7 +290,9 @@ def fit(
     while state["step_count"] < max_steps:
         if (stopped := stop.check()) is not None:
             break
-        lr = get_lr(lr_max, state["step_count"], warmup_steps, max_steps, train.min_lr)
+        # step k of the schedule (1-based, as litgpt passes iter_num after counting the iteration): the first step
+        # runs at lr_max / warmup_steps, not at 0, and the last at min_lr
+        lr = get_lr(lr_max, state["step_count"] + 1, warmup_steps, max_steps, train.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -633,6 +636,23 @@ def check_train_args(train: TrainArgs, eval: EvalArgs, world_size: int) -> None:
         fail("give a stop condition: --train.epochs, --train.max_tokens, --train.max_steps or --train.max_time")
     if train.log_interval < 1 or (train.save_interval is not None and train.save_interval < 1):
         fail("--train.log_interval and --train.save_interval must be at least 1")
+
+
+def refuse_unused_args(train: TrainArgs, eval: EvalArgs, log: LogArgs, logger_name: str) -> None:
+    """Stops on a TrainArgs / EvalArgs / LogArgs field that this loop would ignore (as litgpt's validate_args does);
+    every other field is honoured."""
+    if train.tie_embeddings:
+        fail("--train.tie_embeddings true is not supported: the architecture and weights come from the checkpoint (its embedding and head stay as they are)")
+    if eval.max_new_tokens is not None:
+        fail(f"--eval.max_new_tokens {eval.max_new_tokens} is not supported: pretraining generates no text (leave it unset)")
+    if eval.evaluate_example != EvalArgs.evaluate_example:
+        fail(f"--eval.evaluate_example {eval.evaluate_example} is not supported: pretraining generates no examples (leave it unset)")
+    defaults = LogArgs()
+    for name, loggers in (("project", "wandb"), ("run", "wandb"), ("group", "wandb"), ("teamspace", "litlogger"),
+                          ("metadata", "litlogger"), ("log_model", "litlogger"), ("save_logs", "litlogger"),
+                          ("checkpoint_name", "litlogger")):
+        if getattr(log, name) != getattr(defaults, name) and logger_name != loggers:
+            fail(f"--log.{name} is read only by --logger_name {loggers}, not {logger_name}")
 
 
 def hyperparameters(arguments: dict) -> dict:

@@ -158,3 +158,28 @@ def test_bad_inputs(tiny_references, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint_dir")
     assert not (tmp_path / "e").exists()
+
+
+def test_bf16_checkpoint_on_cpu_scores_in_float32_and_logs_samples(tmp_path, offline_tasks):
+    """A bf16 checkpoint on a CPU is scored in float32 by default (the same per-item log-likelihoods as --dtype
+    float32, not those of bf16); --log_samples writes lm-eval's per-item records; --batch_size auto finds a size."""
+    from conftest import make_reference
+
+    checkpoint = make_reference(tmp_path / "bf16")
+    weights = torch.load(checkpoint / "lit_model.pth", weights_only=True)
+    torch.save({k: v.bfloat16() for k, v in weights.items()}, checkpoint / "lit_model.pth")
+
+    def item_loglikelihoods(out_dir, **kwargs):
+        results = evaluate(checkpoint, tasks="piqa_offline", include_path=offline_tasks, limit=3, out_dir=out_dir,
+                           paper=False, log_samples=True, device="cpu", **kwargs)
+        (samples,) = out_dir.glob("samples_piqa_offline_*.jsonl")
+        records = [json.loads(line) for line in samples.read_text().splitlines()]
+        assert [r["doc_id"] for r in records] == [0, 1, 2] and {"arguments", "resps", "acc"} <= set(records[0])
+        return results["model"], [float(resp[0][0]) for r in records for resp in r["resps"]]
+
+    default_model, default = item_loglikelihoods(tmp_path / "default", batch_size="auto")
+    assert default_model["dtype"] == "float32" and default_model["batch_size"] == 64
+    assert default == item_loglikelihoods(tmp_path / "float32", dtype="float32")[1]
+    assert default != item_loglikelihoods(tmp_path / "bfloat16", dtype="bfloat16")[1]
+    with pytest.raises(SystemExit, match="--batch_size 0 must be a positive number or auto"):
+        evaluate(checkpoint, tasks="piqa_offline", include_path=offline_tasks, batch_size=0, out_dir=tmp_path / "bad")

@@ -2,13 +2,16 @@
 
 import json
 
+from litgpt.utils import save_config
+from safetensors.torch import load_file
+
 import pytest
 import torch
 from litgpt.config import Config
 from litgpt.model import GPT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import run_cli
+from conftest import make_reference, run_cli, write_tokenizer
 from litgpt_inheritune.export import main as export
 from litgpt_inheritune.init import main as init
 
@@ -37,7 +40,7 @@ def test_transformers_reproduces_litgpt_logits(tiny_references, tmp_path, style,
 def test_real_inherited_model_exports_in_bfloat16(smollm2, tmp_path):
     """SmolLM2's first 6 blocks, exported in bf16 through the CLI, loaded by transformers: same greedy tokens."""
     target = init(smollm2, out_dir=tmp_path / "smol-6L", n_layers=6)
-    run_cli("litgpt", "inheritune", "export", str(target), "--out_dir", str(tmp_path / "hf"), check=True)
+    run_cli("litgpt", "inheritune", "export", str(target), "--out_dir", str(tmp_path / "hf"), "--dtype", "bfloat16", check=True)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["num_hidden_layers"] == 6 and config["num_key_value_heads"] == 3 and config["torch_dtype"] == "bfloat16"
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
@@ -55,3 +58,43 @@ def test_bad_inputs(tiny_references, tmp_path):
     with pytest.raises(SystemExit, match="is missing lit_model.pth or model_config.yaml"):
         export(tmp_path, out_dir=tmp_path / "x")
     assert not (tmp_path / "g").exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_default_export_keeps_the_checkpoint_dtype(tmp_path, dtype):
+    """By default the weights are written in the checkpoint's own dtype, bit for bit (no bf16 rounding)."""
+    checkpoint = make_reference(tmp_path / "ref")
+    weights = {k: v.to(dtype) for k, v in torch.load(checkpoint / "lit_model.pth", weights_only=True).items()}
+    torch.save(weights, checkpoint / "lit_model.pth")
+    out_dir = export(checkpoint, out_dir=tmp_path / "hf")
+    assert json.loads((out_dir / "config.json").read_text())["torch_dtype"] == str(dtype).removeprefix("torch.")
+    saved = load_file(out_dir / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {dtype}
+    assert torch.equal(saved["model.embed_tokens.weight"], weights["transformer.wte.weight"])
+    assert torch.equal(saved["model.layers.3.mlp.down_proj.weight"], weights["transformer.h.3.mlp.proj.weight"])
+    assert torch.equal(saved["lm_head.weight"], weights["lm_head.weight"])
+
+
+def test_llama_3_rope_scaling_exports(tmp_path):
+    """A Llama-3.2-shaped model (llama3 RoPE frequency scaling, GQA), scaled down: transformers reads
+    the rope_scaling it is given and its logits equal LitGPT's."""
+    config = Config.from_name(
+        "Llama-3.2-1B", n_layer=2, n_embd=64, n_head=4, n_query_groups=2, head_size=16,
+        intermediate_size=96, vocab_size=320, padded_vocab_size=320, block_size=256,
+    )
+    assert config.rope_adjustments["original_max_seq_len"] == 8192 and config.rope_base == 500000
+    checkpoint = tmp_path / "llama-3.2"
+    checkpoint.mkdir()
+    torch.manual_seed(0)
+    torch.save(GPT(config).state_dict(), checkpoint / "lit_model.pth")
+    save_config(config, checkpoint)
+    write_tokenizer(checkpoint, config.vocab_size)
+    out_dir = export(checkpoint, out_dir=tmp_path / "hf")
+    assert json.loads((out_dir / "config.json").read_text())["rope_scaling"] == {
+        "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    hf = AutoModelForCausalLM.from_pretrained(out_dir).eval()
+    idx = torch.randint(0, 320, (2, 200), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, litgpt_logits(checkpoint, idx), rtol=0, atol=1e-4)

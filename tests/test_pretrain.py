@@ -1,6 +1,7 @@
 """`litgpt inheritune pretrain` and the RedPajamaSample data module, on a tiny inherited model and a jsonl corpus."""
 
 import csv
+import math
 import json
 import shutil
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from litgpt.args import EvalArgs, TrainArgs
+from litgpt.args import EvalArgs, LogArgs, TrainArgs
 
 from conftest import BIN, run_cli, write_jsonl_corpus
 from litgpt_inheritune.pretrain import setup as pretrain
@@ -66,7 +67,7 @@ def test_epochs_over_the_token_budget_and_a_plain_final_checkpoint(tiny_target, 
     assert val_losses[-1] < val_losses[0] - 0.3  # it learns the corpus
     assert all(float(r["tokens_per_sec"]) > 0 for r in train_rows)
     lrs = [float(r["learning_rate"]) for r in train_rows]
-    assert lrs[0] == 0 and max(lrs) == pytest.approx(3e-4, rel=0.05) and lrs[-1] == pytest.approx(3e-5, rel=0.05)
+    assert lrs[0] == pytest.approx(3e-4 / 2) and max(lrs) == pytest.approx(3e-4) and lrs[-1] == pytest.approx(3e-5)
 
     final = out_dir / "final"
     state_dict = torch.load(final / "lit_model.pth", weights_only=True)
@@ -240,3 +241,33 @@ def test_every_logged_step_reaches_the_csv(tiny_target, jsonl_corpus, tmp_path):
     rows = metrics(tmp_path / "run")
     assert [int(float(r["step"])) for r in rows if r["loss"]] == [2, 3]
     assert any(r["val_loss"] for r in rows)
+
+
+def test_train_eval_log_fields_are_honoured_or_refused(tiny_target, tiny_references, jsonl_corpus, tmp_path):
+    """Fields the loop would ignore are refused with one line, by pretrain and by grow; --train.lr_warmup_fraction
+    is a fraction of an epoch (litgpt's TrainArgs.warmup_iters) and the first optimizer step runs above lr 0."""
+    from litgpt_inheritune.grow import main as grow
+
+    for kwargs, message in [
+        (dict(train=train_args(max_steps=2, tie_embeddings=True)), "--train.tie_embeddings true is not supported"),
+        (dict(eval=EvalArgs(max_new_tokens=5)), "--eval.max_new_tokens 5 is not supported"),
+        (dict(eval=EvalArgs(evaluate_example="random")), "--eval.evaluate_example random is not supported"),
+        (dict(log=LogArgs(project="p")), "--log.project is read only by --logger_name wandb, not csv"),
+        (dict(log=LogArgs(teamspace="t"), logger_name="tensorboard"), "--log.teamspace is read only by --logger_name litlogger, not tensorboard"),
+    ]:
+        arguments = {"out_dir": tmp_path / "refused", "data": data_module(jsonl_corpus), "train": train_args(max_steps=2), **kwargs}
+        with pytest.raises(SystemExit, match=message):
+            pretrain(tiny_target, **arguments)
+        with pytest.raises(SystemExit, match=message):
+            grow(tiny_references["llama-gqa"], **arguments)
+    assert not (tmp_path / "refused").exists()
+
+    data = data_module(jsonl_corpus)
+    pretrain(tiny_target, out_dir=tmp_path / "warmup", data=data, eval=EvalArgs(max_iters=1, final_validation=False),
+             train=train_args(epochs=1, lr_warmup_steps=None, lr_warmup_fraction=0.5))
+    micro_batches = data.manifest()["train"]["tokens"] // (SEQ + 1) // 4  # len(train_dataloader): one epoch
+    warmup = math.ceil(0.5 * micro_batches / 2)  # in optimizer steps of 2 micro-batches
+    lrs = [float(r["learning_rate"]) for r in metrics(tmp_path / "warmup") if r["loss"]]
+    assert len(lrs) == micro_batches // 2 > warmup + 1
+    assert lrs[:warmup] == pytest.approx([3e-4 * k / warmup for k in range(1, warmup + 1)])
+    assert all(lr < 3e-4 for lr in lrs[warmup:]) and lrs[-1] == pytest.approx(3e-5)
