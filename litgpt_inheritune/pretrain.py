@@ -228,7 +228,7 @@ def fit(
     accumulation = train.gradient_accumulation_iters(fabric.world_size)
     tokens_per_step = train.global_batch_size * seq_len
     lr_max = optimizer.defaults["lr"]  # param_groups hold the scheduled lr, restored on resume
-    check_one_step(train, len(train_dataloader), fabric.world_size, seq_len, config)
+    check_one_step(train, train_dataloader, accumulation, fabric.world_size, seq_len, config)
     max_steps = total_steps(train, len(train_dataloader) // accumulation, tokens_per_step)
     warmup_steps = min(max_steps, train.lr_warmup_steps or 0)
     if train.lr_warmup_fraction:
@@ -331,11 +331,14 @@ def total_steps(train: TrainArgs, steps_per_epoch: int, tokens_per_step: int) ->
     return max(1, min(limits))
 
 
-def check_one_step(train: TrainArgs, batches_per_rank: int, world_size: int, seq_len: int, config: Config) -> None:
+def check_one_step(train: TrainArgs, train_dataloader, accumulation: int, world_size: int, seq_len: int, config: Config) -> None:
     """Refuses training data that fill less than one optimizer step, naming what sets the step's size."""
-    sequences = batches_per_rank * train.micro_batch_size * world_size
-    if sequences >= train.global_batch_size:
+    if len(train_dataloader) >= accumulation:
         return
+    try:
+        sequences = f"{len(train_dataloader.dataset) * world_size}"
+    except TypeError:  # an iterable dataset without a length
+        sequences = f"at most {len(train_dataloader) * train.micro_batch_size * world_size}"
     source = "--train.max_seq_length" if train.max_seq_length else f"the model's block size ({config.name}; --train.max_seq_length unset)"
     fail(
         f"the training data fill {sequences} sequences of {seq_len} tokens, less than one optimizer step of"
