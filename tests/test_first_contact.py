@@ -70,11 +70,11 @@ def pretrain_args(target: Path, corpus: Path, out_dir: Path, *extra: str) -> lis
 
 
 def test_less_than_one_step_names_the_sequence_length(tiny_target, jsonl_corpus, tmp_path):
-    """200 tokens fill 3 sequences of the model's 64-token block size, less than one 8-sequence step."""
+    """200 tokens fill 4 sequences of the model's 64-token block size, less than one 8-sequence step."""
     result = run_cli(*pretrain_args(tiny_target, jsonl_corpus, tmp_path / "run", "--data.token_budget", "200", "--train.epochs", "1"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: the training data fill 3 sequences of 64 tokens, less than one optimizer step of"
+        "error: the training data fill 4 sequences of 64 tokens, less than one optimizer step of"
         " --train.global_batch_size 8 sequences (512 tokens); the sequence length 64 is the model's block size"
         " (tiny-llama-inheritune-3L; --train.max_seq_length unset): lower --train.max_seq_length or"
         " --train.global_batch_size, or give more data (e.g. a larger --data.token_budget)"
