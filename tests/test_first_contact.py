@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def readme_command(command: str, flag: str) -> list[str]:
     """The README's example of `command` that uses `flag`, split as the shell would split it."""
     readme = (ROOT / "README.md").read_text()
-    lines = re.findall(r"^litgpt inheritune .*(?:\\\n.*)*", readme, flags=re.M)
+    lines = re.findall(r"^litgpt inheritune (?:.*\\\n)*.*", readme, flags=re.M)
     line = next(line for line in lines if line.startswith(f"litgpt inheritune {command} ") and f"{flag} " in line)
     return shlex.split(line.replace("\\\n", " "))
 
