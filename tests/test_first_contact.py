@@ -151,7 +151,7 @@ def test_offline_evaluation_and_the_readmes_compare(tiny_references, tmp_path):
     # lm-eval's standard error of a mean of n 0/1 scores: sqrt(p (1 - p) / (n - 1))
     assert rows["piqa_offline"][3] == f"{100 * accuracy:.2f} ± {100 * math.sqrt(accuracy * (1 - accuracy) / 3):.2f}"
     assert rows["piqa_offline"][4] == f"50.00 ± {100 * math.sqrt(0.25 / 3):.2f}"  # same 4 items: no mark
-    assert rows["piqa_offline"][5] == "50.00 ± 70.71 *"  # 2 items: marked
+    assert rows["piqa_offline"][5] == "50.00 ± 50.00 *"  # 2 items: sqrt(0.25 / 1), marked
     assert ("Items per task: tiny-llama (6 layers): at most 4 (--limit 4); same-limit (2 layers): at most 4 (--limit 4);"
             " other-limit (2 layers): at most 2 (--limit 2).") in table
     assert "* scored on a different number of items" in table and "† the paper's Table 6: the full benchmarks" in table
