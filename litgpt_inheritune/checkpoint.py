@@ -12,7 +12,7 @@ import zipfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 import torch
 from tqdm import tqdm
@@ -159,6 +159,10 @@ def check_out_dir(out_dir: Path, overwrite: bool, protected: tuple[Path, ...] = 
             fail(f"--out_dir {out_dir} would replace the input {path}; choose another directory")
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out_dir {out_dir} is a file; give a directory path")
+    if out_dir.is_symlink() and not out_dir.exists():
+        fail(f"--out_dir {out_dir} is a broken link; give a directory path")
+    if any(parent.exists() and not parent.is_dir() for parent in out_dir.parents):
+        fail(f"--out_dir {out_dir} lies inside a file; give a directory path")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         fail(f"--out_dir {out_dir} exists and is not empty; pass --overwrite true to replace it or choose another")
 
@@ -192,3 +196,45 @@ def replace_dir(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.rename(staging, out_dir)
+
+
+def checkpoint_damage(directory: Path, read_all: bool = True) -> Optional[str]:
+    """Why a checkpoint folder cannot be trusted, or None. Compares lit_model.pth with the size and zip-directory
+    checksum that provenance.json recorded when it was saved (cheap: catches truncation and rewrites); ``read_all``
+    also checks every tensor's bytes against their CRC-32 (one read of the file: catches altered bytes, which
+    ``torch.load`` does not)."""
+    weights = directory / "lit_model.pth"
+    if weights.is_dir():
+        return None  # a sharded FSDP checkpoint: torch.distributed.checkpoint's own metadata describes it
+    try:
+        recorded = json.loads((directory / PROVENANCE_FILE).read_text()).get("files", {}).get(weights.name)
+    except (OSError, ValueError):
+        return f"{PROVENANCE_FILE} is missing or unreadable"
+    if not weights.is_file():
+        return f"{weights.name} is missing"
+    if recorded is not None and weights.stat().st_size != recorded["size_bytes"]:
+        return f"{weights.name} has {weights.stat().st_size:,} bytes but had {recorded['size_bytes']:,} when saved (truncated or overwritten)"
+    try:
+        found = fingerprint(weights)
+        if recorded is not None and found["checksum"] != recorded["checksum"]:
+            return f"the tensor directory of {weights.name} differs from the one recorded when it was saved"
+        if read_all:
+            with zipfile.ZipFile(weights) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                return f"the bytes of {bad} in {weights.name} do not match their CRC-32 (altered on disk)"
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
+        return f"{weights.name} is not a readable zip archive ({error})"
+    return None
+
+
+def intact_checkpoint(path: Path) -> Path:
+    """``path`` when its weights are intact; otherwise stops, naming the damage and the newest earlier step
+    checkpoint beside it that is complete, to resume from only when asked (never silently)."""
+    damage = checkpoint_damage(path)
+    if damage is None:
+        return path
+    earlier = sorted(p for p in path.parent.glob("step-*") if p.name < path.name and (p / "lit_model.pth").exists())
+    good = next((p for p in reversed(earlier) if checkpoint_damage(p, read_all=False) is None), None)
+    hint = f"the newest complete earlier checkpoint is {good}: resume from it with --resume {good}" if good else "no earlier complete checkpoint is there"
+    fail(f"checkpoint {path} is damaged: {damage}; {hint}, or delete {path} to start again")

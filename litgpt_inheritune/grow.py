@@ -9,7 +9,6 @@ round and the baselines are measured the same way: the same held-out batches, on
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -20,7 +19,8 @@ from litgpt.config import Config
 from litgpt.data import DataModule
 from litgpt.types import LoggerChoice
 
-from litgpt_inheritune.checkpoint import fail, write_text_atomic
+from litgpt_inheritune.checkpoint import fail, fingerprint, write_text_atomic
+from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals, unlock_out_dir
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters
 from litgpt_inheritune.redpajama import RedPajamaSample
@@ -102,6 +102,7 @@ def main(
 
     report = {"reference": {"checkpoint": str(reference_dir), "n_layers": n_reference, "val_loss": measure(reference_dir)},
               "tolerance": tolerance, "rounds": [], "baselines": {}, "result": None}
+    lock_out_dir(out_dir)  # one grow per out_dir (each training run also locks its own folder)
     target_loss = report["reference"]["val_loss"] + tolerance
     print(f"grow: reference {reference_dir} ({n_reference} blocks): validation loss {report['reference']['val_loss']:.4f};"
           f" rounds of {', '.join(map(str, sizes))} blocks until <= {target_loss:.4f}")
@@ -129,6 +130,7 @@ def main(
         print(f"grow: baseline {name} ({n} blocks): validation loss {report['baselines'][name]['val_loss']:.4f}")
         write_report(out_dir, report)
     print((out_dir / "grow.md").read_text())
+    unlock_out_dir(out_dir)
     return report
 
 
@@ -168,6 +170,7 @@ def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_ar
     settings = yaml.safe_dump(config, sort_keys=False)
     if (run_dir / "pretrain.yaml").is_file() and (run_dir / "pretrain.yaml").read_text() != settings:
         fail(f"{run_dir} holds a run with other settings (see its pretrain.yaml); give another --out_dir or delete it")
+    check_same_reference(init_dir, reference_dir)
     if not (init_dir / "provenance.json").is_file() or json.loads((init_dir / "provenance.json").read_text())["layers"] != layers:
         init(reference_dir, out_dir=init_dir, layers=",".join(map(str, layers)), overwrite=True, allow_repeats=True)
     final = train_dir / "final"
@@ -178,9 +181,29 @@ def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_ar
     write_text_atomic(run_dir / "pretrain.yaml", settings)
     command = [sys.executable, "-m", "litgpt_inheritune", "pretrain", "--config", str(run_dir / "pretrain.yaml")]
     print(f"grow: {' '.join(command)}", flush=True)
-    if (code := subprocess.run(command).returncode) != 0:
+    code, stop_signal = run_forwarding_stop_signals(command)
+    if stop_signal is not None:
+        print(f"grow: stopped by {stop_signal} while training {run_dir}; run the same grow command again to continue"
+              f" (exit code {PREEMPTED_EXIT_CODE}: preempted, resumable)", file=sys.stderr, flush=True)
+        raise SystemExit(PREEMPTED_EXIT_CODE)
+    if code != 0:
         fail(f"pretrain of {run_dir} failed (exit code {code}); fix the cause and re-run grow: finished runs are reused")
     return final
+
+
+def check_same_reference(init_dir: Path, reference_dir: Path) -> None:
+    """Refuses to reuse a run inherited from another reference (another checkpoint, or this path with other
+    weights), which would compare old rounds with the new reference."""
+    provenance = init_dir / "provenance.json"
+    if not provenance.is_file():
+        return
+    recorded = json.loads(provenance.read_text())["reference"]
+    current = fingerprint(reference_dir / "lit_model.pth")
+    if recorded.get("checksum") != current["checksum"]:
+        fail(
+            f"{init_dir.parent} was inherited from reference {recorded['path']} ({recorded.get('checksum')}), not from"
+            f" {reference_dir.resolve()} ({current['checksum']}); give another --out_dir or delete {init_dir.parent}"
+        )
 
 
 def write_report(out_dir: Path, report: dict) -> None:

@@ -40,7 +40,12 @@ from litgpt.utils import (
 )
 from tqdm import tqdm
 
-from litgpt_inheritune.checkpoint import copy_tokenizer_files, fail, load_gpt, load_lazy_state_dict, replace_dir, write_provenance
+from litgpt_inheritune.checkpoint import (
+    copy_tokenizer_files, fail, fingerprint, intact_checkpoint, load_gpt, load_lazy_state_dict, replace_dir, write_provenance,
+)
+from litgpt_inheritune.cluster import (
+    StopRequest, full_disk_is_an_error, launched_as_rank_zero, lock_out_dir, partial_dir, preempted, state_bytes, unlock_out_dir,
+)
 from litgpt_inheritune.plots import plot_loss
 from litgpt_inheritune.redpajama import RedPajamaSample
 
@@ -80,7 +85,8 @@ def setup(
     Stops at the first of --train.epochs (passes over the data module's training tokens), --train.max_tokens,
     --train.max_steps (optimizer steps) and --train.max_time (seconds). Checkpoints go to out_dir/step-XXXXXXXX/
     (model, optimizer, data-loader position, RNG states, counters; written to a temporary folder, then renamed), the
-    result to out_dir/final/, a plain LitGPT checkpoint.
+    result to out_dir/final/, a plain LitGPT checkpoint. SIGTERM or SIGUSR1 (a cluster's preemption notice) writes a
+    step checkpoint at the next optimizer step and exits with code 75; run the same command with --resume auto to continue.
 
     Arguments:
         checkpoint_dir: LitGPT checkpoint to train: lit_model.pth, model_config.yaml and tokenizer files
@@ -111,7 +117,12 @@ def setup(
     hparams = hyperparameters(locals())
     config = check_checkpoint_dir(checkpoint_dir)
     data = RedPajamaSample() if data is None else data
-    devices = parse_devices(devices)
+    try:
+        devices = parse_devices(devices)
+    except ValueError as error:
+        fail(f"--devices {devices}: {error}")
+    if num_nodes < 1:
+        fail(f"--num_nodes {num_nodes} must be 1 or more")
     check_train_args(train, eval, devices * num_nodes)
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
     if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
@@ -120,6 +131,8 @@ def setup(
     if strategy == "fsdp" and not torch.cuda.is_available():
         fail("--strategy fsdp needs CUDA GPUs (Lightning's FSDP does not run on CPUs); use --strategy ddp here")
     precision = default_precision(precision)
+    if launched_as_rank_zero():
+        lock_out_dir(out_dir)  # before anything is written: a second run on this out_dir stops here
 
     if strategy == "fsdp" or (strategy == "auto" and devices * num_nodes > 1 and torch.cuda.is_available()):
         fabric_strategy = FSDPStrategy(
@@ -144,8 +157,11 @@ def setup(
     fabric.launch()
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
-    main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
-         activation_checkpointing, compile, seed, hparams)
+    try:
+        main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
+             activation_checkpointing, compile, seed, hparams)
+    finally:
+        unlock_out_dir(out_dir)
 
 
 def main(
@@ -202,8 +218,9 @@ def main(
         fabric.load(resume_path / "lit_model.pth", state, weights_only=True)
         set_rng_state(state["rng"])
 
-    fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams)
-    save_final(fabric, state, out_dir, checkpoint_dir, hparams)
+    with StopRequest(fabric, train.max_time) as stop:  # SIGTERM/SIGUSR1 and max_time: a checkpoint, then stop
+        fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams, stop)
+        save_final(fabric, state, out_dir, checkpoint_dir, hparams)
     for logger in fabric.loggers:
         logger.finalize("success")  # flushes the metrics logged since the last periodic write
     if fabric.global_rank == 0:
@@ -221,6 +238,7 @@ def fit(
     train: TrainArgs,
     eval: EvalArgs,
     hparams: dict,
+    stop: StopRequest,
 ) -> None:
     model, optimizer = state["model"], state["optimizer"]
     config: Config = model.config
@@ -260,9 +278,9 @@ def fit(
     start_time, start_step = time.perf_counter(), state["step_count"]
     train_iterator = CycleIterator(train_dataloader)
     train_iterator.epoch = state["epoch"]
+    stopped = None
     while state["step_count"] < max_steps:
-        if train.max_time is not None and time.perf_counter() - start_time >= train.max_time:
-            fabric.print(f"Stopping: --train.max_time {train.max_time} s reached")
+        if (stopped := stop.check()) is not None:
             break
         lr = get_lr(lr_max, state["step_count"], warmup_steps, max_steps, train.min_lr)
         for group in optimizer.param_groups:
@@ -302,6 +320,8 @@ def fit(
         if train.save_interval and step % train.save_interval == 0:
             save_step(fabric, state, out_dir, checkpoint_dir, hparams)
     progress.close()
+    if stopped is not None:
+        save_on_stop(fabric, stopped, state, out_dir, checkpoint_dir, train, hparams)
     if eval.final_validation:
         log_validation(fabric, model, val_dataloader, eval, state, progress)
 
@@ -474,13 +494,30 @@ class Progress:
 def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
     """out_dir/step-XXXXXXXX/: model, optimizer, data loader, RNG and counters, to resume from."""
     state["rng"] = get_rng_state()
-    with staged_checkpoint(fabric, out_dir / f"{STEP_DIR_PREFIX}{state['step_count']:08d}", checkpoint_dir, hparams, state) as staging:
+    directory = out_dir / f"{STEP_DIR_PREFIX}{state['step_count']:08d}"
+    with full_disk_is_an_error(directory, state_bytes(state)), staged_checkpoint(fabric, directory, checkpoint_dir, hparams, state) as staging:
         fabric.save(staging / "lit_model.pth", state)
+
+
+def save_on_stop(fabric: L.Fabric, reason: str, state: dict, out_dir: Path, checkpoint_dir: Path, train: TrainArgs, hparams: dict) -> None:
+    """--train.max_time reached or a stop signal received: a step checkpoint to resume from (unless this step has
+    one already); a signal then ends the process, max_time goes on to the final checkpoint."""
+    step = state["step_count"]
+    directory = out_dir / f"{STEP_DIR_PREFIX}{step:08d}"
+    if step > 0 and not (train.save_interval and step % train.save_interval == 0):
+        save_step(fabric, state, out_dir, checkpoint_dir, hparams)
+    if reason == "time":
+        fabric.print(f"Stopping: --train.max_time {train.max_time} s reached at step {step}; saved {directory} (continue with --resume auto)")
+        return
+    for logger in fabric.loggers:
+        logger.finalize("success")  # the metrics logged so far reach the files
+    preempted(fabric, reason, step, directory if step > 0 else None)
 
 
 def save_final(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
     """out_dir/final/: a plain LitGPT checkpoint (bare state dict in lit_model.pth, configs, tokenizer, provenance)."""
-    with staged_checkpoint(fabric, out_dir / "final", checkpoint_dir, hparams, state) as staging:
+    # the model is written twice on the way (Fabric's file, then the bare state dict)
+    with full_disk_is_an_error(out_dir / "final", 2 * state_bytes({"model": state["model"]})), staged_checkpoint(fabric, out_dir / "final", checkpoint_dir, hparams, state) as staging:
         saved = staging / "model.pth"
         fabric.save(saved, {"model": state["model"]})
         if fabric.global_rank == 0:
@@ -501,7 +538,7 @@ def staged_checkpoint(fabric: L.Fabric, directory: Path, checkpoint_dir: Path, h
     """Yields a hidden folder that every rank writes into; rank 0 then adds the configs, tokenizer and provenance
     and puts it in place of ``directory`` once every rank has written. An interrupted save leaves only the hidden
     folder, which the next save of the same name clears."""
-    staging = directory.with_name(f".{directory.name}.partial")
+    staging = partial_dir(directory)
     if fabric.global_rank == 0:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -526,6 +563,8 @@ def write_side_files(directory: Path, config: Config, checkpoint_dir: Path, hpar
         "epoch": state["epoch"],
         "name": config.name,
         "n_layer": config.n_layer,
+        # size and checksum of the weights, checked before resuming (a truncated or altered file is refused)
+        "files": {path.name: fingerprint(path) for path in [directory / "lit_model.pth"] if path.is_file()},
     })
 
 
@@ -565,14 +604,14 @@ def find_resume_path(resume: Union[bool, str, Path], out_dir: Path, checkpoint_d
     if resume is True or resume == "true":
         if newest is None:
             fail(f"--resume true but --out_dir {out_dir} holds no complete checkpoint (step-*/lit_model.pth)")
-        return newest
+        return intact_checkpoint(newest)
     if resume == "auto":
-        return newest
+        return intact_checkpoint(newest) if newest is not None else None
     path = Path(resume)
     path = path.parent if path.name == "lit_model.pth" else path
     if not (path / "lit_model.pth").exists():
         fail(f"--resume {resume} is not a checkpoint folder holding lit_model.pth; valid: auto, true, false or such a folder")
-    return path
+    return intact_checkpoint(path)
 
 
 def check_checkpoint_dir(checkpoint_dir: Path) -> Config:

@@ -98,6 +98,31 @@ def run_cli(*args, check: bool = False, input: str | None = None) -> subprocess.
     return result
 
 
+def run_in_process(*argv: str) -> tuple[int, str, str]:
+    """Runs `litgpt-inheritune ARGV` inside this process (no interpreter start-up, which costs seconds here): exit
+    code, stdout and stderr as the console script would give them. Any other exception escapes: a traceback."""
+    import contextlib
+    import io
+
+    from litgpt_inheritune.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_argv, sys.argv = sys.argv, ["litgpt-inheritune", *argv]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main()
+    except SystemExit as exit:
+        if isinstance(exit.code, str):  # what the interpreter does with SystemExit("message")
+            stderr.write(exit.code + "\n")
+            code = 1
+        else:
+            code = exit.code or 0
+    finally:
+        sys.argv = saved_argv
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
 def write_jsonl_corpus(out_dir: Path, n_documents: int = 400, seed: int = 0) -> Path:
     """RedPajama-style jsonl: one {"text", "meta"} object per line, documents of 20-80 words drawn from TEXT."""
     import random

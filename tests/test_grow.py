@@ -1,6 +1,10 @@
 """`litgpt inheritune grow`: Algorithm 1 (inherit, train, grow) and its baselines, on a tiny trained reference."""
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,8 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import chunked_cross_entropy
 
-from conftest import run_cli
+from conftest import run_cli, run_in_process
+from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE
 
 RECIPE = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "tiny-cpu.yaml"
 
@@ -140,3 +145,62 @@ def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_
     assert result.returncode == 0, result.stderr
     assert "2 micro-batches of 2 per rank on 2 ranks" in result.stdout
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"][0]["n_layers"] == 6
+
+
+def test_interrupted_grow_continues_to_the_same_result(trained_reference, tiny_references, jsonl_corpus, tmp_path):
+    """SIGTERM (a preemption notice) during a round and during a baseline reaches the training run, which saves and
+    stops; grow exits 75 and the same command continues. A kill after the baseline, before its measurement, loses
+    nothing either. Each run ends with the weights an uninterrupted pretrain of the same settings gives."""
+    out_dir = tmp_path / "grow"
+    args = (str(trained_reference), "--config", str(RECIPE), "--data.data_dir", str(jsonl_corpus), "--out_dir", str(out_dir),
+            "--train.max_steps", "2", "--train.save_interval", "1", "--eval.interval", "1000", "--n_layers", "2",
+            "--max_layers", "2", "--baselines", "random")
+
+    def grow_stopped_at(marker: Path) -> tuple[int, str]:
+        """Runs grow in this process and sends this process SIGTERM once ``marker`` exists (grow passes it on)."""
+        noted = []
+        previous = signal.signal(signal.SIGTERM, lambda number, frame: noted.append(number))  # in case grow has no handler then
+
+        def watch() -> None:
+            while not marker.exists():
+                time.sleep(0.005)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            code, _, stderr = run_in_process("grow", *args)
+        finally:
+            watcher.join()
+            signal.signal(signal.SIGTERM, previous)
+        assert not noted, "the signal came while grow was not running a training"
+        return code, stderr
+
+    code, stderr = grow_stopped_at(out_dir / "2L" / "train" / "step-00000001")
+    assert code == PREEMPTED_EXIT_CODE, stderr
+    assert f"grow: stopped by SIGTERM while training {out_dir / '2L'}; run the same grow command again to continue" in stderr
+    assert not (out_dir / "grow.json").exists()
+    code, stderr = grow_stopped_at(out_dir / "baselines" / "random-2L" / "train" / "step-00000001")
+    assert code == PREEMPTED_EXIT_CODE, stderr
+    assert json.loads((out_dir / "grow.json").read_text())["baselines"] == {}
+    assert run_in_process("grow", *args)[0] == 0
+    report = json.loads((out_dir / "grow.json").read_text())
+    (out_dir / "grow.json").unlink()  # as if killed between the last training and its measurement
+    assert run_in_process("grow", *args)[0] == 0
+    assert json.loads((out_dir / "grow.json").read_text()) == report
+
+    for run_dir in (out_dir / "2L", out_dir / "baselines" / "random-2L"):
+        straight = tmp_path / "straight" / run_dir.name
+        code, _, stderr = run_in_process("pretrain", "--config", str(run_dir / "pretrain.yaml"), "--out_dir", str(straight), "--resume", "false")
+        assert code == 0, stderr
+        interrupted = torch.load(run_dir / "train" / "final" / "lit_model.pth", weights_only=True)
+        uninterrupted = torch.load(straight / "final" / "lit_model.pth", weights_only=True)
+        assert all(torch.equal(interrupted[k], uninterrupted[k]) for k in interrupted)
+
+    # issue 12 item 3: the same out_dir with another reference is refused, naming both, and nothing changes
+    other = tiny_references["llama-gqa"]
+    code, _, stderr = run_in_process("grow", str(other), *args[1:])
+    assert code == 1 and "Traceback" not in stderr
+    assert f"error: {out_dir / '2L'} was inherited from reference {trained_reference.resolve()} (sha256-zipdir:" in stderr
+    assert f"not from {other.resolve()} (sha256-zipdir:" in stderr
+    assert json.loads((out_dir / "grow.json").read_text()) == report

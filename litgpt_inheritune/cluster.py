@@ -1,0 +1,214 @@
+"""Surviving a shared cluster: preemption signals, one run per out_dir, a full disk.
+
+- SIGTERM and SIGUSR1 (what SLURM sends with ``--signal``) are noted, never acted on mid-step; every rank learns at
+  the same optimizer step that one of them was told to stop (an all-reduce of the flag), so all ranks write the same
+  step checkpoint and exit with PREEMPTED_EXIT_CODE.
+- A lock file in out_dir (``fcntl.flock``, released by the kernel when its holder dies) keeps a second run off a
+  folder that a live run is writing.
+- A checkpoint that does not fit on the disk is reported as such, with the bytes it needs, and leaves no partial
+  folder behind.
+"""
+
+import errno
+import fcntl
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from litgpt_inheritune.checkpoint import fail
+
+# sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry". Schedulers can requeue on it.
+PREEMPTED_EXIT_CODE = 75
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+LOCK_FILE = ".inheritune.lock"
+# Environment variables that name a process's rank under Fabric's launcher, torchrun and SLURM.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+_held_locks: dict[Path, tuple[int, bool]] = {}  # lock file -> (descriptor, whether locking created out_dir)
+
+
+class StopRequest:
+    """Notes a stop signal (and --train.max_time) in a training process; ``check()`` tells every rank the same."""
+
+    def __init__(self, fabric, max_time: Optional[float]) -> None:
+        self.fabric, self.max_time = fabric, max_time
+        self.start = time.perf_counter()
+        self.signal_number = 0
+        self.previous: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # Python installs handlers only there
+            for number in STOP_SIGNALS:
+                self.previous[number] = signal.signal(number, self.note)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def note(self, number: int, frame) -> None:
+        self.signal_number = number
+
+    def check(self) -> Optional[str]:
+        """None, "time" or the name of a stop signal ("SIGTERM"), agreed between ranks (one all-reduce)."""
+        number = self.signal_number
+        timed_out = int(self.max_time is not None and time.perf_counter() - self.start >= self.max_time)
+        if self.fabric.world_size > 1:  # a signal may reach one rank only, and clocks differ: the ranks agree
+            flags = self.fabric.all_reduce(torch.tensor([number, timed_out], device=self.fabric.device), reduce_op="max")
+            number, timed_out = (int(v) for v in flags.tolist())
+        if number:
+            return signal.Signals(number).name
+        return "time" if timed_out else None
+
+
+def preempted(fabric, reason: str, step: int, checkpoint: Optional[Path]) -> None:
+    """Ends a rank after its preemption checkpoint. The process that was launched (local rank 0) exits with
+    PREEMPTED_EXIT_CODE; processes that Fabric's launcher started exit 0, since its watcher kills every rank as soon
+    as one of its children exits with another code."""
+    if fabric.global_rank == 0:
+        saved = f"saved {checkpoint}" if checkpoint else "no step to save yet"
+        print(
+            f"Stopped by {reason} at step {step}; {saved}. To continue, run the same command with --resume auto"
+            f" (exit code {PREEMPTED_EXIT_CODE}: preempted, resumable)",
+            file=sys.stderr, flush=True,
+        )
+    raise SystemExit(PREEMPTED_EXIT_CODE if fabric.local_rank == 0 else 0)
+
+
+def run_forwarding_stop_signals(command: list[str]) -> tuple[int, Optional[str]]:
+    """Runs ``command``, passing SIGTERM and SIGUSR1 on to it (so it saves and stops); returns its exit code and the
+    name of the stop signal received, if any."""
+    process = subprocess.Popen(command)
+    received: list[int] = []
+
+    def forward(number: int, frame) -> None:
+        received.append(number)
+        process.send_signal(number)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Python installs handlers only there
+        previous = {number: signal.signal(number, forward) for number in STOP_SIGNALS}
+    try:
+        code = process.wait()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return code, (signal.Signals(received[0]).name if received else None)
+
+
+def launched_as_rank_zero() -> bool:
+    """True in the process that a user or scheduler started as global rank 0 (not in the ranks it launches)."""
+    return all(os.environ.get(name, "0") in ("0", "") for name in RANK_VARIABLES)
+
+
+def lock_out_dir(out_dir: Path) -> None:
+    """Takes the lock of ``out_dir`` for this process until ``unlock_out_dir`` or its exit. Refuses, naming the
+    holder's host and PID, while another live process holds it; a lock file left by a dead process does not count,
+    since the kernel drops a lock with the process that held it."""
+    path = (out_dir / LOCK_FILE).resolve()
+    if path in _held_locks:
+        return
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file, a path through a file, a broken link, no permission
+        fail(f"--out_dir {out_dir} cannot be a folder ({error.strerror}); choose another --out_dir")
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 512).decode(errors="replace").strip() or "a process that has not yet written its name"
+        os.close(descriptor)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        fail(f"--out_dir {out_dir} is in use by another run ({holder}; lock file {path}); wait for it to end or choose another --out_dir")
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"host {socket.gethostname()}, PID {os.getpid()}, since {started}\n".encode(), 0)
+    _held_locks[path] = (descriptor, created)
+
+
+def unlock_out_dir(out_dir: Path) -> None:
+    """Releases the lock; an out_dir that the lock created and that holds nothing else (a run refused after
+    locking) is removed, so a refused run leaves nothing behind."""
+    path = (out_dir / LOCK_FILE).resolve()
+    descriptor, created = _held_locks.pop(path, (None, False))
+    if descriptor is None:
+        return
+    if created and [p.name for p in out_dir.iterdir()] == [LOCK_FILE]:
+        path.unlink()
+        out_dir.rmdir()
+    os.close(descriptor)
+
+
+def partial_dir(directory: Path) -> Path:
+    """The hidden folder a checkpoint is written into before it is renamed to ``directory``."""
+    return directory.with_name(f".{directory.name}.partial")
+
+
+def state_bytes(state: dict) -> int:
+    """Bytes of every tensor in a training state (model, optimizer): about what its checkpoint file holds."""
+    seen, total = set(), 0
+
+    def add(value) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            if id(value) not in seen:
+                seen.add(id(value))
+                total += value.numel() * value.element_size()
+        elif isinstance(value, dict):
+            for item in value.values():
+                add(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                add(item)
+        elif hasattr(value, "state_dict"):
+            add(value.state_dict())
+
+    for key in ("model", "optimizer"):
+        add(state.get(key))
+    return total
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether a failed write ran out of room: ENOSPC, a quota, the file size limit, or torch's zip writer failing
+    (it reports a short write without the errno)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        if isinstance(error, RuntimeError) and any(mark in str(error) for mark in ("inline_container", "PytorchStreamWriter", "file write failed")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextmanager
+def full_disk_is_an_error(directory: Path, needed_bytes: int):
+    """Turns running out of space while writing checkpoint ``directory`` into one line with the bytes it needs,
+    after removing the partial folder; the checkpoints already complete stay as they are."""
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        if not out_of_space(error):
+            raise
+        shutil.rmtree(partial_dir(directory), ignore_errors=True)
+        free = shutil.disk_usage(directory.parent).free
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        size_limit = f", file size limit (ulimit -f) {limit:,} bytes" if limit != resource.RLIM_INFINITY else ""
+        kept = sorted(p.name for p in directory.parent.glob("step-*"))
+        fail(
+            f"the disk is full: writing {directory} failed ({free:,} bytes free on its disk{size_limit}); a checkpoint"
+            f" needs about {needed_bytes:,} bytes. {'Kept ' + kept[-1] if kept else 'No earlier checkpoint exists'};"
+            f" free space and run the same command with --resume auto"
+        )
