@@ -23,6 +23,7 @@ TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer.model",
     "tokenizer_config.json",
+    "chat_template.jinja",  # transformers >= 4.50 keeps the chat template here, not in tokenizer_config.json
     "special_tokens_map.json",
     "added_tokens.json",
     "generation_config.json",

@@ -25,8 +25,30 @@ COMMANDS = {
 }
 
 
+def name_the_choices_on_a_typo() -> None:
+    """jsonargparse 4.41 (the newest litgpt 0.5.13 allows) answers a value outside a Literal of strings (``--dtype
+    fp16``) with "Cannot take a Union of no types." (it builds ``Union[()]``); this says which values are valid."""
+    from typing import Literal, get_args, get_origin
+
+    from jsonargparse import _typehints
+
+    adapt_typehints = _typehints.adapt_typehints
+    if getattr(adapt_typehints, "names_choices", False):
+        return
+
+    def adapt(val, typehint, *args, **kwargs):
+        if get_origin(typehint) is Literal and isinstance(val, str) and all(isinstance(c, str) for c in get_args(typehint)):
+            if val not in get_args(typehint):
+                raise ValueError(f"{val!r} is not one of: {', '.join(get_args(typehint))}")
+        return adapt_typehints(val, typehint, *args, **kwargs)
+
+    adapt.names_choices = True
+    _typehints.adapt_typehints = adapt
+
+
 def extend_litgpt_cli(litgpt_main) -> None:
     """Adds `inheritune` to the subcommands of ``litgpt.__main__`` (called by litgpt_inheritune_hook)."""
+    name_the_choices_on_a_typo()
     litgpt_main.PARSER_DATA["inheritune"] = COMMANDS
     stock_commands = litgpt_main.parser_commands
     litgpt_main.parser_commands = lambda: [*stock_commands(), "inheritune"]
@@ -39,6 +61,7 @@ def main() -> None:
     from litgpt.utils import CLI
 
     torch.set_float32_matmul_precision("high")
+    name_the_choices_on_a_typo()
     CLI({key: value for key, value in COMMANDS.items() if key != "_help"})
 
 

@@ -5,6 +5,8 @@ litgpt's own ``convert_hf_checkpoint`` turns that into lit_model.pth and model_c
 config.json, tokenizer files and generation config stay beside them, so every litgpt command works on the result.
 """
 
+import contextlib
+import io
 import re
 import sys
 from pathlib import Path
@@ -63,8 +65,9 @@ def main(
         if (staging / "tokenizer.model").is_file() and (staging / "tokenizer.model").read_bytes()[:4] == b"GGUF":
             (staging / "tokenizer.model").unlink()  # transformers saves the GGUF file itself as the "vocab file"
         del model
-        convert_hf_checkpoint(checkpoint_dir=staging, model_name=model_name, dtype=dtype)
+        with contextlib.redirect_stdout(io.StringIO()):  # litgpt prints its arguments, with the staging folder's path
+            convert_hf_checkpoint(checkpoint_dir=staging, model_name=model_name, dtype=dtype)
         for weights in staging.glob("model*.safetensors*"):
             weights.unlink()  # the Hugging Face copy of the weights: lit_model.pth holds them now
-    print(f"Converted {gguf_file} to a LitGPT checkpoint ({model_name}) in {out_dir}", file=sys.stderr)
+    print(f"Converted {gguf_file} to a LitGPT checkpoint ({model_name}, {dtype}) in {out_dir}", file=sys.stderr)
     return out_dir

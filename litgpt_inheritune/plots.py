@@ -98,6 +98,27 @@ def plot_trajectory(results: dict, out_dir: Path) -> None:
     save(fig, out_dir / "trajectory.png")
 
 
+def plot_loss(metrics_files: list[Path], tokens_per_step: int, path: Path, title: str) -> None:
+    """Train and validation loss against training tokens, from CSV logs written in order (a resumed run's log
+    repeats the steps after its checkpoint: the later value wins)."""
+    import csv
+
+    curves = {"loss": {}, "val_loss": {}}
+    for metrics_file in metrics_files:
+        with open(metrics_file, newline="") as f:
+            for row in csv.DictReader(f):
+                for key, curve in curves.items():
+                    if row.get(key) and row.get("step"):
+                        curve[int(float(row["step"]))] = float(row[key])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label, style in (("loss", "train", ".-"), ("val_loss", "validation", "o-")):
+        steps = sorted(curves[key])
+        ax.plot([step * tokens_per_step for step in steps], [curves[key][step] for step in steps], style, label=label, markersize=4)
+    ax.set(xlabel="training tokens", ylabel="loss (nats per token)", title=title)
+    ax.legend()
+    save(fig, path)
+
+
 def save(fig, path: Path, tight: bool = True) -> None:
     if tight:
         fig.tight_layout()

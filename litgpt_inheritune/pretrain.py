@@ -49,6 +49,7 @@ from litgpt_inheritune.cluster import (
 )
 from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
+from litgpt_inheritune.plots import plot_loss
 
 PAPER_OPTIMIZER = {
     "class_path": "torch.optim.AdamW",
@@ -141,6 +142,7 @@ def setup(
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
     if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
         fail(f"--resume {resume_path} holds a run of another model than {checkpoint_dir}; choose another --out_dir")
+    check_resumed_settings(resume_path, hparams)
     if strategy == "fsdp" and not torch.cuda.is_available():
         fail("--strategy fsdp needs CUDA GPUs (Lightning's FSDP does not run on CPUs); use --strategy ddp here")
     precision = default_precision(precision)
@@ -162,9 +164,10 @@ def setup(
         logger_name, out_dir, name=f"inheritune-pretrain-{config.name}", resume=bool(resume_path),
         log_interval=train.log_interval, log_args={k: v for k, v in asdict(log).items() if v is not None},
     )
+    loggers = [logger] if logger_name == "csv" else [logger, choose_logger("csv", out_dir, name="", log_interval=train.log_interval)]
     fabric = L.Fabric(
         accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=devices, num_nodes=num_nodes,
-        strategy=fabric_strategy, precision=precision, loggers=[logger], plugins=[StreamingCheckpointIO()],
+        strategy=fabric_strategy, precision=precision, loggers=loggers, plugins=[StreamingCheckpointIO()],  # CSV draws loss.png
     )
     fabric.launch()
     if logger_name in ("tensorboard", "wandb", "mlflow"):
@@ -239,6 +242,9 @@ def main(
         save_final(fabric, state, out_dir, checkpoint_dir, hparams)
     for logger in fabric.loggers:
         logger.finalize("success")  # flushes the metrics logged since the last periodic write
+    if fabric.global_rank == 0:
+        plot_loss(sorted((out_dir / "logs" / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])),
+                  train.global_batch_size * model.max_seq_length, out_dir / "loss.png", f"{config.name}: pretrain loss")
 
 
 def fit(
@@ -261,11 +267,21 @@ def fit(
     seq_len = model.max_seq_length
     accumulation = train.gradient_accumulation_iters(fabric.world_size)
     tokens_per_step = train.global_batch_size * seq_len
+    lr_max = optimizer.defaults["lr"]  # param_groups hold the scheduled lr, restored on resume
+    check_one_step(train, train_dataloader, accumulation, fabric.world_size, seq_len, config)
     max_steps = total_steps(train, len(train_dataloader) // accumulation, tokens_per_step)
     warmup_steps = min(max_steps, train.lr_warmup_steps or 0)
     if train.lr_warmup_fraction:  # litgpt's meaning: a fraction of an epoch (of the training data loader)
         warmup_steps = min(max_steps, math.ceil(train.lr_warmup_fraction * len(train_dataloader) / accumulation))
     lr_max = optimizer.defaults["lr"]  # param_groups hold the scheduled lr, restored on resume
+    if not train.lr_warmup_fraction and fabric.global_rank == 0 and (train.lr_warmup_steps or 0) >= max_steps:
+        print(
+            f"warning: --train.lr_warmup_steps {train.lr_warmup_steps} is not below the run's {max_steps} optimizer"
+            f" steps, so the warm-up is cut to {max_steps} (as litgpt pretrain does): the learning rate rises for the"
+            f" whole run, ends at {get_lr(lr_max, max_steps, warmup_steps, max_steps, train.min_lr):.2e} and never"
+            f" decays; give --train.lr_warmup_steps below {max_steps} for a warm-up and a cosine decay",
+            file=sys.stderr,
+        )
     fabric.print(
         f"Training {max_steps:,} optimizer steps of {tokens_per_step:,} tokens ({train.global_batch_size} x"
         f" {seq_len}, {accumulation} micro-batches of {train.micro_batch_size} per rank on"
@@ -392,6 +408,61 @@ def total_steps(train: TrainArgs, steps_per_epoch: int, tokens_per_step: int) ->
     if steps_per_epoch < 1:
         fail("the training data holds less than one optimizer step; lower --train.global_batch_size or add data")
     return max(1, min(limits))
+
+
+def check_one_step(train: TrainArgs, train_dataloader, accumulation: int, world_size: int, seq_len: int, config: Config) -> None:
+    """Refuses training data that fill less than one optimizer step, naming what sets the step's size."""
+    if len(train_dataloader) >= accumulation:
+        return
+    try:
+        sequences = f"{len(train_dataloader.dataset) * world_size}"
+    except TypeError:  # an iterable dataset without a length
+        sequences = f"at most {len(train_dataloader) * train.micro_batch_size * world_size}"
+    source = "--train.max_seq_length" if train.max_seq_length else f"the model's block size ({config.name}; --train.max_seq_length unset)"
+    fail(
+        f"the training data fill {sequences} sequences of {seq_len} tokens, less than one optimizer step of"
+        f" --train.global_batch_size {train.global_batch_size} sequences ({train.global_batch_size * seq_len:,} tokens);"
+        f" the sequence length {seq_len} is {source}: lower --train.max_seq_length or --train.global_batch_size,"
+        " or give more data (e.g. a larger --data.token_budget)"
+    )
+
+
+# Settings a resumed run may change: where things go, how often it logs, validates and saves, how long this session
+# runs, and speed switches that leave the numbers alone. Any other change would alter the data, the model or the
+# learning-rate schedule halfway through a run.
+RESUME_MAY_CHANGE = (
+    "resume", "out_dir", "train.max_time", "train.save_interval", "train.log_interval", "eval.", "log.",
+    "logger_name", "compile", "activation_checkpointing", "data.init_args.num_workers", "data.init_args.cache_dir",
+)
+
+
+def check_resumed_settings(resume_path: Optional[Path], hparams: dict) -> None:
+    """Refuses to resume a run with settings that differ from the ones it was started with (its hyperparameters.yaml)."""
+    saved_file = resume_path / "hyperparameters.yaml" if resume_path is not None else None
+    if saved_file is None or not saved_file.is_file():
+        return
+    saved, current = flat_settings(yaml.safe_load(saved_file.read_text()) or {}), flat_settings(hparams)
+    changed = [
+        f"--{key.replace('init_args.', '')} {current.get(key)} (was {saved.get(key)})"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key) and not key.startswith(RESUME_MAY_CHANGE)
+    ]
+    if changed:
+        fail(
+            f"--resume: {', '.join(changed)} differ from the run being resumed ({saved_file}); resume with its settings,"
+            " or start a new run from its checkpoint with another --out_dir"
+        )
+
+
+def flat_settings(settings: dict, prefix: str = "") -> dict:
+    """{"train": {"max_steps": 2}} -> {"train.max_steps": 2}"""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 @torch.no_grad()

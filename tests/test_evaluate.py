@@ -50,10 +50,11 @@ def test_results_table_and_compare(tiny_references, offline_tasks, tmp_path):
     table = (tmp_path / "other" / "results.md").read_text()
     header, _, piqa, boolq = table.splitlines()[:4]
     assert header == ("| task | shots | metric | tiny-pythia (5 layers) | tiny-llama (6 layers) | chance |"
-                      " OpenLLaMA-3B (paper) | Inheritune 1.5B (paper) |")
-    ours = json.loads((tmp_path / "other" / "results.json").read_text())["results"]["piqa_offline"]["acc,none"]
-    theirs = json.loads((first / "results.json").read_text())["results"]["piqa_offline"]["acc,none"]
-    assert piqa == f"| piqa_offline | 0 | acc | {100 * ours:.2f} | {100 * theirs:.2f} | 50.00 | 74.97 | 56.47 |"
+                      " OpenLLaMA-3B (paper) † | Inheritune 1.5B (paper) † |")
+    ours = json.loads((tmp_path / "other" / "results.json").read_text())["results"]["piqa_offline"]
+    theirs = json.loads((first / "results.json").read_text())["results"]["piqa_offline"]
+    assert piqa == (f"| piqa_offline | 0 | acc | {100 * ours['acc,none']:.2f} ± {100 * ours['acc_stderr,none']:.2f}"
+                    f" | {100 * theirs['acc,none']:.2f} ± {100 * theirs['acc_stderr,none']:.2f} | 50.00 | 74.97 | 56.47 |")
     assert boolq.split(" | ")[5] == "62.20"  # majority class: 62.2% of BoolQ's validation answers are "yes"
     assert table in result.stdout
 
