@@ -24,7 +24,7 @@ import argparse
 import csv
 import json
 import os
-import resource
+import re
 import shutil
 import signal
 import subprocess
@@ -37,7 +37,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts"), str(ROOT / "tests")]
 import recipe_budget  # noqa: E402
 import train_throughput  # noqa: E402
 
@@ -53,14 +53,16 @@ TOY = dict(
 # the recipe's shape and optimizer; fewer steps and a smaller global batch so that each run takes minutes
 SCALES = {
     "gpu": dict(model="open_llama_3b-inheritune-13L", seq_length=2048, micro_batch_size=4, global_batch_size=16,
-                throughput_steps=12, throughput_warmup=4, repeats=2, steps=40, save_interval=10, eval_limit=20),
+                throughput_steps=12, throughput_warmup=4, repeats=2, steps=40, save_interval=20, eval_iters=2,
+                eval_limit=20, num_workers=4),
     "dry-run": dict(model=TOY["name"], seq_length=64, micro_batch_size=4, global_batch_size=8,
-                    throughput_steps=6, throughput_warmup=2, repeats=1, steps=6, save_interval=2, eval_limit=2),
+                    throughput_steps=6, throughput_warmup=2, repeats=1, steps=6, save_interval=2, eval_iters=8,
+                    eval_limit=2, num_workers=0),
 }
 # runs the `litgpt-inheritune` command inside this child process and writes its peak memory to argv[1]
 MEASURED_RUN = """import json, resource, sys, torch
 from litgpt_inheritune.cli import main
-out, sys.argv = sys.argv[1], ["litgpt-inheritune", *sys.argv[2:]]
+out, sys.argv = sys.argv[1], sys.argv[2:]  # argv[0]: the console script, which DDP's launcher runs for rank 1+
 try:
     main()
 finally:
@@ -98,15 +100,22 @@ def main() -> None:
     checkpoint = args.checkpoint_dir or build_checkpoint(work / "checkpoint", scale["model"], args)
     data_dir = args.data_dir or lee_jsonl(work / "lee", args.cache_dir)
     sections = [header(args, scale, checkpoint, data_dir)]
-    sections.append(throughput(checkpoint, work / "throughput", scale, args))
-    runs = training_runs(checkpoint, data_dir, work / "runs", scale, env)
-    sections += [memory(runs, scale, args), losses(runs), resume(runs, checkpoint, data_dir, work / "runs", scale, env)]
-    sections.append(evaluate_devices(runs["bf16-true"]["out_dir"] / "final", work / "evaluate", scale, args))
-    sections.append(distributed(checkpoint, data_dir, work / "runs", scale, env, args))
+    sections.append(timed(throughput, checkpoint, work / "throughput", scale, args))
+    runs = timed(training_runs, checkpoint, data_dir, work / "runs", scale, env)
+    sections += [memory(runs, scale, args), losses(runs), timed(resume, runs, checkpoint, data_dir, work / "runs", scale, env)]
+    sections.append(timed(evaluate_devices, runs["bf16-true"]["out_dir"] / "final", work / "evaluate", scale, args))
+    sections.append(timed(distributed, checkpoint, data_dir, work / "runs", scale, env, args))
     sections.append(f"Finished in {time.time() - started:.0f} s.\n")
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text("\n".join(sections))
     print(f"gpu_check: report written to {args.report}")
+
+
+def timed(stage, *args):
+    start = time.perf_counter()
+    result = stage(*args)
+    print(f"gpu_check: {stage.__name__} took {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return result
 
 
 def device_name(args: argparse.Namespace) -> str:
@@ -147,12 +156,10 @@ def build_checkpoint(out_dir: Path, name: str, args: argparse.Namespace) -> Path
 
 def lee_jsonl(out_dir: Path, cache_dir: Path) -> Path:
     """The Lee corpus as RedPajama-style jsonl, one article per line."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [line for line in materials.lee_corpus(cache_dir).read_text(encoding="utf-8").splitlines() if line.strip()]
-    with open(out_dir / "lee.jsonl", "w") as f:
-        for i, text in enumerate(lines):
-            f.write(json.dumps({"text": text, "meta": {"source": "lee", "index": i}}) + "\n")
-    return out_dir
+    from conftest import write_jsonl_corpus
+
+    lines = materials.lee_corpus(cache_dir).read_text(encoding="utf-8").splitlines()
+    return write_jsonl_corpus(out_dir, documents=[line for line in lines if line.strip()])
 
 
 def flops_per_token(checkpoint: Path, seq_length: int) -> float:
@@ -185,7 +192,7 @@ def throughput(checkpoint: Path, work: Path, scale: dict, args: argparse.Namespa
     """(a) train_throughput.compare at this scale and precision."""
     settings = argparse.Namespace(
         steps=scale["throughput_steps"], warmup=scale["throughput_warmup"], repeats=scale["repeats"], compile=args.compile,
-        num_workers=1, work_dir=work, seq_length=scale["seq_length"], global_batch_size=scale["global_batch_size"],
+        num_workers=scale["num_workers"], work_dir=work, seq_length=scale["seq_length"], global_batch_size=scale["global_batch_size"],
         micro_batch_size=scale["micro_batch_size"], precision="bf16-true",
     )
     if not (work / "data" / "val").is_dir():
@@ -208,14 +215,17 @@ def throughput(checkpoint: Path, work: Path, scale: dict, args: argparse.Namespa
 
 
 def pretrain_args(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict, *extra) -> list[str]:
+    """Our pretrain on RedPajama-style jsonl; the validation split holds exactly the batches one validation reads."""
+    val_tokens = scale["eval_iters"] * scale["micro_batch_size"] * (scale["seq_length"] + 1)
     return [
         "pretrain", str(checkpoint), "--out_dir", str(out_dir), "--data", "RedPajamaSample",
-        "--data.data_dir", str(data_dir), "--data.token_budget", "1000000000", "--data.val_tokens", str(4 * scale["seq_length"] * 8),
-        "--data.num_workers", "1", "--data.cache_dir", str(out_dir.parent / "litdata"),
+        "--data.data_dir", str(data_dir), "--data.token_budget", "1000000000", "--data.val_tokens", str(val_tokens),
+        "--data.num_workers", str(scale["num_workers"]), "--data.cache_dir", str(out_dir.parent / "litdata"),
         "--train.max_seq_length", str(scale["seq_length"]), "--train.micro_batch_size", str(scale["micro_batch_size"]),
         "--train.global_batch_size", str(scale["global_batch_size"]), "--train.max_steps", str(scale["steps"]),
         "--train.lr_warmup_steps", str(max(1, scale["steps"] // 10)), "--train.log_interval", "1",
-        "--train.save_interval", str(scale["save_interval"]), "--eval.interval", "100000", "--eval.max_iters", "8",
+        "--train.save_interval", str(scale["save_interval"] or "null"), "--eval.interval", "100000",
+        "--eval.max_iters", str(scale["eval_iters"]),
         "--logger_name", "csv", "--seed", "42", *extra,
     ]
 
@@ -226,7 +236,7 @@ def measured_run(arguments: list[str], out_dir: Path, env: dict) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out_dir, ignore_errors=True)
     peak_file = out_dir.parent / f"{out_dir.name}.peak.json"
-    process = subprocess.Popen([sys.executable, "-c", MEASURED_RUN, str(peak_file), *arguments],
+    process = subprocess.Popen([sys.executable, "-c", MEASURED_RUN, str(peak_file), str(BIN / "litgpt-inheritune"), *arguments],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     smi = {"max_mib": 0}
     if torch.cuda.is_available() and shutil.which("nvidia-smi"):
@@ -256,9 +266,19 @@ def poll_nvidia_smi(process: subprocess.Popen, smi: dict) -> None:
 
 def training_runs(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: dict) -> dict:
     """The same run in bf16-true (the recipe's) and bf16-mixed, each measured for peak memory."""
-    return {precision: measured_run(pretrain_args(checkpoint, data_dir, work / precision, scale, "--precision", precision),
-                                    work / precision, env)
-            for precision in ("bf16-true", "bf16-mixed")}
+    runs = {}
+    for precision in ("bf16-true", "bf16-mixed"):
+        # only bf16-true's final weights are needed later ((d), (e)): no step checkpoints (~11 GB each at full size)
+        settings = scale if precision == "bf16-true" else {**scale, "save_interval": None}
+        runs[precision] = measured_run(pretrain_args(checkpoint, data_dir, work / precision, settings, "--precision", precision),
+                                       work / precision, env)
+        remove_step_checkpoints(work / precision)
+    return runs
+
+
+def remove_step_checkpoints(out_dir: Path) -> None:
+    for step in out_dir.glob("step-*"):
+        shutil.rmtree(step)
 
 
 def memory(runs: dict, scale: dict, args: argparse.Namespace) -> str:
@@ -332,13 +352,16 @@ def resume(runs: dict, checkpoint: Path, data_dir: Path, work: Path, scale: dict
     result = subprocess.run([str(BIN / "litgpt-inheritune"), *arguments, "--resume", "auto"], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"gpu_check: --resume auto failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    resumed_from = re.search(r"Resuming from (\S+)", result.stdout + result.stderr)[1]
     straight = torch.load(runs["bf16-true"]["out_dir"] / "final" / "lit_model.pth", weights_only=True)
     after_kill = torch.load(out_dir / "final" / "lit_model.pth", weights_only=True)
     difference = max((straight[k].float() - after_kill[k].float()).abs().max().item() for k in straight)
+    remove_step_checkpoints(out_dir)
     return (
         "## (d) SIGKILL + --resume auto\n\n"
         f"bf16-true, {scale['steps']} steps, checkpoints every {scale['save_interval']}; killed once {first.name} was"
-        f" complete (checkpoints on disk then: {', '.join(completed)}), resumed with `--resume auto`.\n\n"
+        f" complete (checkpoints on disk then: {', '.join(completed)}), resumed from {Path(resumed_from).name} with"
+        " `--resume auto`.\n\n"
         f"max |weight difference| against the uninterrupted run: **{difference:.3g}**\n"
     )
 
@@ -372,13 +395,15 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
     lines = ["## (f) Several GPUs: DDP and FSDP\n"]
     if devices < 2:
         return "\n".join(lines + ["Skipped: one GPU.\n"])
-    lines += [f"{devices} devices, global batch {scale['global_batch_size'] * devices}, the same steps; tokens/s over the"
+    per_round = scale["micro_batch_size"] * devices  # the global batch must be a whole number of micro-batches per device
+    global_batch = per_round * -(-scale["global_batch_size"] // per_round)
+    lines += [f"{devices} devices, global batch {global_batch}, the same steps; tokens/s over the"
               " steps after the first quarter.\n", "| strategy | tokens/s | seconds |", "|---|---|---|"]
     for strategy in ("ddp", "fsdp"):
         if strategy == "fsdp" and not torch.cuda.is_available():
             lines.append("| fsdp | skipped: `pretrain` refuses FSDP on a CPU | |")
             continue
-        scaled = {**scale, "global_batch_size": scale["global_batch_size"] * devices}
+        scaled = {**scale, "global_batch_size": global_batch, "save_interval": None}
         out_dir = work / strategy
         run = measured_run(pretrain_args(checkpoint, data_dir, out_dir, scaled, "--precision", "bf16-true",
                                          "--devices", str(devices), "--strategy", strategy), out_dir, env)
@@ -390,6 +415,7 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
             w = len(times) // 4
             tokens_per_sec = (len(times) - 1 - w) * scaled["global_batch_size"] * scale["seq_length"] / (times[-1] - times[w])
         lines.append(f"| {strategy} | {tokens_per_sec:,.1f} | {run['seconds']:.0f} |")
+        shutil.rmtree(out_dir / "final")
     return "\n".join(lines) + "\n"
 
 

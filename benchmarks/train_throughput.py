@@ -139,6 +139,8 @@ def run(which: str, repeat: int, checkpoint_dir: Path, args: argparse.Namespace)
     tokens, times = [int(r["tokens"]) for r in rows], [float(r["time"]) for r in rows]
     if tokens != [(i + 1) * tokens_per_step(args) for i in range(args.steps)]:
         sys.exit(f"{which}: expected {args.steps} logged steps of {tokens_per_step(args)} tokens, got {tokens}")
+    shutil.rmtree(run_dir / "out" / "final", ignore_errors=True)  # at full size a checkpoint is GBs; only the log is read
+    shutil.rmtree(run_dir / "data")
     w = args.warmup - 1  # index of the row of step W
     step_seconds = sorted(b - a for a, b in zip(times[w:], times[w + 1 :]))
     return {

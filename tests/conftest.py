@@ -98,16 +98,18 @@ def run_cli(*args, check: bool = False, input: str | None = None) -> subprocess.
     return result
 
 
-def write_jsonl_corpus(out_dir: Path, n_documents: int = 400, seed: int = 0) -> Path:
-    """RedPajama-style jsonl: one {"text", "meta"} object per line, documents of 20-80 words drawn from TEXT."""
+def write_jsonl_corpus(out_dir: Path, n_documents: int = 400, seed: int = 0, documents: list[str] | None = None) -> Path:
+    """RedPajama-style jsonl: one {"text", "meta"} object per line, ``documents`` or else documents of 20-80 words
+    drawn from TEXT."""
     import random
 
     rng = random.Random(seed)
     words = TEXT.split()
+    if documents is None:
+        documents = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 80))) for _ in range(n_documents)]
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "sample.jsonl", "w") as f:
-        for i in range(n_documents):
-            text = " ".join(rng.choice(words) for _ in range(rng.randint(20, 80)))
+        for i, text in enumerate(documents):
             f.write(json.dumps({"text": text, "meta": {"source": "test", "index": i}}) + "\n")
     return out_dir
 
@@ -149,12 +151,12 @@ def sentencepiece_reference(lee_text, tmp_path_factory) -> Path:
     """A tiny LLaMA-shaped reference shipped the way OpenLLaMA is: a SentencePiece tokenizer.model (BPE, byte
     fallback, trained on the Lee corpus with sentencepiece's own trainer), tokenizer_config.json,
     special_tokens_map.json, no tokenizer.json; a Hugging Face config.json; random weights."""
+    import sentencepiece
+
     from litgpt_inheritune.materials import sentencepiece_tokenizer
 
     out_dir = tmp_path_factory.mktemp("references") / "open_llama_tiny"
     model_file = sentencepiece_tokenizer(out_dir, lee_text, vocab_size=2000)
-    import sentencepiece
-
     vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(model_file)).vocab_size()
     config = Config(
         name="open_llama_tiny", block_size=128, vocab_size=vocab_size, padding_multiple=64, n_layer=4, n_embd=64,

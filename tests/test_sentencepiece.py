@@ -11,7 +11,7 @@ import torch
 from litgpt.tokenizer import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import run_cli
+from conftest import run_cli, write_jsonl_corpus
 from litgpt_inheritune.analyze import analyze_model, load_model
 from litgpt_inheritune.checkpoint import load_gpt
 from litgpt_inheritune.export import main as export
@@ -32,11 +32,7 @@ def documents(lee_text) -> list[str]:
 def run(sentencepiece_reference, documents, tmp_path_factory) -> dict:
     """init (2 of 4 blocks), then a few pretraining steps on the Lee articles as RedPajama jsonl through the CLI."""
     root = tmp_path_factory.mktemp("sentencepiece")
-    corpus = root / "redpajama"
-    corpus.mkdir()
-    with open(corpus / "lee.jsonl", "w") as f:
-        for i, text in enumerate(documents):
-            f.write(json.dumps({"text": text, "meta": {"source": "lee", "index": i}}) + "\n")
+    corpus = write_jsonl_corpus(root / "redpajama", documents=documents)
     target = root / "open_llama_tiny-2L"
     init(sentencepiece_reference, n_layers=2, out_dir=target)
     out_dir = root / "pretrain"
@@ -91,7 +87,7 @@ def test_cache_key_follows_the_sentencepiece_model(sentencepiece_reference, lee_
 def test_analyze_reads_windows_of_bos_text_eos(sentencepiece_reference, run, documents):
     """`analyze` on the pretrain out_dir equals the measures on windows cut from sentencepiece's own ids."""
     out_dir = run["root"] / "analyze"
-    run_cli("litgpt", "inheritune", "analyze", str(run["out_dir"]), "--data_path", str(run["corpus"] / "lee.jsonl"),
+    run_cli("litgpt", "inheritune", "analyze", str(run["out_dir"]), "--data_path", str(run["corpus"] / "sample.jsonl"),
             "--num_sequences", "4", "--seq_len", "32", "--seed", "3", "--plots", "false", "--out_dir", str(out_dir), check=True)
     processor = sentencepiece.SentencePieceProcessor(model_file=str(sentencepiece_reference / "tokenizer.model"))
     stream = torch.tensor([i for text in documents for i in processor.encode(text, add_bos=True, add_eos=True)])
