@@ -42,6 +42,7 @@ import recipe_budget  # noqa: E402
 import train_throughput  # noqa: E402
 
 from litgpt_inheritune import materials  # noqa: E402
+from litgpt_inheritune.checkpoint import fail, write_text_atomic  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RECIPE = ROOT / "config_hub" / "pretrain" / "open_llama_3b-13L-1B-8ep.yaml"
@@ -87,11 +88,19 @@ def main() -> None:
                         help="the device's peak for MFU (default: Lightning's table for the GPU in bf16)")
     parser.add_argument("--cache_dir", type=Path, default=materials.DEFAULT_CACHE, help="where the real text is cached")
     args = parser.parse_args()
-    if not args.dry_run and not torch.cuda.is_available():
+    if args.dry_run:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, even on a GPU machine (set before CUDA is initialised)
+    elif not torch.cuda.is_available():
         print("gpu_check: no CUDA device on this machine, nothing to check (--dry-run runs the stages on the CPU)")
         return
     scale = dict(SCALES["dry-run" if args.dry_run else "gpu"])
     scale.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats)) if v is not None})
+    if scale["steps"] < 2 * scale["save_interval"] or scale["repeats"] < 1:
+        fail(f"--steps {scale['steps']} --repeats {scale['repeats']}: need at least {2 * scale['save_interval']} steps"
+             f" (the resume check kills a run after its first checkpoint, every {scale['save_interval']} steps) and 1 repeat")
+    for name, folder in (("checkpoint_dir", args.checkpoint_dir), ("data_dir", args.data_dir)):
+        if folder is not None and not folder.is_dir():
+            fail(f"--{name} {folder} is not a folder")
     work = args.work_dir or args.report.parent
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -99,15 +108,23 @@ def main() -> None:
     started = time.time()
     checkpoint = args.checkpoint_dir or build_checkpoint(work / "checkpoint", scale["model"], args)
     data_dir = args.data_dir or lee_jsonl(work / "lee", args.cache_dir)
-    sections = [header(args, scale, checkpoint, data_dir)]
-    sections.append(timed(throughput, checkpoint, work / "throughput", scale, args))
-    runs = timed(training_runs, checkpoint, data_dir, work / "runs", scale, env)
-    sections += [memory(runs, scale, args), losses(runs), timed(resume, runs, checkpoint, data_dir, work / "runs", scale, env)]
-    sections.append(timed(evaluate_devices, runs["bf16-true"]["out_dir"] / "final", work / "evaluate", scale, args))
-    sections.append(timed(distributed, checkpoint, data_dir, work / "runs", scale, env, args))
-    sections.append(f"Finished in {time.time() - started:.0f} s.\n")
+    sections = []
+
+    def add(section: str) -> None:
+        """Rewrites the report after every stage, so that a failing stage leaves the ones before it."""
+        sections.append(section)
+        write_text_atomic(args.report, "\n".join(sections))
+
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text("\n".join(sections))
+    add(header(args, scale, checkpoint, data_dir))
+    add(timed(throughput, checkpoint, work / "throughput", scale, args))
+    runs = timed(training_runs, checkpoint, data_dir, work / "runs", scale, env)
+    add(memory(runs, scale, args))
+    add(losses(runs))
+    add(timed(resume, runs, checkpoint, data_dir, work / "runs", scale, env))
+    add(timed(evaluate_devices, runs["bf16-true"]["out_dir"] / "final", work / "evaluate", scale, args))
+    add(timed(distributed, checkpoint, data_dir, work / "runs", scale, env, args))
+    add(f"Finished in {time.time() - started:.0f} s.\n")
     print(f"gpu_check: report written to {args.report}")
 
 
