@@ -117,7 +117,8 @@ def main() -> None:
 
     args.report.parent.mkdir(parents=True, exist_ok=True)
     add(header(args, scale, checkpoint, data_dir))
-    add(timed(throughput, checkpoint, work / "throughput", scale, args))
+    prepared = timed(prepare_text, checkpoint, data_dir, work / "runs", scale)
+    add(timed(throughput, checkpoint, prepared, work / "throughput", scale, args))
     runs = timed(training_runs, checkpoint, data_dir, work / "runs", scale, env)
     add(memory(runs, scale, args))
     add(losses(runs))
@@ -205,16 +206,17 @@ def mfu(tokens_per_sec: float, per_token: float, peak) -> str:
     return "n/a (peak unknown)" if not peak else f"{tokens_per_sec * per_token / peak:.1%}"
 
 
-def throughput(checkpoint: Path, work: Path, scale: dict, args: argparse.Namespace) -> str:
-    """(a) train_throughput.compare at this scale and precision."""
-    settings = argparse.Namespace(
+def throughput(checkpoint: Path, prepared: Path, work: Path, scale: dict, args: argparse.Namespace) -> str:
+    """(a) train_throughput.compare at this scale and precision, on the same tokenized text as the other stages."""
+    settings = argparse.Namespace(data_module="LitData",
         steps=scale["throughput_steps"], warmup=scale["throughput_warmup"], repeats=scale["repeats"], compile=args.compile,
         num_workers=scale["num_workers"], work_dir=work, seq_length=scale["seq_length"], global_batch_size=scale["global_batch_size"],
         micro_batch_size=scale["micro_batch_size"], precision="bf16-true",
     )
-    if not (work / "data" / "val").is_dir():
-        shutil.rmtree(work / "data", ignore_errors=True)
-        train_throughput.make_data(checkpoint, work / "data", seq_length=scale["seq_length"])
+    shutil.rmtree(work / "data", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        shutil.copytree(prepared / split, work / "data" / split)
     report = train_throughput.compare(checkpoint, settings)
     (work / "report.json").write_text(json.dumps(report, indent=2))
     per_token, peak = flops_per_token(checkpoint, scale["seq_length"]), peak_flops(args)
@@ -231,13 +233,33 @@ def throughput(checkpoint: Path, work: Path, scale: dict, args: argparse.Namespa
     ])
 
 
+def data_module(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict):
+    """RedPajamaSample as pretrain_args configures it (same cache key); validation: the batches one validation reads."""
+    from litgpt_inheritune.redpajama import RedPajamaSample
+
+    return RedPajamaSample(
+        data_dir=data_dir, token_budget=10**9, val_tokens=scale["eval_iters"] * scale["micro_batch_size"] * (scale["seq_length"] + 1),
+        num_workers=scale["num_workers"], cache_dir=out_dir.parent / "litdata",
+    )
+
+
+def prepare_text(checkpoint: Path, data_dir: Path, work: Path, scale: dict) -> Path:
+    """Tokenizes the text once, here, for every stage: the pretrain runs find it in the cache."""
+    from litgpt.tokenizer import Tokenizer
+
+    data = data_module(checkpoint, data_dir, work / "prepare", scale)
+    data.connect(tokenizer=Tokenizer(checkpoint), batch_size=scale["micro_batch_size"], max_seq_length=scale["seq_length"])
+    data.prepare_data()
+    return data.prepared_dir
+
+
 def pretrain_args(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict, *extra) -> list[str]:
-    """Our pretrain on RedPajama-style jsonl; the validation split holds exactly the batches one validation reads."""
-    val_tokens = scale["eval_iters"] * scale["micro_batch_size"] * (scale["seq_length"] + 1)
+    """Our pretrain on RedPajama-style jsonl (data_module's settings)."""
+    data = data_module(checkpoint, data_dir, out_dir, scale)
     return [
         "pretrain", str(checkpoint), "--out_dir", str(out_dir), "--data", "RedPajamaSample",
-        "--data.data_dir", str(data_dir), "--data.token_budget", "1000000000", "--data.val_tokens", str(val_tokens),
-        "--data.num_workers", str(scale["num_workers"]), "--data.cache_dir", str(out_dir.parent / "litdata"),
+        "--data.data_dir", str(data.data_dir), "--data.token_budget", str(data.token_budget), "--data.val_tokens",
+        str(data.val_tokens), "--data.num_workers", str(data.num_workers), "--data.cache_dir", str(data.cache_dir),
         "--train.max_seq_length", str(scale["seq_length"]), "--train.micro_batch_size", str(scale["micro_batch_size"]),
         "--train.global_batch_size", str(scale["global_batch_size"]), "--train.max_steps", str(scale["steps"]),
         "--train.lr_warmup_steps", str(max(1, scale["steps"] // 10)), "--train.log_interval", "1",

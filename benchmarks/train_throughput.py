@@ -65,7 +65,7 @@ def make_checkpoint(checkpoint_dir: Path) -> None:
     write_tokenizer(checkpoint_dir, config.vocab_size)
 
 
-def make_data(checkpoint_dir: Path, data_dir: Path, seq_length: int = SEQ_LENGTH) -> None:
+def make_data(checkpoint_dir: Path, data_dir: Path) -> None:
     """Random sequences of the tests' words in 4 files (the first becomes validation), tokenized into train/ and val/."""
     from litgpt.data import TextFiles
     from litgpt.tokenizer import Tokenizer
@@ -78,7 +78,7 @@ def make_data(checkpoint_dir: Path, data_dir: Path, seq_length: int = SEQ_LENGTH
     for i, n_words in enumerate([5_000, 25_000, 25_000, 25_000]):
         (data_dir / f"part{i}.txt").write_text(" ".join(rng.choice(words) for _ in range(n_words)))
     data = TextFiles(train_data_path=data_dir)
-    data.connect(tokenizer=Tokenizer(checkpoint_dir), batch_size=MICRO_BATCH, max_seq_length=seq_length)
+    data.connect(tokenizer=Tokenizer(checkpoint_dir), batch_size=MICRO_BATCH, max_seq_length=SEQ_LENGTH)
     data.prepare_data()
 
 
@@ -87,9 +87,12 @@ def tokens_per_step(args: argparse.Namespace) -> int:
 
 
 def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Namespace) -> list:
+    if args.data_module == "TextFiles":
+        data = ["--data", "TextFiles", "--data.train_data_path", run_dir / "data"]
+    else:  # litdata chunks in data/train and data/val (e.g. RedPajamaSample's)
+        data = ["--data", "LitData", "--data.data_path", run_dir / "data", "--data.split_names", '["train", "val"]']
     common = [
-        "--out_dir", run_dir / "out", "--data", "TextFiles", "--data.train_data_path", run_dir / "data",
-        "--data.num_workers", args.num_workers, "--train.max_seq_length", args.seq_length,
+        "--out_dir", run_dir / "out", *data, "--data.num_workers", args.num_workers, "--train.max_seq_length", args.seq_length,
         "--train.global_batch_size", args.global_batch_size, "--train.micro_batch_size", args.micro_batch_size,
         "--train.max_norm", 1.0,
         "--train.lr_warmup_steps", 10, "--train.log_interval", 1, "--train.save_interval", "null",
@@ -194,6 +197,7 @@ def main() -> None:
     parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/train_throughput"))
     args = parser.parse_args()
     args.seq_length, args.global_batch_size, args.micro_batch_size, args.precision = SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, "32-true"
+    args.data_module = "TextFiles"
     if not 1 <= args.warmup < args.steps - 1 or args.repeats < 1:
         parser.error("need 1 <= --warmup < --steps - 1 and --repeats >= 1")
     checkpoint_dir = args.work_dir / "checkpoint"

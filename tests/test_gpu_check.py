@@ -1,5 +1,6 @@
 """scripts/gpu_check.sh: without CUDA it says so and exits 0; --dry-run runs every stage on the CPU at toy scale."""
 
+import importlib.util
 import math
 import os
 import re
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from litgpt.config import Config
 from litgpt.model import GPT
@@ -16,10 +18,8 @@ from conftest import MATERIALS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def gpu_check(*args: str, cuda_visible: bool = True) -> subprocess.CompletedProcess:
+def gpu_check(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONWARNINGS": "ignore"}
-    if not cuda_visible:
-        env["CUDA_VISIBLE_DEVICES"] = ""
     return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *args], capture_output=True, text=True, env=env)
 
 
@@ -33,10 +33,18 @@ def number(pattern: str, text: str) -> float:
     return numbers(pattern, text)[0]
 
 
-def test_without_cuda_it_says_so_and_exits_0(tmp_path):
-    result = gpu_check("--report", str(tmp_path / "report.md"), cuda_visible=False)
-    assert result.returncode == 0, result.stderr
-    assert "no CUDA device on this machine" in result.stdout
+def test_without_cuda_it_says_so_and_exits_0_and_bad_flags_are_refused(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check_module)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored afterwards (--dry-run sets it)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--report", str(tmp_path / "report.md")])
+    gpu_check_module.main()  # returns: exit code 0
+    assert "no CUDA device on this machine" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--dry-run", "--steps", "3", "--report", str(tmp_path / "report.md")])
+    with pytest.raises(SystemExit, match="--steps 3 --repeats 1: need at least 4 steps"):
+        gpu_check_module.main()
     assert not (tmp_path / "report.md").exists()
 
 
