@@ -20,6 +20,9 @@ compared on the same eager model. With --compile both compile (ours gets --compi
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--warmup 15] [--repeats 3] [--compile]
         [--num_workers 1] [--work_dir benchmarks/.cache/train_throughput]
+
+`compare()` is also what scripts/gpu_check.sh runs at the 13-block OpenLLaMA shape on a GPU (other checkpoint,
+sequence length, batch sizes and precision; see benchmarks/gpu_check.py).
 """
 
 import argparse
@@ -39,7 +42,6 @@ import yaml
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, SEED = 128, 8, 4, 42
-TOKENS_PER_STEP = GLOBAL_BATCH * SEQ_LENGTH
 
 
 def make_checkpoint(checkpoint_dir: Path) -> None:
@@ -80,14 +82,22 @@ def make_data(checkpoint_dir: Path, data_dir: Path) -> None:
     data.prepare_data()
 
 
+def tokens_per_step(args: argparse.Namespace) -> int:
+    return args.global_batch_size * args.seq_length
+
+
 def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Namespace) -> list:
+    if args.data_module == "TextFiles":
+        data = ["--data", "TextFiles", "--data.train_data_path", run_dir / "data"]
+    else:  # litdata chunks in data/train and data/val (e.g. RedPajamaSample's)
+        data = ["--data", "LitData", "--data.data_path", run_dir / "data", "--data.split_names", '["train", "val"]']
     common = [
-        "--out_dir", run_dir / "out", "--data", "TextFiles", "--data.train_data_path", run_dir / "data",
-        "--data.num_workers", args.num_workers, "--train.max_seq_length", SEQ_LENGTH,
-        "--train.global_batch_size", GLOBAL_BATCH, "--train.micro_batch_size", MICRO_BATCH, "--train.max_norm", 1.0,
+        "--out_dir", run_dir / "out", *data, "--data.num_workers", args.num_workers, "--train.max_seq_length", args.seq_length,
+        "--train.global_batch_size", args.global_batch_size, "--train.micro_batch_size", args.micro_batch_size,
+        "--train.max_norm", 1.0,
         "--train.lr_warmup_steps", 10, "--train.log_interval", 1, "--train.save_interval", "null",
         "--eval.interval", 1000, "--eval.final_validation", "false", "--optimizer", "AdamW", "--logger_name", "csv",
-        "--precision", "32-true", "--devices", 1, "--seed", SEED,
+        "--precision", args.precision, "--devices", 1, "--seed", SEED,
     ]
     if which == "ours":
         specific = ["inheritune", "pretrain", checkpoint_dir, "--train.max_steps", args.steps,
@@ -95,7 +105,7 @@ def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Name
     else:  # stock takes the architecture as a dict, the weights from --initial_checkpoint_dir, stops on max_tokens
         model_config = json.dumps(yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text()))
         specific = ["pretrain", "bench-llama", "--model_config", model_config, "--initial_checkpoint_dir", checkpoint_dir,
-                    "--tokenizer_dir", checkpoint_dir, "--train.max_tokens", args.steps * TOKENS_PER_STEP]
+                    "--tokenizer_dir", checkpoint_dir, "--train.max_tokens", args.steps * tokens_per_step(args)]
     return [str(BIN / "litgpt"), *map(str, specific + common)]
 
 
@@ -130,8 +140,10 @@ def run(which: str, repeat: int, checkpoint_dir: Path, args: argparse.Namespace)
     with open(run_dir / "out" / "logs" / "csv" / "version_0" / "metrics.csv") as f:
         rows = sorted((r for r in csv.DictReader(f) if r.get("time")), key=lambda r: int(r["tokens"]))
     tokens, times = [int(r["tokens"]) for r in rows], [float(r["time"]) for r in rows]
-    if tokens != [(i + 1) * TOKENS_PER_STEP for i in range(args.steps)]:
-        sys.exit(f"{which}: expected {args.steps} logged steps of {TOKENS_PER_STEP} tokens, got {tokens}")
+    if tokens != [(i + 1) * tokens_per_step(args) for i in range(args.steps)]:
+        sys.exit(f"{which}: expected {args.steps} logged steps of {tokens_per_step(args)} tokens, got {tokens}")
+    shutil.rmtree(run_dir / "out" / "final", ignore_errors=True)  # at full size a checkpoint is GBs; only the log is read
+    shutil.rmtree(run_dir / "data")
     w = args.warmup - 1  # index of the row of step W
     step_seconds = sorted(b - a for a, b in zip(times[w:], times[w + 1 :]))
     return {
@@ -144,26 +156,8 @@ def run(which: str, repeat: int, checkpoint_dir: Path, args: argparse.Namespace)
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
-    parser.add_argument("--warmup", type=int, default=15, help="first steps left out of the measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each command, alternating")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both models (default: neither)")
-    parser.add_argument("--num_workers", type=int, default=1, help="data-loader workers, both commands")
-    parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/train_throughput"))
-    args = parser.parse_args()
-    if not 1 <= args.warmup < args.steps - 1 or args.repeats < 1:
-        parser.error("need 1 <= --warmup < --steps - 1 and --repeats >= 1")
-    checkpoint_dir = args.work_dir / "checkpoint"
-    if not (checkpoint_dir / "lit_model.pth").is_file():
-        print(f"building the checkpoint in {checkpoint_dir} ...", file=sys.stderr)
-        make_checkpoint(checkpoint_dir)
-    if not (args.work_dir / "data" / "val").is_dir():
-        print(f"writing and tokenizing the text in {args.work_dir / 'data'} ...", file=sys.stderr)
-        shutil.rmtree(args.work_dir / "data", ignore_errors=True)
-        make_data(checkpoint_dir, args.work_dir / "data")
-
+def compare(checkpoint_dir: Path, args: argparse.Namespace) -> dict:
+    """Runs ours and stock alternately on the tokenized folder args.work_dir/data; the report as a dict."""
     runs = {"ours": [], "stock": []}
     for repeat in range(args.repeats):
         for which in runs:
@@ -175,7 +169,7 @@ def main() -> None:
     def best_median_step(which: str) -> float:
         return min(r["median_step_seconds"] for r in runs[which])
 
-    report = {
+    return {
         "ours_tokens_per_sec": ours,
         "stock_tokens_per_sec": stock,
         "ratio": round(ours / stock, 3),
@@ -185,13 +179,36 @@ def main() -> None:
         "ours_torch_compile": args.compile,
         "settings": {
             "steps": args.steps, "warmup_steps": args.warmup, "repeats": args.repeats,
-            "max_seq_length": SEQ_LENGTH, "global_batch_size": GLOBAL_BATCH, "micro_batch_size": MICRO_BATCH,
-            "precision": "32-true", "optimizer": "AdamW", "seed": SEED, "num_workers": args.num_workers,
-            "cpu_count": os.cpu_count(),
+            "max_seq_length": args.seq_length, "global_batch_size": args.global_batch_size,
+            "micro_batch_size": args.micro_batch_size, "precision": args.precision, "optimizer": "AdamW", "seed": SEED,
+            "num_workers": args.num_workers, "cpu_count": os.cpu_count(),
         },
         "runs": runs,
     }
-    print(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=15, help="first steps left out of the measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each command, alternating")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models (default: neither)")
+    parser.add_argument("--num_workers", type=int, default=1, help="data-loader workers, both commands")
+    parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/train_throughput"))
+    args = parser.parse_args()
+    args.seq_length, args.global_batch_size, args.micro_batch_size, args.precision = SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, "32-true"
+    args.data_module = "TextFiles"
+    if not 1 <= args.warmup < args.steps - 1 or args.repeats < 1:
+        parser.error("need 1 <= --warmup < --steps - 1 and --repeats >= 1")
+    checkpoint_dir = args.work_dir / "checkpoint"
+    if not (checkpoint_dir / "lit_model.pth").is_file():
+        print(f"building the checkpoint in {checkpoint_dir} ...", file=sys.stderr)
+        make_checkpoint(checkpoint_dir)
+    if not (args.work_dir / "data" / "val").is_dir():
+        print(f"writing and tokenizing the text in {args.work_dir / 'data'} ...", file=sys.stderr)
+        shutil.rmtree(args.work_dir / "data", ignore_errors=True)
+        make_data(checkpoint_dir, args.work_dir / "data")
+    print(json.dumps(compare(checkpoint_dir, args), indent=2))
 
 
 if __name__ == "__main__":

@@ -123,16 +123,18 @@ def run_in_process(*argv: str) -> tuple[int, str, str]:
     return code, stdout.getvalue(), stderr.getvalue()
 
 
-def write_jsonl_corpus(out_dir: Path, n_documents: int = 400, seed: int = 0) -> Path:
-    """RedPajama-style jsonl: one {"text", "meta"} object per line, documents of 20-80 words drawn from TEXT."""
+def write_jsonl_corpus(out_dir: Path, n_documents: int = 400, seed: int = 0, documents: list[str] | None = None) -> Path:
+    """RedPajama-style jsonl: one {"text", "meta"} object per line, ``documents`` or else documents of 20-80 words
+    drawn from TEXT."""
     import random
 
     rng = random.Random(seed)
     words = TEXT.split()
+    if documents is None:
+        documents = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 80))) for _ in range(n_documents)]
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "sample.jsonl", "w") as f:
-        for i in range(n_documents):
-            text = " ".join(rng.choice(words) for _ in range(rng.randint(20, 80)))
+        for i, text in enumerate(documents):
             f.write(json.dumps({"text": text, "meta": {"source": "test", "index": i}}) + "\n")
     return out_dir
 
@@ -167,6 +169,35 @@ def lee_text() -> Path:
     from litgpt_inheritune.materials import lee_corpus
 
     return lee_corpus(MATERIALS)
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_reference(lee_text, tmp_path_factory) -> Path:
+    """A tiny LLaMA-shaped reference shipped the way OpenLLaMA is: a SentencePiece tokenizer.model (BPE, byte
+    fallback, trained on the Lee corpus with sentencepiece's own trainer), tokenizer_config.json,
+    special_tokens_map.json, no tokenizer.json; a Hugging Face config.json; random weights."""
+    import sentencepiece
+
+    from litgpt_inheritune.materials import sentencepiece_tokenizer
+
+    out_dir = tmp_path_factory.mktemp("references") / "open_llama_tiny"
+    model_file = sentencepiece_tokenizer(out_dir, lee_text, vocab_size=2000)
+    vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(model_file)).vocab_size()
+    config = Config(
+        name="open_llama_tiny", block_size=128, vocab_size=vocab_size, padding_multiple=64, n_layer=4, n_embd=64,
+        n_head=4, rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm",
+        norm_eps=1e-6, mlp_class_name="LLaMAMLP", intermediate_size=172,
+    )
+    torch.manual_seed(0)
+    torch.save(GPT(config).state_dict(), out_dir / "lit_model.pth")
+    save_config(config, out_dir)
+    (out_dir / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": config.padded_vocab_size,
+        "hidden_size": config.n_embd, "intermediate_size": config.intermediate_size, "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head, "max_position_embeddings": config.block_size, "rms_norm_eps": 1e-6,
+        "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False,
+    }))
+    return out_dir
 
 
 @pytest.fixture(scope="session")
