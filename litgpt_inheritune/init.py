@@ -84,6 +84,8 @@ def main(
     """
     reference_dir = resolve_checkpoint_dir(reference_dir, "reference_dir")
     selection = None
+    if select != "first" and select not in MEASURES:
+        fail(f"--select {select} is not a measure; valid: first, {', '.join(MEASURES)}")
     if (n_layers is None) == (layers is None) and not (half_width and n_layers is None):
         fail("give exactly one of --n_layers N or --layers i,j,k" + (" (or neither with --half_width true)" if half_width else ""))
     if layers is not None and select != "first":

@@ -278,7 +278,7 @@ def fit(
         print(
             f"warning: --train.lr_warmup_steps {train.lr_warmup_steps} is not below the run's {max_steps} optimizer"
             f" steps, so the warm-up is cut to {max_steps} (as litgpt pretrain does): the learning rate rises for the"
-            f" whole run, ends at {get_lr(lr_max, max_steps, warmup_steps, max_steps, train.min_lr):.2e} and never"
+            f" whole run, ends at {scheduled_lr(lr_max, max_steps, warmup_steps, max_steps, train.min_lr):.2e} and never"
             f" decays; give --train.lr_warmup_steps below {max_steps} for a warm-up and a cosine decay",
             file=sys.stderr,
         )
@@ -308,7 +308,7 @@ def fit(
             break
         # step k of the schedule (1-based, as litgpt passes iter_num after counting the iteration): the first step
         # runs at lr_max / warmup_steps, not at 0, and the last at min_lr
-        lr = get_lr(lr_max, state["step_count"] + 1, warmup_steps, max_steps, train.min_lr)
+        lr = scheduled_lr(lr_max, state["step_count"] + 1, warmup_steps, max_steps, train.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -383,6 +383,14 @@ def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:
         ranks = ", ".join(str(rank) for rank, ok in enumerate(seen) if not ok)
         fail(f"ranks {ranks} do not see the prepared data in {data.prepared_dir}; put --data.cache_dir on a shared filesystem"
              " or run `litgpt inheritune prepare_data` with the same flags on every node (or copy the folder) first")
+
+
+def scheduled_lr(lr_max: float, step: int, warmup_steps: int, max_steps: int, min_lr: float) -> float:
+    """litgpt's schedule (linear warm-up, then cosine to min_lr) at 1-based optimizer step ``step``. A warm-up as long
+    as the run only rises: litgpt's ``get_lr`` would divide by zero at its last step."""
+    if warmup_steps >= max_steps:
+        return lr_max * min(step, warmup_steps) / warmup_steps
+    return get_lr(lr_max, step, warmup_steps, max_steps, min_lr)
 
 
 def default_precision(precision: Optional[str]) -> str:

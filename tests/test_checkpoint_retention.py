@@ -33,7 +33,7 @@ def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_cor
     assert f"Resuming from {out_dir / kept[-1]}" in resumed.stdout + resumed.stderr
     assert step_dirs(out_dir) == ["step-00000070", "step-00000080"]
     assert (out_dir / "final" / "lit_model.pth").is_file()
-    assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".")]  # no half-deleted or staged folders
+    assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".step")]  # no half-deleted or staged folders
 
 
 def test_prune_keeps_the_newest_and_the_one_just_written(tmp_path):
