@@ -448,7 +448,7 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
         run = measured_run(pretrain_args(checkpoint, data_dir, out_dir, scaled, "--precision", "bf16-true",
                                          "--devices", str(devices), "--strategy", strategy), out_dir, env)
         rows = [r for r in metrics(out_dir) if r.get("loss")]
-        times = [float(r["time"]) for r in rows if r.get("time")]
+        times = [float(r.get("throughput/time") or r["time"]) for r in rows if r.get("throughput/time") or r.get("time")]
         if len(times) != len(rows) or len(times) < 3:  # no per-step timing: the whole process's time
             tokens_per_sec = len(rows) * scaled["global_batch_size"] * scale["seq_length"] / run["seconds"]
         else:

@@ -58,7 +58,8 @@ def read_run(run_dir: Path, label: str) -> dict:
         with open(log) as f:
             version = list(csv.DictReader(f))
         rows += version
-        wall_time += max((float(r["time"]) for r in version if r.get("time")), default=0.0)
+        # pretrain logs Lightning's throughput clock (training time, validation and saving left out) as throughput/time
+        wall_time += max((float(r.get("throughput/time") or r["time"]) for r in version if r.get("throughput/time") or r.get("time")), default=0.0)
     tokens_at = {int(float(r["step"])): int(float(r["tokens"])) for r in rows if r.get("tokens")}
     per_step = max(tokens_at.values()) / max(tokens_at) if tokens_at else 0
     curve = sorted({int(float(r["step"])): float(r["val_loss"]) for r in rows if r.get("val_loss")}.items())
@@ -68,7 +69,7 @@ def read_run(run_dir: Path, label: str) -> dict:
     return {
         "label": label, "run_dir": str(run_dir), "checkpoint": str(checkpoint),
         "val_loss": curve[-1][1] if curve else None, "parameters": parameters, "steps": steps,
-        "tokens": tokens_at.get(steps, 0), "wall_time_s": round(wall_time, 1),
+        "tokens": tokens_at.get(steps, 0), "wall_time_s": round(wall_time, 3),
         "curve": [[round(step * per_step), loss] for step, loss in curve],
     }
 

@@ -61,6 +61,7 @@ def activation_bytes(config: Config, precision: str, micro_batch_size: int, seq:
     norm, head and loss) at ``probe`` and ``2 * probe`` tokens (the difference is the part that grows with tokens;
     what does not, such as bf16 casts of fp32 weights under autocast, is counted once), scaled to the model's blocks
     and the micro-batch's tokens. Linear in tokens because scaled-dot-product attention keeps no T x T matrix."""
+    probe = max(1, min(probe, config.block_size // 2))  # both probes within the model's context
     key = (repr(config), precision, micro_batch_size, seq)
     if key not in MEASURED:  # recipes share shapes: measure each once
         with torch.device("meta"):

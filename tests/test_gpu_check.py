@@ -72,7 +72,7 @@ def test_dry_run_writes_every_section(tmp_path):
     # (b) a peak and an estimate for both precisions
     for precision in ("bf16-true", "bf16-mixed"):
         measured, estimate, ratio = numbers(rf"\| {precision} \| ([\d.]+) \| n/a \| n/a \| ([\d.]+) \| ([\d.]+) \|", report)
-        assert 0.05 < measured < 5 and 0.05 < estimate < 5 and ratio == round(measured / estimate, 2)
+        assert 0.05 < measured < 5 and 0.05 < estimate < 5 and abs(ratio - measured / estimate) <= 0.011  # all shown rounded
 
     # (c) both precisions learn from the same start and end close together
     true_loss = number(r"\| bf16-true \| 6 \| ([\d.]+) \|", report)
