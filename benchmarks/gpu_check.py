@@ -43,6 +43,7 @@ import train_throughput  # noqa: E402
 
 from litgpt_inheritune import materials  # noqa: E402
 from litgpt_inheritune.checkpoint import fail, write_text_atomic  # noqa: E402
+from litgpt_inheritune.compare import logged_seconds  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RECIPE = ROOT / "config_hub" / "pretrain" / "open_llama_3b-13L-1B-8ep.yaml"
@@ -448,7 +449,7 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
         run = measured_run(pretrain_args(checkpoint, data_dir, out_dir, scaled, "--precision", "bf16-true",
                                          "--devices", str(devices), "--strategy", strategy), out_dir, env)
         rows = [r for r in metrics(out_dir) if r.get("loss")]
-        times = [float(r.get("throughput/time") or r["time"]) for r in rows if r.get("throughput/time") or r.get("time")]
+        times = [t for t in map(logged_seconds, rows) if t is not None]
         if len(times) != len(rows) or len(times) < 3:  # no per-step timing: the whole process's time
             tokens_per_sec = len(rows) * scaled["global_batch_size"] * scale["seq_length"] / run["seconds"]
         else:

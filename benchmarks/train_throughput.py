@@ -39,6 +39,8 @@ from pathlib import Path
 
 import yaml
 
+from litgpt_inheritune.compare import logged_seconds
+
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, SEED = 128, 8, 4, 42
@@ -138,9 +140,8 @@ def run(which: str, repeat: int, checkpoint_dir: Path, args: argparse.Namespace)
         sys.exit(f"{which} failed ({result.returncode}), see {run_dir / 'log.txt'}:\n{result.stderr[-3000:]}")
 
     with open(run_dir / "out" / "logs" / "csv" / "version_0" / "metrics.csv") as f:
-        # stock litgpt logs Lightning's monitor as "time", ours under "throughput/" (training time only)
-        rows = sorted((r for r in csv.DictReader(f) if r.get("time") or r.get("throughput/time")), key=lambda r: int(r["tokens"]))
-    tokens, times = [int(r["tokens"]) for r in rows], [float(r.get("time") or r["throughput/time"]) for r in rows]
+        rows = sorted((r for r in csv.DictReader(f) if logged_seconds(r) is not None), key=lambda r: int(r["tokens"]))
+    tokens, times = [int(r["tokens"]) for r in rows], [logged_seconds(r) for r in rows]
     if tokens != [(i + 1) * tokens_per_step(args) for i in range(args.steps)]:
         sys.exit(f"{which}: expected {args.steps} logged steps of {tokens_per_step(args)} tokens, got {tokens}")
     shutil.rmtree(run_dir / "out" / "final", ignore_errors=True)  # at full size a checkpoint is GBs; only the log is read

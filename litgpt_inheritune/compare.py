@@ -15,6 +15,13 @@ from litgpt_inheritune.checkpoint import fail, write_text_atomic
 from litgpt_inheritune.plots import plot_loss_curves
 
 
+
+def logged_seconds(row: dict) -> Optional[float]:
+    """The clock of a CSV metrics row: pretrain logs Lightning's throughput clock (training time, validation and
+    saving left out) as ``throughput/time``; stock litgpt and older runs as ``time``. None on rows without one."""
+    value = row.get("throughput/time") or row.get("time")
+    return float(value) if value else None
+
 def main(
     run_dirs: list[Path],
     out_dir: Path = Path("out/inheritune/compare"),
@@ -58,8 +65,7 @@ def read_run(run_dir: Path, label: str) -> dict:
         with open(log) as f:
             version = list(csv.DictReader(f))
         rows += version
-        # pretrain logs Lightning's throughput clock (training time, validation and saving left out) as throughput/time
-        wall_time += max((float(r.get("throughput/time") or r["time"]) for r in version if r.get("throughput/time") or r.get("time")), default=0.0)
+        wall_time += max((t for t in map(logged_seconds, version) if t is not None), default=0.0)
     tokens_at = {int(float(r["step"])): int(float(r["tokens"])) for r in rows if r.get("tokens")}
     per_step = max(tokens_at.values()) / max(tokens_at) if tokens_at else 0
     curve = sorted({int(float(r["step"])): float(r["val_loss"]) for r in rows if r.get("val_loss")}.items())
