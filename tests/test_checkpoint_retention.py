@@ -4,7 +4,7 @@ import signal
 import subprocess
 import time
 
-from conftest import BIN, run_cli
+from conftest import BIN, run_in_process
 from litgpt_inheritune.checkpoint import prune_step_checkpoints
 from test_pretrain import cli_args
 
@@ -28,9 +28,11 @@ def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_cor
     kept = step_dirs(out_dir)
     assert len(kept) == 2 and kept[-1] >= "step-00000030"
 
-    resumed = run_cli(*cli_args(tiny_target, jsonl_corpus, out_dir, "--train.max_steps", "80", "--train.save_interval",
-                                "10", "--train.log_interval", "50", "--keep_checkpoints", "2", "--resume", "auto"), check=True)
-    assert f"Resuming from {out_dir / kept[-1]}" in resumed.stdout + resumed.stderr
+    # the resume in this process (the kill needs the child process; an interpreter start costs seconds here)
+    code, stdout, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, out_dir, "--train.max_steps", "80", "--train.save_interval",
+                                                    "10", "--train.log_interval", "50", "--keep_checkpoints", "2", "--resume", "auto")[2:])
+    assert code == 0, stderr
+    assert f"Resuming from {out_dir / kept[-1]}" in stdout + stderr
     assert step_dirs(out_dir) == ["step-00000070", "step-00000080"]
     assert (out_dir / "final" / "lit_model.pth").is_file()
     assert not [p.name for p in out_dir.iterdir() if p.name.startswith(".step")]  # no half-deleted or staged folders
@@ -49,9 +51,9 @@ def test_prune_keeps_the_newest_and_the_one_just_written(tmp_path):
 
 
 def test_keep_checkpoints_below_one_is_refused(tiny_target, jsonl_corpus, tmp_path):
-    result = run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "run", "--train.max_steps", "2", "--keep_checkpoints", "0"))
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "--keep_checkpoints 0 must be at least 1" in result.stderr
+    code, _, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, tmp_path / "run", "--train.max_steps", "2", "--keep_checkpoints", "0")[2:])
+    assert code != 0 and "Traceback" not in stderr
+    assert "--keep_checkpoints 0 must be at least 1" in stderr
     assert not (tmp_path / "run").exists()
 
 

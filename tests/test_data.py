@@ -15,7 +15,7 @@ import zstandard
 from litdata.streaming import StreamingDataset, TokensLoader
 from litgpt.tokenizer import Tokenizer
 
-from conftest import run_cli, write_jsonl_corpus
+from conftest import run_cli, run_in_process, write_jsonl_corpus
 from litgpt_inheritune.redpajama import RedPajama, RedPajamaSample, documents
 
 SEQ = 32
@@ -195,14 +195,15 @@ def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(tiny_ta
     manifest = json.loads((prepared_dir / "manifest.json").read_text())
     assert manifest["budgets"] == {"train": 20_000, "val": 2_000}  # the recipe's data settings
 
-    result = run_cli("litgpt-inheritune", "pretrain", *flags, "--train.max_steps", "2", check=True)
-    assert "Preparing" not in result.stderr and "tokenizing" not in result.stderr
+    code, _, stderr = run_in_process("pretrain", *flags, "--train.max_steps", "2")  # in this process: no interpreter start
+    assert code == 0, stderr
+    assert "Preparing" not in stderr and "tokenizing" not in stderr
     saved = yaml.safe_load((tmp_path / "run" / "final" / "hyperparameters.yaml").read_text())
     assert saved["data"]["class_path"] == "litgpt_inheritune.redpajama.RedPajamaSample"
     assert saved["data"]["init_args"]["data_dir"] == str(jsonl_corpus)
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no download in tests: the attempt fails at once
-    bad = run_cli("litgpt-inheritune", "prepare_data", str(tiny_target), "--data.data_dir", str(tmp_path / "nowhere"),
-                  "--data.repo_id", "nobody/nothing")
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines()[-1].startswith(f"error: --data.data_dir {tmp_path / 'nowhere'} does not exist and nobody/nothing could not be downloaded")
+    code, _, stderr = run_in_process("prepare_data", str(tiny_target), "--data.data_dir", str(tmp_path / "nowhere"),
+                                     "--data.repo_id", "nobody/nothing")
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"error: --data.data_dir {tmp_path / 'nowhere'} does not exist and nobody/nothing could not be downloaded")

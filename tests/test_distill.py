@@ -10,7 +10,7 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
 
-from conftest import run_cli
+from conftest import run_in_process
 from litgpt_inheritune.distill import DistillArgs, distillation_loss
 from litgpt_inheritune.pretrain import setup as pretrain
 from test_pretrain import SEQ, cli_args, data_module, metrics, train_args
@@ -109,7 +109,7 @@ def test_bad_distillation_input_is_one_line(tiny_references, tiny_target, jsonl_
     fails(f"--distill.teacher_dir {other} has another vocabulary (400 tokens, padded 416) than the student (320, padded 320)", teacher_dir=other)
     assert not (tmp_path / "out").exists()
 
-    result = run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "cli", "--train.max_steps", "2",
-                               "--distill.teacher_dir", str(teacher), "--distill.temperature", "0"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "error: --distill.temperature 0.0 must be above 0 (the paper: 1.0)"
+    code, _, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, tmp_path / "cli", "--train.max_steps", "2",
+                                               "--distill.teacher_dir", str(teacher), "--distill.temperature", "0")[2:])
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "error: --distill.temperature 0.0 must be above 0 (the paper: 1.0)"

@@ -7,7 +7,7 @@ import torch
 from litgpt.config import Config
 from litgpt.model import GPT
 
-from conftest import run_cli
+from conftest import run_in_process
 from litgpt_inheritune.evaluate import LOW_DATA, column_labels, main as evaluate, task_shots
 from litgpt_inheritune.lm_eval_model import LitGPTLM
 
@@ -44,9 +44,10 @@ def test_results_table_and_compare(tiny_references, offline_tasks, tmp_path):
     reference = tiny_references["llama-gqa"]
     first = tmp_path / "reference"
     evaluate(reference, tasks="piqa_offline,boolq_offline", include_path=offline_tasks, limit=4, out_dir=first)
-    result = run_cli("litgpt", "inheritune", "evaluate", str(tiny_references["gpt-neox"]), "--tasks", "piqa_offline,boolq_offline",
-                     "--include_path", str(offline_tasks), "--limit", "4", "--out_dir", str(tmp_path / "other"),
-                     "--compare", f"[{first}]", check=True)
+    code, stdout, stderr = run_in_process("evaluate", str(tiny_references["gpt-neox"]), "--tasks", "piqa_offline,boolq_offline",
+                                          "--include_path", str(offline_tasks), "--limit", "4", "--out_dir", str(tmp_path / "other"),
+                                          "--compare", f"[{first}]")
+    assert code == 0, stderr
     table = (tmp_path / "other" / "results.md").read_text()
     header, _, piqa, boolq = table.splitlines()[:4]
     assert header == ("| task | shots | metric | tiny-pythia (5 layers) | tiny-llama (6 layers) | chance |"
@@ -56,7 +57,7 @@ def test_results_table_and_compare(tiny_references, offline_tasks, tmp_path):
     assert piqa == (f"| piqa_offline | 0 | acc | {100 * ours['acc,none']:.2f} ± {100 * ours['acc_stderr,none']:.2f}"
                     f" | {100 * theirs['acc,none']:.2f} ± {100 * theirs['acc_stderr,none']:.2f} | 50.00 | 74.97 | 56.47 |")
     assert boolq.split(" | ")[5] == "62.20"  # majority class: 62.2% of BoolQ's validation answers are "yes"
-    assert table in result.stdout
+    assert table in stdout
 
 
 def test_models_sharing_a_name_are_told_apart_by_their_paths():
@@ -155,9 +156,9 @@ def test_bad_inputs(tiny_references, tmp_path):
         evaluate(tiny_references["llama-gqa"], tasks="piqq", out_dir=tmp_path / "e")
     with pytest.raises(SystemExit, match="is missing lit_model.pth"):
         evaluate(tmp_path, tasks="piqa", out_dir=tmp_path / "e")
-    result = run_cli("litgpt", "inheritune", "evaluate", str(tmp_path / "nowhere"), "--tasks", "piqa")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint_dir")
+    code, _, stderr = run_in_process("evaluate", str(tmp_path / "nowhere"), "--tasks", "piqa")
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: checkpoint_dir")
     assert not (tmp_path / "e").exists()
 
 

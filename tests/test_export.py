@@ -11,7 +11,7 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import make_reference, run_cli, write_tokenizer
+from conftest import make_reference, run_in_process, write_tokenizer
 from litgpt_inheritune.export import main as export
 from litgpt_inheritune.init import main as init
 
@@ -38,9 +38,11 @@ def test_transformers_reproduces_litgpt_logits(tiny_references, tmp_path, style,
 
 
 def test_real_inherited_model_exports_in_bfloat16(smollm2, tmp_path):
-    """SmolLM2's first 6 blocks, exported in bf16 through the CLI, loaded by transformers: same greedy tokens."""
+    """SmolLM2's first 6 blocks, exported in bf16 through the CLI (in this process; test_cli runs the console
+    scripts), loaded by transformers: same greedy tokens."""
     target = init(smollm2, out_dir=tmp_path / "smol-6L", n_layers=6)
-    run_cli("litgpt", "inheritune", "export", str(target), "--out_dir", str(tmp_path / "hf"), "--dtype", "bfloat16", check=True)
+    code, _, stderr = run_in_process("export", str(target), "--out_dir", str(tmp_path / "hf"), "--dtype", "bfloat16")
+    assert code == 0, stderr
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["num_hidden_layers"] == 6 and config["num_key_value_heads"] == 3 and config["torch_dtype"] == "bfloat16"
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()

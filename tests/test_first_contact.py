@@ -1,4 +1,6 @@
-"""What a new user hits in the first hour (issue 17): each run the way a user would, through the installed commands."""
+"""What a new user hits in the first hour (issue 17): each run the way a user would, with the command line a user
+types: through the installed commands where the entry point or the process matters, otherwise in this process
+(``run_in_process``: the same CLI, without an interpreter start that costs seconds here)."""
 
 import json
 import math
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from conftest import BIN, MATERIALS, make_reference, run_cli
+from conftest import BIN, MATERIALS, make_reference, run_cli, run_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +61,8 @@ def test_a_typo_in_a_choice_names_the_valid_values(args, valid):
 def test_init_copies_the_chat_template(tmp_path):
     reference = make_reference(tmp_path / "reference")
     (reference / "chat_template.jinja").write_text("{% for message in messages %}{{ message['content'] }}{% endfor %}")
-    run_cli("litgpt", "inheritune", "init", str(reference), "--n_layers", "2", "--out_dir", str(tmp_path / "target"), check=True)
+    code, _, stderr = run_in_process("init", str(reference), "--n_layers", "2", "--out_dir", str(tmp_path / "target"))
+    assert code == 0, stderr
     assert (tmp_path / "target" / "chat_template.jinja").read_bytes() == (reference / "chat_template.jinja").read_bytes()
 
 
@@ -71,9 +74,9 @@ def pretrain_args(target: Path, corpus: Path, out_dir: Path, *extra: str) -> lis
 
 def test_less_than_one_step_names_the_sequence_length(tiny_target, jsonl_corpus, tmp_path):
     """About 200 tokens fill fewer sequences of the model's 64-token block size than one 8-sequence step."""
-    result = run_cli(*pretrain_args(tiny_target, jsonl_corpus, tmp_path / "run", "--data.token_budget", "200", "--train.epochs", "1"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
+    code, _, stderr = run_in_process(*pretrain_args(tiny_target, jsonl_corpus, tmp_path / "run", "--data.token_budget", "200", "--train.epochs", "1")[2:])
+    assert code == 1 and "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
     filled = int(re.match(r"error: the training data fill (\d+) sequences", last)[1])
     assert filled < 8  # RedPajama's seeded sampling meets a 200-token budget only on average
     assert last.replace(f"fill {filled} sequences", "fill N sequences") == (
@@ -89,11 +92,12 @@ def test_warm_up_resume_and_loss_plot(tiny_target, jsonl_corpus, tmp_path):
     out_dir = tmp_path / "run"
     common = ("--data.token_budget", "20000", "--train.log_interval", "1", "--eval.interval", "1", "--eval.max_iters", "2",
               "--train.save_interval", "2")
-    first = run_cli(*pretrain_args(tiny_target, jsonl_corpus, out_dir, *common, "--train.max_seq_length", "32",
-                                   "--train.max_steps", "2"), check=True)
+    code, _, stderr = run_in_process(*pretrain_args(tiny_target, jsonl_corpus, out_dir, *common, "--train.max_seq_length", "32",
+                                                    "--train.max_steps", "2")[2:])
+    assert code == 0, stderr
     # the default 1000 warm-up steps against a 2-step run: cut to the run, as litgpt does, and said
     assert ("warning: --train.lr_warmup_steps 1000 is not below the run's 2 optimizer steps, so the warm-up is cut to 2"
-            " (as litgpt pretrain does): the learning rate rises for the whole run, ends at 3.00e-04 and never decays") in first.stderr
+            " (as litgpt pretrain does): the learning rate rises for the whole run, ends at 3.00e-04 and never decays") in stderr
     import csv
 
     with open(out_dir / "logs" / "csv" / "version_0" / "metrics.csv") as f:
@@ -106,16 +110,18 @@ def test_warm_up_resume_and_loss_plot(tiny_target, jsonl_corpus, tmp_path):
 
     # another length or sequence length on resume: one line naming each change, nothing written
     before = sorted(p.name for p in out_dir.iterdir())
-    changed = run_cli(*pretrain_args(tiny_target, jsonl_corpus, out_dir, *common, "--train.max_seq_length", "16",
-                                     "--train.max_steps", "4", "--resume", "auto"))
-    assert changed.returncode == 1 and "Traceback" not in changed.stderr
-    last = changed.stderr.strip().splitlines()[-1]
+    code, _, stderr = run_in_process(*pretrain_args(tiny_target, jsonl_corpus, out_dir, *common, "--train.max_seq_length", "16",
+                                                    "--train.max_steps", "4", "--resume", "auto")[2:])
+    assert code == 1 and "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: --resume: --train.max_seq_length 16 (was 32), --train.max_steps 4 (was 2) differ from the run being resumed")
     assert sorted(p.name for p in out_dir.iterdir()) == before
 
     # a documented safe change (how often it logs and validates) resumes
-    run_cli(*pretrain_args(tiny_target, jsonl_corpus, out_dir, *common[:2], "--eval.max_iters", "1", "--train.save_interval", "2",
-                           "--train.max_seq_length", "32", "--train.max_steps", "2", "--resume", "auto"), check=True)
+    code, _, stderr = run_in_process(*pretrain_args(tiny_target, jsonl_corpus, out_dir, *common[:2], "--eval.max_iters", "1",
+                                                    "--train.save_interval", "2", "--train.max_seq_length", "32",
+                                                    "--train.max_steps", "2", "--resume", "auto")[2:])
+    assert code == 0, stderr
 
 
 def fake_results(out_dir: Path, name: str, limit: int, accuracy: float) -> Path:
@@ -184,7 +190,8 @@ def test_the_readmes_checkpoints_list_form(tiny_references, jsonl_corpus, tmp_pa
     readme = (ROOT / "README.md").read_text()
     assert "--checkpoints '[A,B]'" in readme and "--checkpoints A B" not in readme
     others = [make_reference(tmp_path / f"seed{seed}", seed=seed) for seed in (1, 2)]
-    run_cli("litgpt", "inheritune", "analyze", str(tiny_references["llama-gqa"]), "--data_path", str(jsonl_corpus / "sample.jsonl"),
-            "--num_sequences", "2", "--seq_len", "8", "--plots", "false", "--out_dir", str(tmp_path / "a"),
-            "--checkpoints", f"[{others[0]},{others[1]}]", check=True)
+    code, _, stderr = run_in_process("analyze", str(tiny_references["llama-gqa"]), "--data_path", str(jsonl_corpus / "sample.jsonl"),
+                                     "--num_sequences", "2", "--seq_len", "8", "--plots", "false", "--out_dir", str(tmp_path / "a"),
+                                     "--checkpoints", f"[{others[0]},{others[1]}]")
+    assert code == 0, stderr
     assert sorted(json.loads((tmp_path / "a" / "trajectory.json").read_text())) == ["llama-gqa", "seed1", "seed2"]

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,15 +24,38 @@ RECIPE = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "t
 def trained_reference(tiny_references, jsonl_corpus, tmp_path_factory) -> Path:
     """The tiny 6-block LLaMA trained for one epoch, so that a briefly trained prefix of it is worse than it."""
     out_dir = tmp_path_factory.mktemp("reference-run")
-    run_cli("litgpt", "inheritune", "pretrain", str(tiny_references["llama-gqa"]), "--config", str(RECIPE),
-            "--data.data_dir", str(jsonl_corpus), "--out_dir", str(out_dir), "--train.save_interval", "1000", check=True)
+    code, _, stderr = run_in_process("pretrain", str(tiny_references["llama-gqa"]), "--config", str(RECIPE),
+                                     "--data.data_dir", str(jsonl_corpus), "--out_dir", str(out_dir), "--train.save_interval", "1000")
+    assert code == 0, stderr
     return out_dir / "final"
 
 
-def grow(reference: Path, corpus: Path, out_dir: Path, *args: str):
-    return run_cli("litgpt", "inheritune", "grow", str(reference), "--config", str(RECIPE), "--data.data_dir", str(corpus),
-                   "--out_dir", str(out_dir), "--train.max_steps", "2", "--train.save_interval", "1000",
-                   "--eval.interval", "1000", *args)
+def grow(reference: Path, corpus: Path, out_dir: Path, *args: str, console_script: bool = False):
+    """`litgpt inheritune grow` on the tiny recipe: in this process (an interpreter start costs seconds here), or
+    through the console script; each round's pretrain is a child process either way, unless rounds_in_this_process."""
+    argv = (str(reference), "--config", str(RECIPE), "--data.data_dir", str(corpus), "--out_dir", str(out_dir),
+            "--train.max_steps", "2", "--train.save_interval", "1000", "--eval.interval", "1000", *args)
+    if console_script:
+        return run_cli("litgpt", "inheritune", "grow", *argv)
+    code, stdout, stderr = run_in_process("grow", *argv)
+    return SimpleNamespace(returncode=code, stdout=stdout, stderr=stderr)
+
+
+@pytest.fixture
+def rounds_in_this_process(monkeypatch):
+    """Grow's rounds and baselines (`python -m litgpt_inheritune pretrain --config <run>/pretrain.yaml`, a child
+    process) run in this process: the same command line, without an interpreter start each. The child processes and
+    their stop signals are tested by test_grows_until_the_reference and test_interrupted_grow_continues_to_the_same_result."""
+    import sys
+
+    def run(command: list[str]):
+        assert command[:4] == [sys.executable, "-m", "litgpt_inheritune", "pretrain"], command
+        code, _, stderr = run_in_process(*command[3:])
+        if code != 0:
+            print(stderr, file=sys.stderr)
+        return code, None
+
+    monkeypatch.setattr("litgpt_inheritune.grow.run_forwarding_stop_signals", run)
 
 
 def held_out_loss(checkpoint: Path, corpus: Path, tmp_path: Path) -> float:
@@ -89,7 +113,7 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"] == rounds  # nothing changed on disk
 
 
-def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path):
+def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path, rounds_in_this_process):
     """A generous tolerance ends growth after the first round; the baselines are trained at its size."""
     result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "3", "--tolerance", "100",
                   "--baselines", "random,lazy,hybrid_stacking,stacking")  # lazy: the old name of last_n
@@ -142,7 +166,7 @@ def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
 def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_path):
     """--devices 2 reaches each round's pretrain, which Fabric's launcher runs as two DDP processes (gloo on a CPU)."""
     result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "6", "--baselines", "",
-                  "--devices", "2", "--train.micro_batch_size", "2")
+                  "--devices", "2", "--train.micro_batch_size", "2", console_script=True)
     assert result.returncode == 0, result.stderr
     assert "2 micro-batches of 2 per rank on 2 ranks" in result.stdout
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"][0]["n_layers"] == 6
@@ -233,7 +257,7 @@ def test_new_baselines_are_built_as_the_paper_describes(tiny_references, monkeyp
     assert grow_module.alternate_layers(6, 6) == [0, 2, 4, 1, 2, 3] and grow_module.alternate_layers(3, 3) == [0, 2, 0]
 
 
-def test_grow_from_trained_with_baselines_report_plot_and_compare(trained_reference, jsonl_corpus, tmp_path):
+def test_grow_from_trained_with_baselines_report_plot_and_compare(trained_reference, jsonl_corpus, tmp_path, rounds_in_this_process):
     from litgpt_inheritune import grow as grow_module
 
     analysis = tmp_path / "analysis"
@@ -289,5 +313,5 @@ def test_grow_from_trained_with_baselines_report_plot_and_compare(trained_refere
     assert compared["runs"][0]["val_loss"] == pytest.approx(report["rounds"][0]["val_loss"], abs=1e-4)  # same batches
     md = (tmp_path / "compare" / "compare.md").read_text()
     assert "| inherited |" in md and "| half width |" in md and (tmp_path / "compare" / "compare.png").is_file()
-    bad = run_cli("litgpt", "inheritune", "compare", f"[{tmp_path}]", "--out_dir", str(tmp_path / "c2"))
-    assert bad.returncode == 1 and "is not a pretrain out_dir with csv logs" in bad.stderr.strip().splitlines()[-1]
+    code, _, stderr = run_in_process("compare", f"[{tmp_path}]", "--out_dir", str(tmp_path / "c2"))
+    assert code == 1 and "is not a pretrain out_dir with csv logs" in stderr.strip().splitlines()[-1]

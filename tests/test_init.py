@@ -9,7 +9,7 @@ import yaml
 from litgpt.config import Config
 from litgpt.model import GPT
 
-from conftest import TINY_CONFIGS, make_reference, run_cli
+from conftest import TINY_CONFIGS, make_reference, run_cli, run_in_process
 from litgpt_inheritune.init import main as init
 
 
@@ -210,10 +210,10 @@ def test_cli_entry_points(tiny_references, tmp_path, entry):
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tiny_references, tmp_path):
-    result = run_cli("litgpt", "inheritune", "init", str(tiny_references["llama-gqa"]), "--out_dir", str(tmp_path / "t"), "--layers", "0,9")
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "error: layer 9 is out of range; the reference has 6 blocks: 0..5"
+    code, _, stderr = run_in_process("init", str(tiny_references["llama-gqa"]), "--out_dir", str(tmp_path / "t"), "--layers", "0,9")
+    assert code != 0
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "error: layer 9 is out of range; the reference has 6 blocks: 0..5"
     assert not (tmp_path / "t").exists()
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_CONFIGS, run_cli
+from conftest import TINY_CONFIGS, run_in_process
 from litgpt_inheritune.init import main as init
 
 
@@ -143,10 +143,10 @@ def test_parts_inherit_only_the_named_sub_modules(tiny_references, tmp_path, par
 
 
 def test_bad_parts_are_one_line(tiny_references, tmp_path):
-    result = run_cli("litgpt", "inheritune", "init", str(tiny_references["llama-gqa"]), "--out_dir", str(tmp_path / "t"),
-                     "--n_layers", "2", "--parts", "attn,ffn")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "error: --parts 'attn,ffn': unknown part 'ffn'; valid: a comma list of attn, attn_norm, mlp, mlp_norm"
+    code, _, stderr = run_in_process("init", str(tiny_references["llama-gqa"]), "--out_dir", str(tmp_path / "t"),
+                                     "--n_layers", "2", "--parts", "attn,ffn")
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "error: --parts 'attn,ffn': unknown part 'ffn'; valid: a comma list of attn, attn_norm, mlp, mlp_norm"
     with pytest.raises(SystemExit, match="--parts '': names no part"):
         init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=2, parts="")
     assert not (tmp_path / "t").exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, run_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_RECIPES = sorted(p for p in (ROOT / "config_hub" / "pretrain").glob("*.yaml") if "# gpu:" in p.read_text())
@@ -21,8 +21,9 @@ def test_there_are_paper_recipes():
 
 @pytest.mark.parametrize("recipe", GPU_RECIPES, ids=lambda p: p.name)
 def test_gpu_recipe_parses_as_a_command_line(recipe):
-    result = run_cli("litgpt", "inheritune", "pretrain", "--config", str(recipe), "--print_config", check=True)
-    assert yaml.safe_load(result.stdout)["train"] == {**yaml.safe_load(result.stdout)["train"], **yaml.safe_load(recipe.read_text())["train"]}
+    code, stdout, stderr = run_in_process("pretrain", "--config", str(recipe), "--print_config")  # no interpreter start
+    assert code == 0, stderr
+    assert yaml.safe_load(stdout)["train"] == {**yaml.safe_load(stdout)["train"], **yaml.safe_load(recipe.read_text())["train"]}
 
 
 def test_paper_settings_in_the_1_5b_recipe():
@@ -48,7 +49,9 @@ def test_tiny_cpu_recipe_runs(tiny_target, jsonl_corpus, tmp_path):
 
 def test_grow_recipe_parses_as_a_command_line():
     recipe = ROOT / "config_hub" / "grow" / "open_llama_3b-from-13L.yaml"
-    parsed = yaml.safe_load(run_cli("litgpt", "inheritune", "grow", "--config", str(recipe), "--print_config", check=True).stdout)
+    code, stdout, stderr = run_in_process("grow", "--config", str(recipe), "--print_config")
+    assert code == 0, stderr
+    parsed = yaml.safe_load(stdout)
     assert (parsed["n_layers"], parsed["grow_by"], parsed["baselines"]) == (13, 2, "random,last_n")
     assert parsed["train"]["epochs"] == 1 and parsed["data"]["init_args"]["token_budget"] == 10**9
 
@@ -59,8 +62,8 @@ def test_50b_recipes_read_the_full_redpajama_and_never_download_the_sample(tiny_
         data = yaml.safe_load(recipe.read_text())["data"]
         assert data["class_path"] == "litgpt_inheritune.redpajama.RedPajama" and data["init_args"]["mixture"] == "redpajama"
         assert data["init_args"]["data_dir"] == "data/RedPajama-Data-1T"
-    result = run_cli("litgpt", "inheritune", "prepare_data", "--config", str(ROOT / "config_hub" / "pretrain" / "open_llama_3b-13L-50B.yaml"),
-                     str(tiny_target), "--data.data_dir", str(tmp_path / "RedPajama-Data-1T"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr and "Downloading" not in result.stderr
-    assert f"error: --data.data_dir {tmp_path / 'RedPajama-Data-1T'} does not exist; download RedPajama-Data-1T into it" in result.stderr
+    code, _, stderr = run_in_process("prepare_data", "--config", str(ROOT / "config_hub" / "pretrain" / "open_llama_3b-13L-50B.yaml"),
+                                     str(tiny_target), "--data.data_dir", str(tmp_path / "RedPajama-Data-1T"))
+    assert code == 1 and "Traceback" not in stderr and "Downloading" not in stderr
+    assert f"error: --data.data_dir {tmp_path / 'RedPajama-Data-1T'} does not exist; download RedPajama-Data-1T into it" in stderr
     assert not (tmp_path / "RedPajama-Data-1T").exists()

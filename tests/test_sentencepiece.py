@@ -11,7 +11,7 @@ import torch
 from litgpt.tokenizer import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import run_cli, write_jsonl_corpus
+from conftest import run_cli, run_in_process, write_jsonl_corpus
 from litgpt_inheritune.analyze import analyze_model, load_model
 from litgpt_inheritune.checkpoint import load_gpt
 from litgpt_inheritune.export import main as export
@@ -30,20 +30,22 @@ def documents(lee_text) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(sentencepiece_reference, documents, tmp_path_factory) -> dict:
-    """init (2 of 4 blocks), then a few pretraining steps on the Lee articles as RedPajama jsonl through the CLI."""
+    """init (2 of 4 blocks), then a few pretraining steps on the Lee articles as RedPajama jsonl through the CLI (in
+    this process: an interpreter start costs seconds here)."""
     root = tmp_path_factory.mktemp("sentencepiece")
     corpus = write_jsonl_corpus(root / "redpajama", documents=documents)
     target = root / "open_llama_tiny-2L"
     init(sentencepiece_reference, n_layers=2, out_dir=target)
     out_dir = root / "pretrain"
-    result = run_cli(
-        "litgpt", "inheritune", "pretrain", str(target), "--out_dir", str(out_dir), "--data", "RedPajamaSample",
+    code, _, stderr = run_in_process(
+        "pretrain", str(target), "--out_dir", str(out_dir), "--data", "RedPajamaSample",
         "--data.data_dir", str(corpus), "--data.token_budget", "10000000", "--data.val_tokens", "2000",
         "--data.num_workers", "0", "--train.max_seq_length", str(SEQ), "--train.global_batch_size", "4",
         "--train.micro_batch_size", "2", "--train.max_steps", "3", "--train.lr_warmup_steps", "1",
-        "--train.save_interval", "null", "--eval.interval", "1000", "--eval.max_iters", "2", check=True,
+        "--train.save_interval", "null", "--eval.interval", "1000", "--eval.max_iters", "2",
     )
-    return {"root": root, "corpus": corpus, "target": target, "out_dir": out_dir, "stderr": result.stderr}
+    assert code == 0, stderr
+    return {"root": root, "corpus": corpus, "target": target, "out_dir": out_dir, "stderr": stderr}
 
 
 def test_init_and_pretrain_carry_the_sentencepiece_files(sentencepiece_reference, run):
@@ -134,8 +136,9 @@ def test_evaluate_scores_as_lm_evals_hugging_face_backend(run, exported, documen
     from litgpt_inheritune.lm_eval_model import LitGPTLM
 
     final = run["out_dir"] / "final"
-    run_cli("litgpt", "inheritune", "evaluate", str(final), "--tasks", "piqa_offline,arc_easy_offline", "--include_path",
-            str(offline_tasks), "--limit", "3", "--device", "cpu", "--out_dir", str(run["root"] / "evaluate"), check=True)
+    code, _, stderr = run_in_process("evaluate", str(final), "--tasks", "piqa_offline,arc_easy_offline", "--include_path",
+                                     str(offline_tasks), "--limit", "3", "--device", "cpu", "--out_dir", str(run["root"] / "evaluate"))
+    assert code == 0, stderr
     results = json.loads((run["root"] / "evaluate" / "results.json").read_text())["results"]
     assert 0 <= results["piqa_offline"]["acc,none"] <= 1 and 0 <= results["arc_easy_offline"]["acc,none"] <= 1
 
