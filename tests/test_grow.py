@@ -45,7 +45,8 @@ def grow(reference: Path, corpus: Path, out_dir: Path, *args: str, console_scrip
 def rounds_in_this_process(monkeypatch):
     """Grow's rounds and baselines (`python -m litgpt_inheritune pretrain --config <run>/pretrain.yaml`, a child
     process) run in this process: the same command line, without an interpreter start each. The child processes and
-    their stop signals are tested by test_grows_until_the_reference and test_interrupted_grow_continues_to_the_same_result."""
+    the stop signals grow passes on to them are tested by test_rounds_train_on_several_processes and
+    test_interrupted_grow_continues_to_the_same_result."""
     import sys
 
     def run(command: list[str]):
@@ -78,7 +79,7 @@ def held_out_loss(checkpoint: Path, corpus: Path, tmp_path: Path) -> float:
     return sum(losses) / len(losses)
 
 
-def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, tmp_path):
+def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, tmp_path, rounds_in_this_process):
     result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", "")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "grow" / "grow.json").read_text())

@@ -20,16 +20,24 @@ def test_litgpt_chat_answers_and_quits(tiny_target):
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
-def test_litgpt_finetune_trains_the_target(tiny_target, tmp_path, method):
+def test_litgpt_finetune_trains_the_target(tiny_target, tmp_path, monkeypatch, method):
     examples = [{"instruction": f"repeat the word {word}", "input": "", "output": word}
                 for word in "early layers carry most knowledge while deeper ones are lazy".split()]
     (tmp_path / "data.json").write_text(json.dumps(examples))
     out_dir = tmp_path / "out"
-    run_cli("litgpt", f"finetune_{method}", str(tiny_target), "--out_dir", str(out_dir), "--precision", "32-true",
-            "--data", "JSON", "--data.json_path", str(tmp_path / "data.json"), "--data.val_split_fraction", "0.2",
-            "--train.max_steps", "2", "--train.global_batch_size", "2", "--train.micro_batch_size", "1",
-            "--train.lr_warmup_steps", "1", "--train.max_seq_length", "48", "--eval.interval", "100", "--eval.max_iters", "1", "--eval.max_new_tokens", "2",
-            "--eval.final_validation", "false", check=True)
+    # litgpt's own main with this command line, in this process (an interpreter start costs seconds here; chat and
+    # convert_from_litgpt below run the console script)
+    import sys
+
+    from litgpt.__main__ import main as litgpt
+
+    monkeypatch.setattr(sys, "argv", [
+        "litgpt", f"finetune_{method}", str(tiny_target), "--out_dir", str(out_dir), "--precision", "32-true",
+        "--data", "JSON", "--data.json_path", str(tmp_path / "data.json"), "--data.val_split_fraction", "0.2",
+        "--train.max_steps", "2", "--train.global_batch_size", "2", "--train.micro_batch_size", "1",
+        "--train.lr_warmup_steps", "1", "--train.max_seq_length", "48", "--eval.interval", "100", "--eval.max_iters", "1", "--eval.max_new_tokens", "2",
+        "--eval.final_validation", "false"])
+    litgpt()
     final = out_dir / "final"
     state = torch.load(final / "lit_model.pth", weights_only=True, mmap=True)
     state = state.get("model", state)  # finetune_full saves {"model": ...}
