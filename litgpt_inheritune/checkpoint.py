@@ -104,7 +104,10 @@ def fingerprint(path: Path) -> dict:
 
 
 def save_state_dict(state_dict: dict, path: Path) -> None:
-    """``torch.save`` with a progress bar for large files (the bar follows the bytes on disk)."""
+    """``torch.save`` with a progress bar for large files (the bar follows the bytes on disk).
+
+    Kept on purpose: torch.save has no progress callback, and a silent 7 GB write looks like a hang.
+    """
     total = sum(t.numel() * t.element_size() for t in {id(t): t for t in state_dict.values()}.values())
     if total < SHOW_PROGRESS_FROM_BYTES:
         torch.save(state_dict, path)

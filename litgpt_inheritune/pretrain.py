@@ -732,7 +732,11 @@ def refuse_unused_args(train: TrainArgs, eval: EvalArgs, log: LogArgs, logger_na
 
 
 def hyperparameters(arguments: dict) -> dict:
-    """The command's arguments as YAML-able values, so that hyperparameters.yaml can be passed back as --config."""
+    """The command's arguments as YAML-able values, so that hyperparameters.yaml can be passed back as --config.
+
+    Kept on purpose: litgpt's ``capture_hparams`` writes a data module as ``str(module)``, which --config cannot read
+    back; here it becomes jsonargparse's ``class_path`` / ``init_args``.
+    """
 
     def plain(value):
         if isinstance(value, DataModule) and is_dataclass(value):

@@ -42,7 +42,7 @@ def test_real_inherited_model_exports_in_bfloat16(smollm2, tmp_path):
     target = init(smollm2, out_dir=tmp_path / "smol-6L", n_layers=6)
     run_cli("litgpt", "inheritune", "export", str(target), "--out_dir", str(tmp_path / "hf"), "--dtype", "bfloat16", check=True)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["num_hidden_layers"] == 6 and config["num_key_value_heads"] == 3 and config["torch_dtype"] == "bfloat16"
+    assert config["num_hidden_layers"] == 6 and config["num_key_value_heads"] == 3 and config["dtype"] == "bfloat16"
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     idx = AutoTokenizer.from_pretrained(tmp_path / "hf")("The capital of France is Paris, and the capital", return_tensors="pt").input_ids
     expected = litgpt_logits(target, idx)
