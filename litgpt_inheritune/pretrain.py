@@ -294,7 +294,6 @@ def fit(
         meta_model = GPT(config)
         x = torch.randint(0, 1, (train.micro_batch_size, seq_len))
         flops_per_iter = measure_flops(meta_model, lambda: meta_model(x), lambda y: chunked_cross_entropy(y, x, chunk_size=0))
-        del meta_model, x
     throughput = ThroughputMonitor(fabric, window_size=5)
     progress = Progress(fabric, total=max_steps, initial=state["step_count"])
 
