@@ -8,7 +8,7 @@ from litgpt.config import Config
 from litgpt.model import GPT
 
 from conftest import run_cli
-from litgpt_inheritune.evaluate import LOW_DATA, column_labels, main as evaluate, task_shots
+from litgpt_inheritune.evaluate import SUITES, column_labels, main as evaluate, task_shots
 from litgpt_inheritune.lm_eval_model import LitGPTLM
 
 OFFLINE = "piqa_offline,arc_easy_offline,boolq_offline"
@@ -68,8 +68,8 @@ def test_models_sharing_a_name_are_told_apart_by_their_paths():
 
 def test_low_data_suite_and_shots():
     shots = task_shots("low_data", None)
-    assert shots == LOW_DATA and len(shots) == 10 and shots["mmlu"] == 5 and shots["wsc"] == 0
-    assert task_shots("low_data", 3) == {task: 3 for task in LOW_DATA}
+    assert shots == SUITES["low_data"] and len(shots) == 10 and shots["mmlu"] == 5 and shots["wsc"] == 0
+    assert task_shots("low_data", 3) == {task: 3 for task in SUITES["low_data"]}
     assert task_shots("piqa,arc_easy", None) == {"piqa": None, "arc_easy": None}
 
 
