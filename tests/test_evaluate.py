@@ -184,3 +184,16 @@ def test_bf16_checkpoint_on_cpu_scores_in_float32_and_logs_samples(tmp_path, off
     assert default != item_loglikelihoods(tmp_path / "bfloat16", dtype="bfloat16")[1]
     with pytest.raises(SystemExit, match="--batch_size 0 must be a positive number or auto"):
         evaluate(checkpoint, tasks="piqa_offline", include_path=offline_tasks, batch_size=0, out_dir=tmp_path / "bad")
+
+
+def test_the_installed_package_carries_evaluates_data_files_and_no_test_material():
+    """The offline task YAMLs, suites, chance levels and the paper's table go into the wheel (package data that
+    `evaluate` reads); materials.py, the demo's and tests' fetching of models and text, does not."""
+    from importlib.metadata import files
+    from pathlib import Path
+
+    installed = {str(path) for path in files("litgpt-inheritune")}
+    tasks = Path(__file__).resolve().parents[1] / "litgpt_inheritune" / "tasks"
+    shipped = {f"litgpt_inheritune/tasks/{path.name}" for path in tasks.glob("*.yaml")}
+    assert len(shipped) == 7 and shipped <= installed
+    assert not [path for path in installed if "materials" in path]
