@@ -45,7 +45,8 @@ from litgpt_inheritune.checkpoint import (
     prune_step_checkpoints, replace_dir, write_provenance,
 )
 from litgpt_inheritune.cluster import (
-    StopRequest, full_disk_is_an_error, launched_as_rank_zero, lock_out_dir, partial_dir, preempted, state_bytes, unlock_out_dir,
+    StopRequest, full_disk_is_an_error, launched_as_rank_zero, lock_out_dir, one_failure_stops_every_rank, partial_dir, preempted,
+    state_bytes, unlock_out_dir,
 )
 from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
@@ -172,11 +173,12 @@ def setup(
     fabric.launch()
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
-    try:
-        main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
-             activation_checkpointing, compile, seed, hparams, keep_checkpoints, distill, teacher_config)
-    finally:
-        unlock_out_dir(out_dir)
+    with one_failure_stops_every_rank(fabric):  # an error on one rank ends all of them, with its message
+        try:
+            main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
+                 activation_checkpointing, compile, seed, hparams, keep_checkpoints, distill, teacher_config)
+        finally:
+            unlock_out_dir(out_dir)
 
 
 def main(
@@ -475,11 +477,18 @@ def flat_settings(settings: dict, prefix: str = "") -> dict:
 
 @torch.no_grad()
 def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
-    """Mean next-token loss over up to max_iters batches per rank, averaged over ranks."""
+    """Mean next-token loss over up to max_iters batches per rank, averaged over ranks. The ranks agree before each
+    batch that all of them have one, so ranks holding uneven validation data run the same number of batches (none
+    waits for a collective the others never reach) and the mean weighs every batch alike."""
     model.eval()
     total, count = torch.zeros((), device=fabric.device), 0
-    for k, batch in enumerate(val_dataloader):
-        if k >= max_iters:
+    batches = iter(val_dataloader)
+    for _ in range(max_iters):
+        batch = next(batches, None)
+        if fabric.world_size > 1:
+            every_rank_has_one = fabric.all_reduce(torch.tensor(int(batch is not None), device=fabric.device), reduce_op="min")
+            batch = batch if int(every_rank_has_one) else None
+        if batch is None:
             break
         input_ids = batch[:, : model.max_seq_length].contiguous().long()
         targets = batch[:, 1 : model.max_seq_length + 1].contiguous().long()
@@ -487,7 +496,8 @@ def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
         count += 1
     model.train()
     if count == 0:
-        fail("the validation data holds less than one batch; raise --data.val_tokens or lower --train.micro_batch_size")
+        ranks = f" on at least one of the {fabric.world_size} ranks" if fabric.world_size > 1 else ""
+        fail(f"the validation data holds less than one batch{ranks}; raise --data.val_tokens or lower --train.micro_batch_size")
     return fabric.all_reduce(total / count, reduce_op="mean").item()
 
 
