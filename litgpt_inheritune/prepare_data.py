@@ -6,7 +6,6 @@ command line both work: the run started afterwards with the same flags finds its
 
 import functools
 import inspect
-from pathlib import Path
 
 from litgpt.tokenizer import Tokenizer
 
