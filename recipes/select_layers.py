@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--train_tokens", type=int, default=16384, help="training tokens for each target")
     parser.add_argument("--analysis_sequences", type=int, default=30, help="windows of 100 tokens for analyze")
     parser.add_argument("--seq_len", type=int, default=128, help="training and validation sequence length")
+    parser.add_argument("--val_sequences", type=int, default=64, help="held-out sequences for the validation loss")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
@@ -48,7 +49,7 @@ def main() -> None:
                        seq_len=100, window_sizes=[1, args.n_layers], overwrite=True)
 
     def data() -> RedPajamaSample:  # the same held-out articles and the same training tokens for every target
-        return RedPajamaSample(data_dir=data_dir, token_budget=10**9, val_tokens=64 * (args.seq_len + 1), num_workers=0,
+        return RedPajamaSample(data_dir=data_dir, token_budget=10**9, val_tokens=args.val_sequences * (args.seq_len + 1), num_workers=0,
                                cache_dir=out / "data" / "litdata", seed=args.seed)
 
     train = TrainArgs(save_interval=None, log_interval=4, global_batch_size=8, micro_batch_size=4, lr_warmup_steps=2,
