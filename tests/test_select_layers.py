@@ -18,7 +18,7 @@ def test_select_layers_trains_and_reports_one_row_per_measure(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "select_layers.py"), "--out_dir", str(out_dir), "--cache_dir", str(MATERIALS),
          "--n_layers", "2", "--measures", "first", "block_influence", "rank", "--train_tokens", "256", "--seq_len", "32",
-         "--val_sequences", "4", "--analysis_sequences", "2"],
+         "--val_sequences", "8", "--analysis_sequences", "2"],
         capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
