@@ -16,6 +16,7 @@ the machine weighs on the ratio less; the CPU time of this process is reported b
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +25,9 @@ import torch
 
 from litgpt_inheritune.analyze import analyze_model, default_skip_sequences, load_model, sample_windows
 from litgpt_inheritune.attention import approximate_rank, capture_attention, column_mass_count
-from litgpt_inheritune.materials import DEFAULT_CACHE, fetch, lee_corpus, smollm2_checkpoint
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
+from materials import DEFAULT_CACHE, fetch, lee_corpus, smollm2_checkpoint  # noqa: E402
 
 
 def straightforward(gguf_file: Path, windows: torch.Tensor, tau: float, eta: float) -> dict:
