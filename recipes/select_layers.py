@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--train_tokens", type=int, default=16384, help="training tokens for each target")
     parser.add_argument("--analysis_sequences", type=int, default=30, help="windows of 100 tokens for analyze")
     parser.add_argument("--seq_len", type=int, default=128, help="training and validation sequence length")
+    parser.add_argument("--val_sequences", type=int, default=64, help="held-out sequences for the validation loss")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
@@ -50,7 +51,7 @@ def main() -> None:
                        seq_len=100, window_sizes=[1, args.n_layers], overwrite=True)
 
     def data() -> RedPajamaSample:  # the same held-out articles and the same training tokens for every target
-        return RedPajamaSample(data_dir=data_dir, token_budget=10**9, val_tokens=64 * (args.seq_len + 1), num_workers=0,
+        return RedPajamaSample(data_dir=data_dir, token_budget=10**9, val_tokens=args.val_sequences * (args.seq_len + 1), num_workers=0,
                                cache_dir=out / "data" / "litdata", seed=args.seed)
 
     train = TrainArgs(save_interval=None, log_interval=4, global_batch_size=8, micro_batch_size=4, lr_warmup_steps=2,
@@ -61,6 +62,11 @@ def main() -> None:
         selection = dict(select="first") if measure == "first" else dict(select=measure, keep=args.keep, analysis=out / "analysis")
         target = init(reference, out_dir=out / "checkpoints" / measure, n_layers=args.n_layers, overwrite=True, **selection)
         layers = json.loads((target / "provenance.json").read_text())["layers"]
+        same = next((name for name, result in results.items() if name != "reference" and result["layers"] == layers), None)
+        if same is not None:  # the same blocks trained on the same tokens with the same seed: the same model
+            step(f"{measure}: blocks {layers}, as chosen by {same}: its result stands")
+            results[measure] = dict(results[same], same_as=same)
+            continue
         step(f"{measure}: blocks {layers}, pretrain on {args.train_tokens:,} tokens")
         run_dir = out / "runs" / measure
         if run_dir.exists():
@@ -86,6 +92,7 @@ def plot(results: dict, args, path: Path) -> None:
 
     names = [name for name in results if name != "reference"]
     fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.bar(names, [results[n]["val_loss_before"] for n in names], color="tab:blue", alpha=0.3, label="inherited, before training")
     ax.bar(names, [results[n]["val_loss"] for n in names], color="tab:blue", label=f"after {args.train_tokens:,} tokens")
     ax.axhline(results["reference"]["val_loss"], color="black", linestyle="--", label="reference (30 blocks)")
     ax.set(ylabel="validation loss", title=f"{args.n_layers} of SmolLM2-135M's 30 blocks chosen by each measure (--keep {args.keep})")
@@ -103,7 +110,8 @@ def report(summary: dict, args) -> str:
              "| choice | blocks | validation loss before training | after |", "|---|---|---|---|"]
     for name, result in sorted(summary["results"].items(), key=lambda item: item[1]["val_loss"]):
         before = "" if result["val_loss_before"] is None else f"{result['val_loss_before']:.3f}"
-        lines.append(f"| {name} | {result['layers'] if name != 'reference' else '0-29'} | {before} | {result['val_loss']:.3f} |")
+        blocks = "0-29" if name == "reference" else str(result["layers"]) + (f" (as {result['same_as']})" if "same_as" in result else "")
+        lines.append(f"| {name} | {blocks} | {before} | {result['val_loss']:.3f} |")
     return "\n".join(lines + ["", "![validation loss per choice](val_loss.png)", ""])
 
 
