@@ -84,16 +84,20 @@ def test_cache_key_follows_the_sentencepiece_model(sentencepiece_reference, lee_
     assert tokenizer_fingerprint(Tokenizer(tmp_path / "small")) != fingerprint
 
 
-@pytest.mark.skip(reason="written for analyze's old windows cut from the concatenated token stream; analyze now draws each window inside one document (issue 12 item 8): the independent computation is still to be rewritten")
-def test_analyze_reads_windows_of_bos_text_eos(sentencepiece_reference, run, documents):
-    """`analyze` on the pretrain out_dir equals the measures on windows cut from sentencepiece's own ids."""
+def test_analyze_reads_windows_of_bos_and_text_inside_one_document(sentencepiece_reference, run):
+    """`analyze` on the pretrain out_dir equals the measures on windows cut from sentencepiece's own ids: each
+    document is <s> + its text (LLaMA's add_bos, no </s>), and each window lies inside one document."""
     out_dir = run["root"] / "analyze"
-    run_cli("litgpt", "inheritune", "analyze", str(run["out_dir"]), "--data_path", str(run["corpus"] / "sample.jsonl"),
+    sample = run["corpus"] / "sample.jsonl"
+    run_cli("litgpt", "inheritune", "analyze", str(run["out_dir"]), "--data_path", str(sample),
             "--num_sequences", "4", "--seq_len", "32", "--seed", "3", "--plots", "false", "--out_dir", str(out_dir), check=True)
     processor = sentencepiece.SentencePieceProcessor(model_file=str(sentencepiece_reference / "tokenizer.model"))
-    stream = torch.tensor([i for text in documents for i in processor.encode(text, add_bos=True, add_eos=True)])
-    starts = torch.randint(0, len(stream) - 32 + 1, (4,), generator=torch.Generator().manual_seed(3))
-    windows = torch.stack([stream[s : s + 32] for s in starts.tolist()]).long()
+    texts = [json.loads(line)["text"] for line in sample.read_text(encoding="utf-8").splitlines() if line.strip()]
+    documents = [ids for ids in (processor.encode(text, add_bos=True) for text in texts) if len(ids) >= 32][:4]
+    assert len(documents) == 4 and all(ids[0] == 1 and 1 not in ids[1:] and 2 not in ids for ids in documents)
+    generator = torch.Generator().manual_seed(3)
+    starts = [torch.randint(0, len(ids) - 32 + 1, (1,), generator=generator).item() for ids in documents]
+    windows = torch.tensor([ids[start : start + 32] for ids, start in zip(documents, starts)])
     expected = analyze_model(load_model(run["out_dir"] / "final"), windows, 0.9, 0.9, 2.0, 10)
     ours = json.loads((out_dir / "attention.json").read_text())
     for measure in ("rank", "mass"):
