@@ -37,7 +37,7 @@ from litgpt_inheritune.redpajama import RedPajamaSample
 # full: about 25 minutes on this 2-core machine; toy: the test suite's seconds-long version of every step
 SIZES = {
     "full": dict(n_layer=8, n_embd=96, n_head=4, vocab_size=2048, seq_len=64, batch_size=8, steps=120, eval_interval=30, val_tokens=4096),
-    "toy": dict(n_layer=4, n_embd=32, n_head=2, vocab_size=384, seq_len=32, batch_size=4, steps=30, eval_interval=10, val_tokens=2000),
+    "toy": dict(n_layer=4, n_embd=32, n_head=2, vocab_size=384, seq_len=32, batch_size=4, steps=16, eval_interval=8, val_tokens=2000),
 }
 # grow's baselines at half depth, in the order of the paper's tables
 BASELINES = "random,stacking,hybrid_stacking,half_width,attn,mlp,attn_mlp_no_norm,distill_random,distill_alternate,inherit_distill"
