@@ -24,7 +24,7 @@ from litgpt_inheritune.attention import (
     lazy_layers,
     potent_prefix,
 )
-from litgpt_inheritune.checkpoint import check_out_dir, fail, load_gpt, resolve_checkpoint_dir, staged_dir, write_text_atomic
+from litgpt_inheritune.checkpoint import check_checkpoint, check_out_dir, fail, load_gpt, resolve_checkpoint_dir, staged_dir, write_text_atomic
 from litgpt_inheritune.redundancy import angular_distance, block_influence, capture_block_inputs, skip_loss_sums
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
@@ -155,9 +155,7 @@ def checkpoint_list(checkpoint_dir: Path, checkpoints: Optional[list[Path]]) -> 
     if len({run.name for run in runs}) < len(runs):
         fail(f"checkpoints {[str(r) for r in runs]} share folder names; their results would overwrite each other")
     for run in runs:
-        missing = [n for n in ("lit_model.pth", "model_config.yaml") if not (run / n).is_file()]
-        if missing:
-            fail(f"checkpoint {run} is missing {', '.join(missing)}; expected a LitGPT checkpoint directory")
+        check_checkpoint(run, "checkpoint")
     return runs
 
 

@@ -56,6 +56,23 @@ def resolve_checkpoint_dir(checkpoint_dir: Path, name: str = "checkpoint_dir") -
         fail(f"{name} {checkpoint_dir} is neither a folder nor checkpoints/{checkpoint_dir}, and downloading it as a Hugging Face model failed ({reason})")
 
 
+def check_checkpoint(checkpoint_dir: Path, name: str = "checkpoint_dir", tokenizer: bool = False) -> None:
+    """litgpt's own check of a checkpoint folder (lit_model.pth, model_config.yaml), as one line naming ``name``.
+
+    The tokenizer is checked here, not by litgpt: litgpt's check also demands tokenizer_config.json, which its
+    ``Tokenizer`` treats as optional.
+    """
+    from litgpt.utils import check_valid_checkpoint_dir
+
+    checkpoint_dir = Path(checkpoint_dir)
+    try:
+        check_valid_checkpoint_dir(checkpoint_dir, verbose=False, raise_error=True, ignore_tokenizer_files=True)
+    except FileNotFoundError as error:  # litgpt's message starts with "checkpoint_dir '<absolute path>'"
+        fail(f"{name} {str(error).removeprefix('checkpoint_dir ').rstrip('.')}; expected a LitGPT checkpoint folder")
+    if tokenizer and not ((checkpoint_dir / "tokenizer.json").is_file() or (checkpoint_dir / "tokenizer.model").is_file()):
+        fail(f"{name} {checkpoint_dir} is missing tokenizer.json or tokenizer.model; copy them from the reference checkpoint")
+
+
 def load_lazy_state_dict(path: Path) -> dict:
     """Memory-maps a LitGPT ``.pth`` checkpoint: nothing is read until a tensor is used. Never unpickles objects."""
     if not path.is_file():
@@ -87,7 +104,10 @@ def fingerprint(path: Path) -> dict:
 
 
 def save_state_dict(state_dict: dict, path: Path) -> None:
-    """``torch.save`` with a progress bar for large files (the bar follows the bytes on disk)."""
+    """``torch.save`` with a progress bar for large files (the bar follows the bytes on disk).
+
+    Kept on purpose: torch.save has no progress callback, and a silent 7 GB write looks like a hang.
+    """
     total = sum(t.numel() * t.element_size() for t in {id(t): t for t in state_dict.values()}.values())
     if total < SHOW_PROGRESS_FROM_BYTES:
         torch.save(state_dict, path)

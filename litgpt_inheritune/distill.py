@@ -18,7 +18,7 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import chunked_cross_entropy
 
-from litgpt_inheritune.checkpoint import fail, load_lazy_state_dict
+from litgpt_inheritune.checkpoint import check_checkpoint, fail, load_lazy_state_dict
 
 
 @dataclass
@@ -42,8 +42,7 @@ def check_distill_args(distill: DistillArgs, student: Config) -> Optional[Config
     if not distill.temperature > 0:
         fail(f"--distill.temperature {distill.temperature} must be above 0 (the paper: 1.0)")
     teacher_dir = Path(distill.teacher_dir)
-    if not ((teacher_dir / "model_config.yaml").is_file() and (teacher_dir / "lit_model.pth").is_file()):
-        fail(f"--distill.teacher_dir {teacher_dir} is not a LitGPT checkpoint (lit_model.pth and model_config.yaml)")
+    check_checkpoint(teacher_dir, "--distill.teacher_dir")
     teacher = Config.from_file(teacher_dir / "model_config.yaml")
     if (teacher.vocab_size, teacher.padded_vocab_size) != (student.vocab_size, student.padded_vocab_size):
         fail(f"--distill.teacher_dir {teacher_dir} has another vocabulary ({teacher.vocab_size} tokens, padded"

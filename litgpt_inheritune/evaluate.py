@@ -12,7 +12,7 @@ from typing import Literal, Optional, Union
 
 import torch
 
-from litgpt_inheritune.checkpoint import fail, resolve_checkpoint_dir, write_text_atomic
+from litgpt_inheritune.checkpoint import check_checkpoint, fail, resolve_checkpoint_dir, write_text_atomic
 from litgpt_inheritune.materials import OFFLINE_TASKS
 
 # The paper's low-data suite (Table 6): task -> shots. "wsc" is SuperGLUE WSC (104 validation items), the paper's "Winograd".
@@ -80,11 +80,7 @@ def main(
             out_dir/samples_<task>_<time>.jsonl, as ``lm_eval --log_samples`` does.
     """
     checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
-    for name in ("lit_model.pth", "model_config.yaml"):
-        if not (checkpoint_dir / name).is_file():
-            fail(f"checkpoint_dir {checkpoint_dir} is missing {name}; expected a LitGPT checkpoint directory")
-    if not ((checkpoint_dir / "tokenizer.json").is_file() or (checkpoint_dir / "tokenizer.model").is_file()):
-        fail(f"checkpoint_dir {checkpoint_dir} has no tokenizer.json or tokenizer.model")
+    check_checkpoint(checkpoint_dir, tokenizer=True)
     if include_path is not None and not Path(include_path).is_dir():
         fail(f"--include_path {include_path} is not a folder of task YAMLs")
     for path in compare or []:

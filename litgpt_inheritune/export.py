@@ -14,9 +14,10 @@ import torch
 from litgpt.config import Config
 from litgpt.scripts.convert_lit_checkpoint import copy_weights_gpt_neox, copy_weights_llama
 from litgpt.tokenizer import Tokenizer
-from safetensors.torch import save_file
+from huggingface_hub import save_torch_state_dict
+from transformers import GPTNeoXConfig, LlamaConfig, PretrainedConfig
 
-from litgpt_inheritune.checkpoint import check_out_dir, copy_tokenizer_files, fail, load_lazy_state_dict, resolve_checkpoint_dir, staged_dir
+from litgpt_inheritune.checkpoint import check_checkpoint, check_out_dir, copy_tokenizer_files, fail, load_lazy_state_dict, resolve_checkpoint_dir, staged_dir
 
 SUPPORTED = "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
 
@@ -37,8 +38,7 @@ def main(
         overwrite: Replace ``out_dir`` if it already holds files.
     """
     checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
-    if not (checkpoint_dir / "model_config.yaml").is_file() or not (checkpoint_dir / "lit_model.pth").is_file():
-        fail(f"checkpoint_dir {checkpoint_dir} is missing lit_model.pth or model_config.yaml; expected a LitGPT checkpoint")
+    check_checkpoint(checkpoint_dir)
     out_dir = checkpoint_dir / "hf" if out_dir is None else Path(out_dir)
     check_out_dir(out_dir, overwrite, protected=(checkpoint_dir,))
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
@@ -56,24 +56,26 @@ def main(
     seen = set()
     for name, tensor in hf_weights.items():
         tensor = tensor.to(getattr(torch, dtype)).contiguous()
-        if tensor.untyped_storage().data_ptr() in seen:  # tied embedding and head: safetensors wants two tensors
+        # safetensors stores whole storages: copy a tied head (LitGPT keeps two names) and views into a fused qkv
+        if tensor.untyped_storage().data_ptr() in seen or tensor.untyped_storage().nbytes() != tensor.nbytes:
             tensor = tensor.clone()
         seen.add(tensor.untyped_storage().data_ptr())
         hf_weights[name] = tensor
 
     with staged_dir(out_dir) as staging:
-        save_file(hf_weights, staging / "model.safetensors", metadata={"format": "pt"})
-        (staging / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        # shards above 5 GB and writes the index, as save_pretrained does
+        save_torch_state_dict(hf_weights, staging, safe_serialization=True)
+        hf_config.save_pretrained(staging)
         copy_tokenizer_files(checkpoint_dir, staging)
         if not (staging / "generation_config.json").is_file():
             generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
             (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    print(f"Exported {config.name} to {out_dir} ({hf_config['architectures'][0]}, {dtype})", file=sys.stderr)
+    print(f"Exported {config.name} to {out_dir} ({hf_config.architectures[0]}, {dtype})", file=sys.stderr)
     return out_dir
 
 
-def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[dict, callable]:
-    """The Hugging Face config.json for a LitGPT config, and litgpt's function that renames the weights."""
+def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[PretrainedConfig, callable]:
+    """transformers' config for a LitGPT config, and litgpt's function that renames the weights."""
     common = {
         "vocab_size": config.padded_vocab_size,  # the embedding and head keep LitGPT's padded rows
         "hidden_size": config.n_embd,
@@ -82,7 +84,7 @@ def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[dic
         "num_attention_heads": config.n_head,
         "max_position_embeddings": config.block_size,
         "tie_word_embeddings": False,  # LitGPT stores the embedding and the head separately
-        "torch_dtype": dtype,
+        "dtype": dtype,
         "bos_token_id": tokenizer.bos_id,
         "eos_token_id": tokenizer.eos_id,
     }
@@ -99,7 +101,6 @@ def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[dic
     if config.mlp_class_name == "LLaMAMLP" and config.norm_class_name == "RMSNorm" and not config.parallel_residual and not unsupported:
         hf = {
             "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
             **common,
             "num_key_value_heads": config.n_query_groups,
             "head_dim": config.head_size,
@@ -113,11 +114,10 @@ def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[dic
             hf["rope_scaling"] = rope_scaling(config)
         if config.rotary_percentage != 1.0:
             fail(f"{config.name}: rotary_percentage {config.rotary_percentage} has no LLaMA equivalent; supported: {SUPPORTED}")
-        return hf, lambda c, sd, lw: copy_weights_llama(c, sd, lw, untie_weights=False)
+        return LlamaConfig(**hf), lambda c, sd, lw: copy_weights_llama(c, sd, lw, untie_weights=False)
     if config.mlp_class_name == "GptNeoxMLP" and config.norm_class_name == "LayerNorm" and config.bias and not unsupported and config.n_query_groups == config.n_head:
         hf = {
             "architectures": ["GPTNeoXForCausalLM"],
-            "model_type": "gpt_neox",
             **common,
             "rotary_pct": config.rotary_percentage,
             "rotary_emb_base": config.rope_base,
@@ -126,7 +126,7 @@ def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[dic
             "hidden_act": {"none": "gelu", "tanh": "gelu_pytorch_tanh"}[config.gelu_approximate],
             "attention_bias": True,
         }
-        return hf, copy_weights_gpt_neox
+        return GPTNeoXConfig(**hf), copy_weights_gpt_neox
     reason = f" (it uses {', '.join(unsupported)})" if unsupported else ""
     fail(f"{config.name} cannot be exported to a Hugging Face architecture yet{reason}; supported: {SUPPORTED}")
 

@@ -20,7 +20,7 @@ from litgpt.config import Config
 from litgpt.data import DataModule
 from litgpt.types import LoggerChoice
 
-from litgpt_inheritune.checkpoint import fail, fingerprint, load_lazy_state_dict, resolve_checkpoint_dir, write_text_atomic
+from litgpt_inheritune.checkpoint import check_checkpoint, fail, fingerprint, load_lazy_state_dict, resolve_checkpoint_dir, write_text_atomic
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals, unlock_out_dir
 from litgpt_inheritune.distill import DistillArgs
 from litgpt_inheritune.inherit import BLOCK_PARTS, count_blocks
@@ -55,7 +55,7 @@ def main(
     max_layers: Optional[int] = None,
     baselines: str = "random,last_n",
     tolerance: float = 0.0,
-    precision: Optional[Literal["bf16-true", "bf16-mixed", "32-true"]] = None,
+    precision: Optional[Literal["bf16-true", "bf16-mixed", "16-mixed", "32-true"]] = None,
     data: Optional[DataModule] = DEFAULT_DATA,
     train: TrainArgs = TRAIN_DEFAULTS,
     eval: EvalArgs = EVAL_DEFAULTS,
@@ -109,8 +109,7 @@ def main(
             of them the last_n baseline holds.
     """
     reference_dir, out_dir = resolve_checkpoint_dir(reference_dir, "reference_dir"), Path(out_dir)
-    if not (reference_dir / "model_config.yaml").is_file():
-        fail(f"reference_dir {reference_dir} has no model_config.yaml; expected a LitGPT checkpoint directory")
+    check_checkpoint(reference_dir, "reference_dir")
     n_reference = Config.from_file(reference_dir / "model_config.yaml").n_layer
     sizes = round_sizes(n_reference, n_layers, grow_by, max_layers)
     chosen = [BASELINE_ALIASES.get(name.strip(), name.strip()) for name in baselines.split(",") if name.strip()]

@@ -33,6 +33,7 @@ from litgpt.utils import (
     CycleIterator,
     choose_logger,
     chunked_cross_entropy,
+    get_default_supported_precision,
     instantiate_torch_optimizer,
     num_parameters,
     parse_devices,
@@ -41,7 +42,7 @@ from litgpt.utils import (
 from tqdm import tqdm
 
 from litgpt_inheritune.checkpoint import (
-    StreamingCheckpointIO, copy_tokenizer_files, fail, fingerprint, intact_checkpoint, load_gpt, load_lazy_state_dict,
+    StreamingCheckpointIO, check_checkpoint, copy_tokenizer_files, fail, fingerprint, intact_checkpoint, load_gpt, load_lazy_state_dict,
     prune_step_checkpoints, replace_dir, write_provenance,
 )
 from litgpt_inheritune.cluster import (
@@ -65,7 +66,7 @@ STEP_DIR_PREFIX = "step-"
 def setup(
     checkpoint_dir: Path,
     out_dir: Path = Path("out/inheritune/pretrain"),
-    precision: Optional[Literal["bf16-true", "bf16-mixed", "32-true"]] = None,
+    precision: Optional[Literal["bf16-true", "bf16-mixed", "16-mixed", "32-true"]] = None,
     initialize: Literal["checkpoint", "random"] = "checkpoint",
     resume: Union[bool, Literal["auto"], Path] = False,
     keep_checkpoints: Optional[int] = None,
@@ -96,7 +97,8 @@ def setup(
         checkpoint_dir: LitGPT checkpoint to train: lit_model.pth, model_config.yaml and tokenizer files
             (e.g. the output of ``litgpt inheritune init``). The architecture comes from its model_config.yaml.
         out_dir: Directory for checkpoints, logs and the final model.
-        precision: "bf16-true", "bf16-mixed" or "32-true". Default: bf16-mixed where supported, else 32-true.
+        precision: "bf16-true", "bf16-mixed" or "32-true". Default: litgpt's choice on a GPU (bf16-mixed, or
+            16-mixed where bf16 is unsupported), 32-true on a CPU.
         initialize: "checkpoint" starts from the checkpoint's weights; "random" trains the same architecture from a
             random initialisation (the paper's baseline).
         resume: "auto" continues from the newest complete checkpoint in out_dir (or starts fresh if there is none),
@@ -166,7 +168,7 @@ def setup(
     )
     loggers = [logger] if logger_name == "csv" else [logger, choose_logger("csv", out_dir, name="", log_interval=train.log_interval)]
     fabric = L.Fabric(
-        accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=devices, num_nodes=num_nodes,
+        accelerator="auto", devices=devices, num_nodes=num_nodes,
         strategy=fabric_strategy, precision=precision, loggers=loggers, plugins=[StreamingCheckpointIO()],  # CSV draws loss.png
     )
     fabric.launch()
@@ -292,7 +294,6 @@ def fit(
         meta_model = GPT(config)
         x = torch.randint(0, 1, (train.micro_batch_size, seq_len))
         flops_per_iter = measure_flops(meta_model, lambda: meta_model(x), lambda y: chunked_cross_entropy(y, x, chunk_size=0))
-        del meta_model, x
     throughput = ThroughputMonitor(fabric, window_size=5)
     progress = Progress(fabric, total=max_steps, initial=state["step_count"])
 
@@ -394,7 +395,8 @@ def scheduled_lr(lr_max: float, step: int, warmup_steps: int, max_steps: int, mi
 
 
 def default_precision(precision: Optional[str]) -> str:
-    return precision or ("bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true")
+    # litgpt's choice on a GPU; on a CPU litgpt would also pick bf16-mixed, which is slower there than float32
+    return precision or (get_default_supported_precision(training=True) if torch.cuda.is_available() else "32-true")
 
 
 def train_seq_length(config: Config, train: TrainArgs) -> int:
@@ -495,7 +497,7 @@ class LossMeter:
     """Validation loss of a checkpoint on the first --eval.max_iters held-out batches, on one device."""
 
     def __init__(self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]) -> None:
-        self.fabric = L.Fabric(accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=1, precision=default_precision(precision))
+        self.fabric = L.Fabric(accelerator="auto", devices=1, precision=default_precision(precision))
         self.seq_len = train_seq_length(Config.from_file(reference_dir / "model_config.yaml"), train)
         data.connect(tokenizer=Tokenizer(reference_dir), batch_size=train.micro_batch_size, max_seq_length=self.seq_len)
         data.prepare_data()
@@ -689,13 +691,7 @@ def find_resume_path(resume: Union[bool, str, Path], out_dir: Path, checkpoint_d
 
 def check_checkpoint_dir(checkpoint_dir: Path) -> Config:
     """The checkpoint's config, after making sure weights, config and tokenizer are all there."""
-    if not checkpoint_dir.is_dir():
-        fail(f"checkpoint_dir {checkpoint_dir} is not a directory; expected a LitGPT checkpoint (e.g. from `litgpt inheritune init`)")
-    missing = [name for name in ("lit_model.pth", "model_config.yaml") if not (checkpoint_dir / name).is_file()]
-    if not ((checkpoint_dir / "tokenizer.json").is_file() or (checkpoint_dir / "tokenizer.model").is_file()):
-        missing.append("tokenizer.json or tokenizer.model")
-    if missing:
-        fail(f"checkpoint_dir {checkpoint_dir} is missing {', '.join(missing)}; copy them from the reference checkpoint")
+    check_checkpoint(checkpoint_dir, tokenizer=True)
     return Config.from_file(checkpoint_dir / "model_config.yaml")
 
 
@@ -735,7 +731,11 @@ def refuse_unused_args(train: TrainArgs, eval: EvalArgs, log: LogArgs, logger_na
 
 
 def hyperparameters(arguments: dict) -> dict:
-    """The command's arguments as YAML-able values, so that hyperparameters.yaml can be passed back as --config."""
+    """The command's arguments as YAML-able values, so that hyperparameters.yaml can be passed back as --config.
+
+    Kept on purpose: litgpt's ``capture_hparams`` writes a data module as ``str(module)``, which --config cannot read
+    back; here it becomes jsonargparse's ``class_path`` / ``init_args``.
+    """
 
     def plain(value):
         if isinstance(value, DataModule) and is_dataclass(value):

@@ -1,7 +1,7 @@
 """GPU memory and time of each pretraining recipe in config_hub/pretrain/, from arithmetic.
 
-Time: 6 x P x T FLOPs (P = parameters that take part in matmuls: all but the input embedding; T = training
-tokens), divided by the GPU's dense bf16 peak times an assumed MFU (model FLOPs utilisation). Memory: weights,
+Time: litgpt's own FLOP count (``litgpt.utils.flops_per_param`` x 3 for training: 6 FLOPs per parameter per token
+plus the attention scores' 12 x layers x hidden x sequence length per token) times the training tokens, divided by the GPU's dense bf16 peak times an assumed MFU (model FLOPs utilisation). Memory: weights,
 gradients and AdamW states for the recipe's precision; activations measured, not assumed: what autograd saves for
 the backward pass of a model of the recipe's width (one and two blocks, on this CPU, at the recipe's precision),
 scaled to its blocks and micro-batch tokens (the rule of thumb of 34 bytes per token per layer per hidden unit,
@@ -24,7 +24,7 @@ import torch
 import yaml
 from litgpt.config import Config
 from litgpt.model import GPT
-from litgpt.utils import chunked_cross_entropy
+from litgpt.utils import chunked_cross_entropy, flops_per_param
 
 import litgpt_inheritune  # noqa: F401  (registers the derived model names)
 
@@ -95,7 +95,6 @@ def budget(recipe: dict, gpu: str) -> dict:
     with torch.device("meta"):
         model = GPT(config)
     params = sum(p.numel() for p in model.parameters())
-    matmul_params = params - model.transformer.wte.weight.numel()
 
     train, data = recipe["train"], recipe["data"]["init_args"]
     seq = train.get("max_seq_length") or config.block_size
@@ -105,7 +104,9 @@ def budget(recipe: dict, gpu: str) -> dict:
     else:
         tokens = train["epochs"] * data["token_budget"]
     steps = tokens // tokens_per_step
-    flops = 6 * matmul_params * tokens
+    # litgpt's per-sequence count, x3 for forward and backward; not estimate_flops itself, which adds the attention
+    # term a second time (twice) for "frozen" parameters even when there are none
+    flops = 3 * flops_per_param(seq, config.n_layer, config.n_embd, params) * tokens // seq
     hours = flops / (GPUS[gpu] * 1e12 * MFU) / 3600
 
     devices = recipe.get("devices", 1)

@@ -193,7 +193,7 @@ def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path):
     ]:
         with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             analyze(reference, out_dir=tmp_path / "o", **kwargs)
-    with pytest.raises(SystemExit, match="is missing lit_model.pth, model_config.yaml"):
+    with pytest.raises(SystemExit, match=r"is missing the files: \['lit_model.pth', 'model_config.yaml'\]"):
         analyze(tmp_path, data_path=jsonl_corpus, out_dir=tmp_path / "o")
 
 

@@ -100,7 +100,7 @@ def test_bad_distillation_input_is_one_line(tiny_references, tiny_target, jsonl_
     fails("--distill.alpha 1.5 is outside [0, 1]", teacher_dir=teacher, alpha=1.5)
     fails("--distill.alpha -0.1 is outside [0, 1]", teacher_dir=teacher, alpha=-0.1)
     fails("--distill.temperature -1.0 must be above 0", teacher_dir=teacher, temperature=-1.0)
-    fails(f"--distill.teacher_dir {tmp_path} is not a LitGPT checkpoint", teacher_dir=tmp_path)
+    fails(f"--distill.teacher_dir '{tmp_path}' is missing the files: ['lit_model.pth', 'model_config.yaml']", teacher_dir=tmp_path)
     other = tmp_path / "other-vocabulary"
     shutil.copytree(teacher, other)
     config = yaml.safe_load((other / "model_config.yaml").read_text())

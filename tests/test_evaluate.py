@@ -153,7 +153,7 @@ def test_generate_until_is_greedy_and_stops(tiny_references):
 def test_bad_inputs(tiny_references, tmp_path):
     with pytest.raises(SystemExit, match="unknown task 'piqq'; closest: .*piqa"):
         evaluate(tiny_references["llama-gqa"], tasks="piqq", out_dir=tmp_path / "e")
-    with pytest.raises(SystemExit, match="is missing lit_model.pth"):
+    with pytest.raises(SystemExit, match=r"is missing the files: \['lit_model.pth'"):
         evaluate(tmp_path, tasks="piqa", out_dir=tmp_path / "e")
     result = run_cli("litgpt", "inheritune", "evaluate", str(tmp_path / "nowhere"), "--tasks", "piqa")
     assert result.returncode == 1 and "Traceback" not in result.stderr

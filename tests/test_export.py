@@ -42,7 +42,7 @@ def test_real_inherited_model_exports_in_bfloat16(smollm2, tmp_path):
     target = init(smollm2, out_dir=tmp_path / "smol-6L", n_layers=6)
     run_cli("litgpt", "inheritune", "export", str(target), "--out_dir", str(tmp_path / "hf"), "--dtype", "bfloat16", check=True)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
-    assert config["num_hidden_layers"] == 6 and config["num_key_value_heads"] == 3 and config["torch_dtype"] == "bfloat16"
+    assert config["num_hidden_layers"] == 6 and config["num_key_value_heads"] == 3 and config["dtype"] == "bfloat16"
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     idx = AutoTokenizer.from_pretrained(tmp_path / "hf")("The capital of France is Paris, and the capital", return_tensors="pt").input_ids
     expected = litgpt_logits(target, idx)
@@ -55,7 +55,7 @@ def test_real_inherited_model_exports_in_bfloat16(smollm2, tmp_path):
 def test_bad_inputs(tiny_references, tmp_path):
     with pytest.raises(SystemExit, match="cannot be exported to a Hugging Face architecture yet \\(it uses scale_embeddings"):
         export(tiny_references["gemma-2"], out_dir=tmp_path / "g")
-    with pytest.raises(SystemExit, match="is missing lit_model.pth or model_config.yaml"):
+    with pytest.raises(SystemExit, match=r"is missing the files: \['lit_model.pth', 'model_config.yaml'\]"):
         export(tmp_path, out_dir=tmp_path / "x")
     assert not (tmp_path / "g").exists() and not (tmp_path / "x").exists()
 
@@ -67,7 +67,7 @@ def test_default_export_keeps_the_checkpoint_dtype(tmp_path, dtype):
     weights = {k: v.to(dtype) for k, v in torch.load(checkpoint / "lit_model.pth", weights_only=True).items()}
     torch.save(weights, checkpoint / "lit_model.pth")
     out_dir = export(checkpoint, out_dir=tmp_path / "hf")
-    assert json.loads((out_dir / "config.json").read_text())["torch_dtype"] == str(dtype).removeprefix("torch.")
+    assert json.loads((out_dir / "config.json").read_text())["dtype"] == str(dtype).removeprefix("torch.")
     saved = load_file(out_dir / "model.safetensors")
     assert {t.dtype for t in saved.values()} == {dtype}
     assert torch.equal(saved["model.embed_tokens.weight"], weights["transformer.wte.weight"])

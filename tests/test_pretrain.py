@@ -200,7 +200,7 @@ def test_bad_inputs_fail_with_one_line(tiny_target, jsonl_corpus, tmp_path, monk
     shutil.copytree(tiny_target, no_tokenizer)
     (no_tokenizer / "tokenizer.json").unlink()
     fails("is missing tokenizer.json or tokenizer.model", checkpoint_dir=no_tokenizer)
-    fails("is not a directory", checkpoint_dir=tmp_path / "nowhere")
+    fails("is not a checkpoint directory", checkpoint_dir=tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()
     fails(f"--data.data_dir {empty} holds no .jsonl, .jsonl.zst, .parquet, .txt files", data=data_module(empty))

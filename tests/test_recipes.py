@@ -36,7 +36,10 @@ def test_paper_settings_in_the_1_5b_recipe():
 def test_stated_budgets_match_the_arithmetic():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_budget.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "| `open_llama_3b-13L-1B-8ep.yaml` | 1.82 B | 8 B | 61,035 | 8.2e+19 | 369 h on 1 x A6000 |" in result.stdout
+    params = 3200 * 32000 * 2 + 13 * (4 * 3200 * 3200 + 3 * 3200 * 8640 + 2 * 3200) + 3200  # embedding, head, blocks, norm
+    flops = (6 * params + 12 * 13 * 3200 * 2048) * 8 * 10**9  # per token: 6 per parameter + the attention scores
+    hours = flops / (154.8e12 * 0.4) / 3600  # an A6000's dense bf16 peak at 40% MFU
+    assert f"| `open_llama_3b-13L-1B-8ep.yaml` | 1.82 B | 8 B | 61,035 | {flops:.1e} | {hours:,.0f} h on 1 x A6000 |" in result.stdout
 
 
 def test_tiny_cpu_recipe_runs(tiny_target, jsonl_corpus, tmp_path):
