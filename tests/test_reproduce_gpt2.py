@@ -26,13 +26,13 @@ def held_out_loss(checkpoint: Path, data_dir: Path, val_tokens: int, seq_len: in
     data.connect(tokenizer=Tokenizer(checkpoint), batch_size=batch_size, max_seq_length=seq_len)
     data.prepare_data()
     data.setup()
-    model = GPT(Config.from_file(checkpoint / "model_config.yaml"))
+    sequences = torch.cat(list(data.val_dataloader())).long()  # every held-out batch, in order
+    model = GPT(Config.from_file(checkpoint / "model_config.yaml")).eval()
     model.load_state_dict(torch.load(checkpoint / "lit_model.pth", weights_only=True))
-    model.eval()
     with torch.no_grad():
-        losses = [torch.nn.functional.cross_entropy(model(batch[:, :seq_len].long()).flatten(0, 1), batch[:, 1:].long().flatten())
-                  for batch in data.val_dataloader()]
-    return torch.stack(losses).mean().item()
+        logits = model(sequences[:, :seq_len])
+    per_sequence = torch.nn.functional.cross_entropy(logits.transpose(1, 2), sequences[:, 1:], reduction="none").mean(1)
+    return torch.stack([batch.mean() for batch in per_sequence.split(batch_size)]).mean().item()
 
 
 def test_reproduction_trains_and_reports_every_method(tmp_path, monkeypatch, capsys):
@@ -64,7 +64,7 @@ def test_reproduction_trains_and_reports_every_method(tmp_path, monkeypatch, cap
     # the reference's number is its validation loss on the held-out articles, computed here without the plugin
     reference = out / "runs" / "reference" / "final"
     independent = held_out_loss(reference, out / "data" / "lee", size["val_tokens"], size["seq_len"], size["batch_size"])
-    assert methods["reference"]["val_loss"] == round(independent, 4) or abs(methods["reference"]["val_loss"] - independent) < 1e-3
+    assert abs(methods["reference"]["val_loss"] - independent) < 1e-3
     # the trained reference's blocks, embedding and head are a head start no random initialisation has after as many steps
     assert methods["inheritune"]["val_loss"] < methods["random"]["val_loss"]
     assert methods["inheritune"]["val_loss"] < methods["distill_random"]["val_loss"]
