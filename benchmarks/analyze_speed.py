@@ -13,6 +13,7 @@ entropy and sink mass were added; same pass, same batches): the whole analysis s
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import torch
 
 from litgpt_inheritune.analyze import analyze_model, default_skip_sequences, load_model, sample_windows
 from litgpt_inheritune.attention import approximate_rank, capture_attention, column_mass_count
-from litgpt_inheritune.materials import DEFAULT_CACHE, fetch, lee_corpus, smollm2_checkpoint
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
+from materials import DEFAULT_CACHE, fetch, lee_corpus, smollm2_checkpoint  # noqa: E402
 
 
 def straightforward(gguf_file: Path, windows: torch.Tensor, tau: float, eta: float) -> dict:

@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--materials", type=Path, default=Path(".cache/materials"))
     args = parser.parse_args()
 
-    from litgpt_inheritune.materials import lee_corpus, smollm2_checkpoint
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
+    from materials import lee_corpus, smollm2_checkpoint
 
     tokenizer_dir = smollm2_checkpoint(args.materials)
     articles = [line.strip() for line in lee_corpus(args.materials).read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -10,11 +10,13 @@ Both run in this process, one after the other, with the same batch size. Goal: o
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from litgpt_inheritune.materials import DEFAULT_CACHE, offline_tasks, smollm2_checkpoint
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
+from materials import DEFAULT_CACHE, offline_tasks, smollm2_checkpoint  # noqa: E402
 
 TASKS = ["piqa_offline", "arc_easy_offline", "boolq_offline"]
 

@@ -112,7 +112,8 @@ def main() -> None:
     work.mkdir(parents=True)
     stages = []
 
-    from litgpt_inheritune.materials import DEFAULT_CACHE, lee_corpus, offline_tasks, sentencepiece_tokenizer
+    sys.path.append(str(ROOT))  # materials.py: demo and test material, not in the package
+    from materials import DEFAULT_CACHE, lee_corpus, offline_tasks, sentencepiece_tokenizer
 
     cache = ROOT / ".cache" / "materials" if (ROOT / ".cache" / "materials").is_dir() else DEFAULT_CACHE
     text = lee_corpus(cache)

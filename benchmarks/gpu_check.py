@@ -38,10 +38,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts"), str(ROOT / "tests")]
+sys.path.append(str(ROOT))  # materials.py: demo and test material, not in the package
+import materials  # noqa: E402
 import recipe_budget  # noqa: E402
 import train_throughput  # noqa: E402
 
-from litgpt_inheritune import materials  # noqa: E402
 from litgpt_inheritune.checkpoint import fail, write_text_atomic  # noqa: E402
 from litgpt_inheritune.compare import logged_seconds  # noqa: E402
 

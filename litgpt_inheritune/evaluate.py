@@ -11,28 +11,16 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import torch
+import yaml
 
 from litgpt_inheritune.checkpoint import check_checkpoint, fail, resolve_checkpoint_dir, write_text_atomic
-from litgpt_inheritune.materials import OFFLINE_TASKS
+from litgpt_inheritune.offline_tasks import TASKS
 
-# The paper's low-data suite (Table 6): task -> shots. "wsc" is SuperGLUE WSC (104 validation items), the paper's "Winograd".
-LOW_DATA = {
-    "piqa": 0, "boolq": 0, "winogrande": 0, "wsc": 0, "logiqa": 0, "truthfulqa_mc2": 0,
-    "mnli": 0, "qnli": 0, "wnli": 0, "mmlu": 5,
-}
-# Chance or majority-class accuracy (%) on the split lm-eval scores; None where no simple baseline applies.
-CHANCE = {
-    "piqa": 50.0, "boolq": 62.2, "winogrande": 50.0, "wsc": 63.5, "logiqa": 25.0, "truthfulqa_mc2": None,
-    "mnli": 35.4, "qnli": 50.5, "wnli": 56.3, "mmlu": 25.0, "arc_easy": 25.0, "arc_challenge": 25.0,
-    "sciq": 25.0, "hellaswag": 25.0,
-}
-# The paper's Table 6 (accuracy, %).
-PAPER = {
-    "OpenLLaMA-3B (paper)": {"wsc": 63.46, "piqa": 74.97, "boolq": 67.18, "winogrande": 62.27, "logiqa": 28.4, "mmlu": 27.21,
-                             "wnli": 50.7, "qnli": 51.3, "mnli": 37.3, "truthfulqa_mc2": 35.0},
-    "Inheritune 1.5B (paper)": {"wsc": 50.96, "piqa": 56.47, "boolq": 61.68, "winogrande": 51.69, "logiqa": 25.19, "mmlu": 25.67,
-                                "wnli": 43.66, "qnli": 49.41, "mnli": 34.42, "truthfulqa_mc2": 48.61},
-}
+# --tasks low_data and --tasks offline (task -> shots), chance levels and the paper's scores: data files in tasks/
+SUITES = yaml.safe_load((TASKS / "suites.yaml").read_text(encoding="utf-8"))
+CHANCE = yaml.safe_load((TASKS / "chance.yaml").read_text(encoding="utf-8"))
+PAPER = yaml.safe_load((TASKS / "paper_table6.yaml").read_text(encoding="utf-8"))
+
 METRICS = ("acc,none", "acc_norm,none", "exact_match,none", "word_perplexity,none")
 
 
@@ -144,10 +132,8 @@ def task_shots(tasks: str, num_fewshot: Optional[int]) -> dict:
     names = [t.strip() for t in str(tasks).split(",") if t.strip()]
     shots = {}
     for name in names:
-        if name == "low_data":
-            shots.update(LOW_DATA)
-        elif name == "offline":
-            shots.update({f"{task}_offline": 0 for task in OFFLINE_TASKS})
+        if name in SUITES:
+            shots.update(SUITES[name])
         else:
             shots[name] = None
     if not shots:
@@ -163,8 +149,8 @@ def task_folders(include_path: Optional[Path], shots: dict) -> Optional[list[str
     """--include_path, plus the package's offline task folder when an offline task is asked for and not given there."""
     folders = [str(include_path)] if include_path else []
     given = {p.stem for p in Path(include_path).glob("**/*.yaml")} if include_path else set()
-    if any(name.removesuffix("_offline") in OFFLINE_TASKS and name.endswith("_offline") and name not in given for name in shots):
-        from litgpt_inheritune.materials import offline_tasks
+    if any(name in SUITES["offline"] and name not in given for name in shots):
+        from litgpt_inheritune.offline_tasks import offline_tasks
 
         folders.append(str(offline_tasks()))
     return folders or None

@@ -23,9 +23,11 @@ from litgpt_inheritune.analyze import main as analyze
 from litgpt_inheritune.checkpoint import load_lazy_state_dict
 from litgpt_inheritune.evaluate import main as evaluate
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.materials import DEFAULT_CACHE, lee_corpus, offline_tasks, smollm2_checkpoint
 from litgpt_inheritune.pretrain import LossMeter, setup as pretrain
 from litgpt_inheritune.redpajama import RedPajamaSample
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
+from materials import DEFAULT_CACHE, lee_corpus, offline_tasks, smollm2_checkpoint  # noqa: E402
 
 TASKS = "piqa_offline,arc_easy_offline,boolq_offline,sciq_offline"
 

