@@ -46,9 +46,18 @@ def name_the_choices_on_a_typo() -> None:
     _typehints.adapt_typehints = adapt
 
 
+def take_optional_positionals() -> None:
+    """``pretrain``'s checkpoint_dir may be left out when a LitGPT recipe names it as initial_checkpoint_dir, yet
+    stays positional (``pretrain DIR``): jsonargparse's setting for optional arguments given by position."""
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(parse_optionals_as_positionals=True)
+
+
 def extend_litgpt_cli(litgpt_main) -> None:
     """Adds `inheritune` to the subcommands of ``litgpt.__main__`` (called by litgpt_inheritune_hook)."""
     name_the_choices_on_a_typo()
+    take_optional_positionals()
     litgpt_main.PARSER_DATA["inheritune"] = COMMANDS
     stock_commands = litgpt_main.parser_commands
     litgpt_main.parser_commands = lambda: [*stock_commands(), "inheritune"]
@@ -62,6 +71,7 @@ def main() -> None:
 
     torch.set_float32_matmul_precision("high")
     name_the_choices_on_a_typo()
+    take_optional_positionals()
     CLI({key: value for key, value in COMMANDS.items() if key != "_help"})
 
 

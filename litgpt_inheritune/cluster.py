@@ -7,6 +7,7 @@
   folder that a live run is writing.
 - A checkpoint that does not fit on the disk is reported as such, with the bytes it needs, and leaves no partial
   folder behind.
+- An error on one rank ends every rank with its message, instead of leaving the others waiting in a collective.
 """
 
 import errno
@@ -33,6 +34,8 @@ from litgpt_inheritune.checkpoint import fail
 PREEMPTED_EXIT_CODE = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 LOCK_FILE = ".inheritune.lock"
+# Keys in torch.distributed's store (the rendezvous server every rank reaches): the first failure, how many ranks read it.
+FAILURE_KEY, STOPPED_KEY = "inheritune/failure", "inheritune/stopped"
 # Environment variables that name a process's rank under Fabric's launcher, torchrun and SLURM.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 _held_locks: dict[Path, tuple[int, bool]] = {}  # lock file -> (descriptor, whether locking created out_dir)
@@ -212,3 +215,67 @@ def full_disk_is_an_error(directory: Path, needed_bytes: int):
             f" needs about {needed_bytes:,} bytes. {'Kept ' + kept[-1] if kept else 'No earlier checkpoint exists'};"
             f" free space and run the same command with --resume auto"
         )
+
+
+@contextmanager
+def one_failure_stops_every_rank(fabric):
+    """In a run of several processes, an error on one rank ends every rank with its message, where the others would
+    wait in their next collective (until torch.distributed's timeout). The failing rank posts its message in
+    torch.distributed's store; a thread on every rank watches the store, prints "rank R stopped because rank K
+    failed: MESSAGE" and ends its process. Every rank exits with code 1."""
+    if fabric.world_size == 1:
+        yield
+        return
+    store = torch.distributed.distributed_c10d._get_default_store()
+    rank, world_size = fabric.global_rank, fabric.world_size
+    threading.Thread(target=watch_for_failure, args=(store, rank), daemon=True, name="failure-watcher").start()
+    try:
+        yield
+    except BaseException as error:
+        if isinstance(error, SystemExit) and error.code in (None, 0, PREEMPTED_EXIT_CODE):
+            raise  # a normal end or a preemption: every rank ends there together
+        if isinstance(error, SystemExit) and isinstance(error.code, str):
+            message = error.code  # fail(): already one line
+        elif isinstance(error, SystemExit):
+            message = f"exit code {error.code}"
+        else:
+            import traceback
+
+            traceback.print_exc()
+            message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        try:
+            if store.add(FAILURE_KEY + "/count", 1) == 1:  # the first rank to fail names the failure
+                store.set(FAILURE_KEY, f"{rank}\n{message}")
+            else:
+                stop_for_failure(store, rank)  # this error followed another rank's (e.g. a collective it broke)
+            print(message, file=sys.stderr, flush=True)
+            store.add(STOPPED_KEY, 1)
+            waited = time.monotonic()
+            # the store lives in rank 0's process: rank 0 stays until every rank has read the message
+            while store.add(STOPPED_KEY, 0) < world_size and time.monotonic() - waited < 30:
+                time.sleep(0.1)
+        except Exception:  # the store is gone with its process: this rank's own message is all there is
+            print(message, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # not a normal exit: it could wait forever on work queued for ranks that are gone
+
+
+def watch_for_failure(store, rank: int) -> None:
+    """Runs in a thread of every rank: ends this process once another rank has posted a failure."""
+    try:
+        while not store.check([FAILURE_KEY]):
+            time.sleep(0.5)
+        stop_for_failure(store, rank)
+    except Exception:  # the store is gone (rank 0's process ended): the broken collective ends this rank
+        return
+
+
+def stop_for_failure(store, rank: int) -> None:
+    """Ends this rank with the message another rank posted; returns if the failure is this rank's own."""
+    failed_rank, message = store.get(FAILURE_KEY).decode().split("\n", 1)
+    if int(failed_rank) == rank:
+        return
+    print(f"rank {rank} stopped because rank {failed_rank} failed: {message}", file=sys.stderr, flush=True)
+    store.add(STOPPED_KEY, 1)
+    sys.stdout.flush()
+    os._exit(1)

@@ -6,11 +6,10 @@ command line both work: the run started afterwards with the same flags finds its
 
 import functools
 import inspect
-from pathlib import Path
 
 from litgpt.tokenizer import Tokenizer
 
-from litgpt_inheritune.pretrain import check_checkpoint_dir, train_seq_length
+from litgpt_inheritune.pretrain import check_checkpoint_dir, stock_checkpoint_dir, train_seq_length
 from litgpt_inheritune.pretrain import setup as pretrain
 from litgpt_inheritune.redpajama import data_or_default
 
@@ -19,7 +18,8 @@ from litgpt_inheritune.redpajama import data_or_default
 def main(*args, **kwargs) -> None:
     arguments = inspect.signature(pretrain).bind(*args, **kwargs)
     arguments.apply_defaults()
-    checkpoint_dir, train = Path(arguments.arguments["checkpoint_dir"]), arguments.arguments["train"]
+    given = {name: arguments.arguments[name] for name in ("checkpoint_dir", "initial_checkpoint_dir", "model_name", "model_config", "tokenizer_dir")}
+    checkpoint_dir, train = stock_checkpoint_dir(**given), arguments.arguments["train"]  # a LitGPT recipe's keys too
     config = check_checkpoint_dir(checkpoint_dir)
     data = data_or_default(arguments.arguments["data"])
     data.connect(tokenizer=Tokenizer(checkpoint_dir), batch_size=train.micro_batch_size, max_seq_length=train_seq_length(config, train))

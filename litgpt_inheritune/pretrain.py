@@ -43,10 +43,11 @@ from tqdm import tqdm
 
 from litgpt_inheritune.checkpoint import (
     StreamingCheckpointIO, check_checkpoint, copy_tokenizer_files, fail, fingerprint, intact_checkpoint, load_gpt, load_lazy_state_dict,
-    prune_step_checkpoints, replace_dir, write_provenance,
+    prune_step_checkpoints, replace_dir, resolve_checkpoint_dir, write_provenance,
 )
 from litgpt_inheritune.cluster import (
-    StopRequest, full_disk_is_an_error, launched_as_rank_zero, lock_out_dir, partial_dir, preempted, state_bytes, unlock_out_dir,
+    StopRequest, full_disk_is_an_error, launched_as_rank_zero, lock_out_dir, one_failure_stops_every_rank, partial_dir, preempted,
+    state_bytes, unlock_out_dir,
 )
 from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
@@ -64,7 +65,7 @@ STEP_DIR_PREFIX = "step-"
 
 
 def setup(
-    checkpoint_dir: Path,
+    checkpoint_dir: Optional[Path] = None,
     out_dir: Path = Path("out/inheritune/pretrain"),
     precision: Optional[Literal["bf16-true", "bf16-mixed", "16-mixed", "32-true"]] = None,
     initialize: Literal["checkpoint", "random"] = "checkpoint",
@@ -84,6 +85,10 @@ def setup(
     logger_name: LoggerChoice = "csv",
     seed: int = 42,
     distill: DistillArgs = DistillArgs(),
+    initial_checkpoint_dir: Optional[Path] = None,
+    model_name: Optional[str] = None,
+    model_config: Optional[Config] = None,
+    tokenizer_dir: Optional[Path] = None,
 ) -> None:
     """Continue pretraining an inherited checkpoint (or train its architecture from scratch) with Lightning Fabric.
 
@@ -125,8 +130,15 @@ def setup(
         distill: Logit distillation from a frozen teacher: --distill.teacher_dir DIR (the reference), --distill.alpha
             (weight of the cross-entropy, 0.6) and --distill.temperature (1.0); loss = alpha * CE + (1 - alpha) * T^2 *
             KL(teacher || student). Validation loss stays the student's cross-entropy; CE and KL are logged apart.
+        initial_checkpoint_dir: ``litgpt pretrain``'s name for the checkpoint to start from: the same as
+            checkpoint_dir, so that a LitGPT pretrain recipe (--config R.yaml) runs unchanged.
+        model_name: As in ``litgpt pretrain``; the architecture is the checkpoint's, so this must name it.
+        model_config: As in ``litgpt pretrain``; must equal the checkpoint's model_config.yaml.
+        tokenizer_dir: As in ``litgpt pretrain``; the checkpoint's tokenizer is used, so this must hold the same one.
     """
-    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    checkpoint_dir = stock_checkpoint_dir(checkpoint_dir, initial_checkpoint_dir, model_name, model_config, tokenizer_dir)
+    initial_checkpoint_dir = model_name = model_config = tokenizer_dir = None  # hyperparameters.yaml: checkpoint_dir alone
+    out_dir = Path(out_dir)
     data = data_or_default(data)
     hparams = hyperparameters(locals())
     config = check_checkpoint_dir(checkpoint_dir)
@@ -174,11 +186,12 @@ def setup(
     fabric.launch()
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
-    try:
-        main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
-             activation_checkpointing, compile, seed, hparams, keep_checkpoints, distill, teacher_config)
-    finally:
-        unlock_out_dir(out_dir)
+    with one_failure_stops_every_rank(fabric):  # an error on one rank ends all of them, with its message
+        try:
+            main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
+                 activation_checkpointing, compile, seed, hparams, keep_checkpoints, distill, teacher_config)
+        finally:
+            unlock_out_dir(out_dir)
 
 
 def main(
@@ -477,11 +490,18 @@ def flat_settings(settings: dict, prefix: str = "") -> dict:
 
 @torch.no_grad()
 def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
-    """Mean next-token loss over up to max_iters batches per rank, averaged over ranks."""
+    """Mean next-token loss over up to max_iters batches per rank, averaged over ranks. The ranks agree before each
+    batch that all of them have one, so ranks holding uneven validation data run the same number of batches (none
+    waits for a collective the others never reach) and the mean weighs every batch alike."""
     model.eval()
     total, count = torch.zeros((), device=fabric.device), 0
-    for k, batch in enumerate(val_dataloader):
-        if k >= max_iters:
+    batches = iter(val_dataloader)
+    for _ in range(max_iters):
+        batch = next(batches, None)
+        if fabric.world_size > 1:
+            every_rank_has_one = fabric.all_reduce(torch.tensor(int(batch is not None), device=fabric.device), reduce_op="min")
+            batch = batch if int(every_rank_has_one) else None
+        if batch is None:
             break
         input_ids = batch[:, : model.max_seq_length].contiguous().long()
         targets = batch[:, 1 : model.max_seq_length + 1].contiguous().long()
@@ -489,7 +509,8 @@ def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
         count += 1
     model.train()
     if count == 0:
-        fail("the validation data holds less than one batch; raise --data.val_tokens or lower --train.micro_batch_size")
+        ranks = f" on at least one of the {fabric.world_size} ranks" if fabric.world_size > 1 else ""
+        fail(f"the validation data holds less than one batch{ranks}; raise --data.val_tokens or lower --train.micro_batch_size")
     return fabric.all_reduce(total / count, reduce_op="mean").item()
 
 
@@ -687,6 +708,42 @@ def find_resume_path(resume: Union[bool, str, Path], out_dir: Path, checkpoint_d
     if not (path / "lit_model.pth").exists():
         fail(f"--resume {resume} is not a checkpoint folder holding lit_model.pth; valid: auto, true, false or such a folder")
     return intact_checkpoint(path)
+
+
+def stock_checkpoint_dir(
+    checkpoint_dir: Optional[Path], initial_checkpoint_dir: Optional[Path], model_name: Optional[str],
+    model_config: Optional[Config], tokenizer_dir: Optional[Path],
+) -> Path:
+    """The checkpoint to train, from our checkpoint_dir or ``litgpt pretrain``'s keys; refuses those keys where they
+    would mean something this command cannot do (another architecture, another tokenizer, no checkpoint)."""
+    if checkpoint_dir is not None and initial_checkpoint_dir is not None and Path(checkpoint_dir) != Path(initial_checkpoint_dir):
+        fail(f"checkpoint_dir {checkpoint_dir} and --initial_checkpoint_dir {initial_checkpoint_dir} differ; give one of them")
+    given = checkpoint_dir if checkpoint_dir is not None else initial_checkpoint_dir
+    if given is None:
+        fail("give the inherited checkpoint to train: checkpoint_dir (positional) or --initial_checkpoint_dir (a LitGPT"
+             " recipe's key); training from scratch is --initialize random on such a checkpoint")
+    checkpoint_dir = resolve_checkpoint_dir(Path(given), "checkpoint_dir" if checkpoint_dir is not None else "--initial_checkpoint_dir")
+    config = check_checkpoint_dir(checkpoint_dir)
+    architecture = lambda c: {k: v for k, v in asdict(c).items() if k not in ("name", "hf_config")}  # noqa: E731
+    if model_name is not None and model_name != config.name:
+        try:
+            named = Config.from_name(model_name)
+        except ValueError:
+            fail(f"--model_name {model_name} is not a litgpt model name; the architecture comes from {checkpoint_dir}"
+                 f" ({config.name}): leave --model_name unset or give {config.name}")
+        if architecture(named) != architecture(config):
+            fail(f"--model_name {model_name} is not the architecture of {checkpoint_dir} ({config.name}, {config.n_layer}"
+                 f" blocks); leave --model_name unset or give {config.name}")
+    if model_config is not None and architecture(model_config) != architecture(config):
+        fail(f"--model_config differs from {checkpoint_dir / 'model_config.yaml'}; the architecture comes from the checkpoint: leave --model_config unset")
+    if tokenizer_dir is not None:
+        tokenizer_dir = resolve_checkpoint_dir(Path(tokenizer_dir), "--tokenizer_dir")
+        names = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+        read = lambda d, n: (d / n).read_bytes() if (d / n).is_file() else None  # noqa: E731
+        if any(read(tokenizer_dir, n) != read(checkpoint_dir, n) for n in names):
+            fail(f"--tokenizer_dir {tokenizer_dir} holds another tokenizer than {checkpoint_dir}, whose tokenizer is used;"
+                 " leave --tokenizer_dir unset or give the checkpoint's folder")
+    return checkpoint_dir
 
 
 def check_checkpoint_dir(checkpoint_dir: Path) -> Config:
