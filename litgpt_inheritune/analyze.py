@@ -24,7 +24,9 @@ from litgpt_inheritune.attention import (
     lazy_layers,
     potent_prefix,
 )
-from litgpt_inheritune.checkpoint import check_checkpoint, check_out_dir, fail, load_gpt, resolve_checkpoint_dir, staged_dir, write_text_atomic
+from litgpt_inheritune.checkpoint import STEP_DIR_PREFIX, check_checkpoint, load_gpt, resolve_checkpoint_dir
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import check_out_dir, staged_dir, write_text_atomic
 from litgpt_inheritune.redundancy import angular_distance, block_influence, capture_block_inputs, skip_loss_sums
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
@@ -148,7 +150,7 @@ def checkpoint_list(checkpoint_dir: Path, checkpoints: Optional[list[Path]]) -> 
     """--checkpoints then the step-* and final/ checkpoints of a pretrain out_dir in training order; or checkpoint_dir
     then --checkpoints."""
     checkpoint_dir = Path(checkpoint_dir)
-    steps = sorted(checkpoint_dir.glob("step-*/lit_model.pth"))
+    steps = sorted(checkpoint_dir.glob(f"{STEP_DIR_PREFIX}*/lit_model.pth"))
     trained = [p.parent for p in steps] + ([checkpoint_dir / "final"] if (checkpoint_dir / "final" / "lit_model.pth").is_file() else [])
     extra = [Path(c) for c in checkpoints or []]
     runs = extra + trained if trained else [checkpoint_dir] + extra

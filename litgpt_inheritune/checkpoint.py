@@ -1,22 +1,31 @@
-"""Reading and writing LitGPT checkpoint directories safely: lazy loading, staged output, provenance."""
+"""LitGPT checkpoint folders: checking and resolving them, reading them lazily, writing pretrain's step and final
+checkpoints (staged, with configs, tokenizer, provenance and RNG states), resuming, pruning, and damage checks."""
 
 import hashlib
 import json
 import os
+import random
 import shutil
 import sys
-import tempfile
 import threading
-import time
 import zipfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional, Union
 
+import lightning as L
+import numpy as np
 import torch
+import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
+from litgpt.config import Config
+from litgpt.utils import save_config
 from tqdm import tqdm
+
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.cluster import full_disk_is_an_error, partial_dir, state_bytes
+from litgpt_inheritune.files import replace_dir
 
 # What litgpt's Tokenizer and its HF conversion read from a checkpoint directory, besides weights and configs.
 TOKENIZER_FILES = (
@@ -29,15 +38,9 @@ TOKENIZER_FILES = (
     "generation_config.json",
     "prompt_style.yaml",
 )
-# Keys of a Hugging Face config.json that hold the number of blocks.
-HF_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 PROVENANCE_FILE = "provenance.json"
+STEP_DIR_PREFIX = "step-"  # pretrain's step checkpoints: out_dir/step-00001000/
 SHOW_PROGRESS_FROM_BYTES = 64 * 2**20
-
-
-def fail(message: str) -> NoReturn:
-    """Stops a command on bad input: one line on stderr, exit code 1, no traceback."""
-    raise SystemExit(f"error: {message}")
 
 
 def resolve_checkpoint_dir(checkpoint_dir: Path, name: str = "checkpoint_dir") -> Path:
@@ -138,30 +141,9 @@ def copy_tokenizer_files(source_dir: Path, out_dir: Path) -> list[str]:
     return copied
 
 
-def write_hf_config(source_dir: Path, out_dir: Path, layers: list[int]) -> bool:
-    """Copies the reference's Hugging Face config.json with the block count (and per-layer lists) cut to ``layers``.
-
-    ``litgpt evaluate`` and ``convert_from_litgpt`` users load the converted weights with this file, so it must
-    describe the derived model, not the reference.
-    """
-    if not (source_dir / "config.json").is_file():
-        return False
-    hf_config = json.loads((source_dir / "config.json").read_text())
-    n_reference = next((hf_config[k] for k in HF_LAYER_COUNT_KEYS if isinstance(hf_config.get(k), int)), None)
-    for key in HF_LAYER_COUNT_KEYS:
-        if key in hf_config:
-            hf_config[key] = len(layers)
-    for key, value in hf_config.items():
-        if "layer" in key and isinstance(value, list) and len(value) == n_reference:
-            hf_config[key] = [value[i] for i in layers]
-    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    return True
-
-
 def load_gpt(checkpoint_dir: Path):
     """LitGPT's GPT with a checkpoint's weights (memory-mapped, on the CPU), built without a random initialisation
     of weights that the checkpoint overwrites."""
-    from litgpt.config import Config
     from litgpt.model import GPT
 
     with torch.device("meta"):
@@ -169,13 +151,6 @@ def load_gpt(checkpoint_dir: Path):
     model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"), assign=True)
     model.cos, model.sin = model.rope_cache()  # non-persistent buffers: not in the checkpoint
     return model
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes a file through a temporary sibling, so a reader never sees it half written."""
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def write_provenance(out_dir: Path, record: dict) -> None:
@@ -187,63 +162,15 @@ def write_provenance(out_dir: Path, record: dict) -> None:
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def check_out_dir(out_dir: Path, overwrite: bool, protected: tuple[Path, ...] = ()) -> None:
-    """Refuses an out_dir that would destroy something: a file, a non-empty folder without overwrite, an input."""
-    resolved = out_dir.resolve()
-    for path in protected:
-        path = path.resolve()
-        if resolved == path or resolved in path.parents:
-            fail(f"--out_dir {out_dir} would replace the input {path}; choose another directory")
-    if out_dir.exists() and not out_dir.is_dir():
-        fail(f"--out_dir {out_dir} is a file; give a directory path")
-    if out_dir.is_symlink() and not out_dir.exists():
-        fail(f"--out_dir {out_dir} is a broken link; give a directory path")
-    if any(parent.exists() and not parent.is_dir() for parent in out_dir.parents):
-        fail(f"--out_dir {out_dir} lies inside a file; give a directory path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        fail(f"--out_dir {out_dir} exists and is not empty; pass --overwrite true to replace it or choose another")
-
-
-@contextmanager
-def staged_dir(out_dir: Path):
-    """Yields a temporary directory next to ``out_dir`` that replaces it only when the block succeeds.
-
-    A failure or interruption leaves ``out_dir`` exactly as it was.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_dir(staging, out_dir)
-
-
-def replace_dir(staging: Path, out_dir: Path) -> None:
-    """Puts the finished folder ``staging`` in place of ``out_dir`` (if any): at every moment one complete version
-    exists under ``out_dir``'s name or beside it."""
-    if out_dir.exists():
-        retired = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}-{time.monotonic_ns()}")
-        os.rename(out_dir, retired)
-        os.rename(staging, out_dir)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(staging, out_dir)
-
-
 def prune_step_checkpoints(out_dir: Path, keep: int, newest: Path) -> list[Path]:
     """Deletes the complete step checkpoints (``step-*/``) in ``out_dir`` beyond the newest ``keep``, never ``newest``
     (the one just written). Each is renamed to a hidden name first, so that a crash mid-delete leaves no folder that
     looks like a complete checkpoint."""
-    others = sorted(path for path in out_dir.glob("step-*") if path.is_dir() and path != newest)
+    others = sorted(path for path in out_dir.glob(f"{STEP_DIR_PREFIX}*") if path.is_dir() and path != newest)
     doomed = others[: max(0, len(others) - (keep - 1))]
     for path in doomed:
         os.rename(path, path.with_name(f".{path.name}.deleting"))
-    for retired in out_dir.glob(".step-*.deleting"):  # also what a run killed mid-delete left behind
+    for retired in out_dir.glob(f".{STEP_DIR_PREFIX}*.deleting"):  # also what a run killed mid-delete left behind
         shutil.rmtree(retired)
     return doomed
 
@@ -297,7 +224,121 @@ def intact_checkpoint(path: Path) -> Path:
     damage = checkpoint_damage(path)
     if damage is None:
         return path
-    earlier = sorted(p for p in path.parent.glob("step-*") if p.name < path.name and (p / "lit_model.pth").exists())
+    earlier = sorted(p for p in path.parent.glob(f"{STEP_DIR_PREFIX}*") if p.name < path.name and (p / "lit_model.pth").exists())
     good = next((p for p in reversed(earlier) if checkpoint_damage(p, read_all=False) is None), None)
     hint = f"the newest complete earlier checkpoint is {good}: resume from it with --resume {good}" if good else "no earlier complete checkpoint is there"
     fail(f"checkpoint {path} is damaged: {damage}; {hint}, or delete {path} to start again")
+
+
+
+
+def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict, keep: Optional[int] = None) -> None:
+    """out_dir/step-XXXXXXXX/: model, optimizer, data loader, RNG and counters, to resume from. With ``keep``, the
+    older step checkpoints beyond the newest ``keep`` are deleted once this one is complete."""
+    state["rng"] = get_rng_state()
+    directory = out_dir / f"{STEP_DIR_PREFIX}{state['step_count']:08d}"
+    with full_disk_is_an_error(directory, state_bytes(state)), staged_checkpoint(fabric, directory, checkpoint_dir, hparams, state) as staging:
+        fabric.save(staging / "lit_model.pth", state)
+    if keep is not None and fabric.global_rank == 0:
+        prune_step_checkpoints(out_dir, keep, directory)
+    fabric.barrier()
+
+
+def save_final(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
+    """out_dir/final/: a plain LitGPT checkpoint (bare state dict in lit_model.pth, configs, tokenizer, provenance)."""
+    # the model is written twice on the way (Fabric's file, then the bare state dict)
+    with full_disk_is_an_error(out_dir / "final", 2 * state_bytes({"model": state["model"]})), staged_checkpoint(fabric, out_dir / "final", checkpoint_dir, hparams, state) as staging:
+        saved = staging / "model.pth"
+        fabric.save(saved, {"model": state["model"]})
+        if fabric.global_rank == 0:
+            if saved.is_dir():  # sharded FSDP checkpoint: consolidate into one file
+                from lightning.fabric.utilities.load import _load_distributed_checkpoint
+
+                state_dict = _load_distributed_checkpoint(saved)["model"]
+            else:
+                state_dict = load_lazy_state_dict(saved)
+            torch.save(state_dict, staging / "lit_model.pth")
+            del state_dict
+            shutil.rmtree(saved) if saved.is_dir() else saved.unlink()
+    fabric.print(f"Saved the trained model to {out_dir / 'final'}")
+
+
+@contextmanager
+def staged_checkpoint(fabric: L.Fabric, directory: Path, checkpoint_dir: Path, hparams: dict, state: dict):
+    """Yields a hidden folder that every rank writes into; rank 0 then adds the configs, tokenizer and provenance
+    and puts it in place of ``directory`` once every rank has written. An interrupted save leaves only the hidden
+    folder, which the next save of the same name clears."""
+    staging = partial_dir(directory)
+    if fabric.global_rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    fabric.barrier()
+    yield staging
+    fabric.barrier()
+    if fabric.global_rank == 0:
+        write_side_files(staging, state["model"].config, checkpoint_dir, hparams, state)
+        replace_dir(staging, directory)
+    fabric.barrier()
+
+
+def write_side_files(directory: Path, config: Config, checkpoint_dir: Path, hparams: dict, state: dict) -> None:
+    save_config(config, directory)
+    copy_tokenizer_files(checkpoint_dir, directory)
+    (directory / "hyperparameters.yaml").write_text(yaml.safe_dump(hparams, sort_keys=False))
+    write_provenance(directory, {
+        "command": "litgpt inheritune pretrain",
+        "checkpoint_dir": str(checkpoint_dir.resolve()),
+        "step": state["step_count"],
+        "iter_num": state["iter_num"],
+        "epoch": state["epoch"],
+        "name": config.name,
+        "n_layer": config.n_layer,
+        # size and checksum of the weights, checked before resuming (a truncated or altered file is refused)
+        "files": {path.name: fingerprint(path) for path in [directory / "lit_model.pth"] if path.is_file()},
+    })
+
+
+def get_rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    version, inner, gauss_next = state["python"]
+    random.setstate((version, tuple(inner), gauss_next))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def find_resume_path(resume: Union[bool, str, Path], out_dir: Path, checkpoint_dir: Path) -> Optional[Path]:
+    """The checkpoint folder to resume from, or None; refuses an out_dir that holds a run we were not asked to resume."""
+    completed = sorted(out_dir.glob(f"{STEP_DIR_PREFIX}*/lit_model.pth")) if out_dir.is_dir() else []
+    newest = completed[-1].parent if completed else None
+    if resume is False or resume == "false":
+        previous = newest or (out_dir / "final" if (out_dir / "final").exists() else None)
+        if previous is not None:
+            fail(f"--out_dir {out_dir} holds a previous run ({previous.name}); pass --resume auto to continue it or choose another --out_dir")
+        return None
+    if resume is True or resume == "true":
+        if newest is None:
+            fail(f"--resume true but --out_dir {out_dir} holds no complete checkpoint (step-*/lit_model.pth)")
+        return intact_checkpoint(newest)
+    if resume == "auto":
+        return intact_checkpoint(newest) if newest is not None else None
+    path = Path(resume)
+    path = path.parent if path.name == "lit_model.pth" else path
+    if not (path / "lit_model.pth").exists():
+        fail(f"--resume {resume} is not a checkpoint folder holding lit_model.pth; valid: auto, true, false or such a folder")
+    return intact_checkpoint(path)

@@ -1,29 +1,37 @@
 """The `inheritune` commands, as `litgpt inheritune <command>`, `litgpt-inheritune <command>` and
-`python -m litgpt_inheritune <command>`."""
+`python -m litgpt_inheritune <command>`, and how a command stops on bad input."""
 
-from litgpt_inheritune.analyze import main as analyze_fn
-from litgpt_inheritune.compare import main as compare_fn
-from litgpt_inheritune.convert_gguf import main as convert_gguf_fn
-from litgpt_inheritune.evaluate import main as evaluate_fn
-from litgpt_inheritune.export import main as export_fn
-from litgpt_inheritune.grow import main as grow_fn
-from litgpt_inheritune.init import main as init_fn
-from litgpt_inheritune.prepare_data import main as prepare_data_fn
-from litgpt_inheritune.pretrain import setup as pretrain_fn
+from typing import NoReturn
 
-COMMANDS = {
-    "_help": "Inheritune: derive small base models from the early blocks of a large one.",
-    "init": init_fn,
-    "pretrain": pretrain_fn,
-    "prepare_data": prepare_data_fn,
-    "analyze": analyze_fn,
-    "grow": grow_fn,
-    "compare": compare_fn,
-    "convert_gguf": convert_gguf_fn,
-    "evaluate": evaluate_fn,
-    "export": export_fn,
-}
 
+def fail(message: str) -> NoReturn:
+    """Stops a command on bad input: one line on stderr, exit code 1, no traceback."""
+    raise SystemExit(f"error: {message}")
+
+
+def commands() -> dict:
+    """The subcommands, imported when a CLI is built (every command module imports ``fail`` from here)."""
+    from litgpt_inheritune.analyze import main as analyze_fn
+    from litgpt_inheritune.compare import main as compare_fn
+    from litgpt_inheritune.convert_gguf import main as convert_gguf_fn
+    from litgpt_inheritune.evaluate import main as evaluate_fn
+    from litgpt_inheritune.export import main as export_fn
+    from litgpt_inheritune.grow import main as grow_fn
+    from litgpt_inheritune.init import main as init_fn
+    from litgpt_inheritune.prepare_data import main as prepare_data_fn
+    from litgpt_inheritune.pretrain import setup as pretrain_fn
+
+    return {
+        "init": init_fn,
+        "pretrain": pretrain_fn,
+        "prepare_data": prepare_data_fn,
+        "analyze": analyze_fn,
+        "grow": grow_fn,
+        "compare": compare_fn,
+        "convert_gguf": convert_gguf_fn,
+        "evaluate": evaluate_fn,
+        "export": export_fn,
+    }
 
 def name_the_choices_on_a_typo() -> None:
     """jsonargparse 4.41 (the newest litgpt 0.5.13 allows) answers a value outside a Literal of strings (``--dtype
@@ -58,7 +66,7 @@ def extend_litgpt_cli(litgpt_main) -> None:
     """Adds `inheritune` to the subcommands of ``litgpt.__main__`` (called by litgpt_inheritune_hook)."""
     name_the_choices_on_a_typo()
     take_optional_positionals()
-    litgpt_main.PARSER_DATA["inheritune"] = COMMANDS
+    litgpt_main.PARSER_DATA["inheritune"] = {"_help": "Inheritune: derive small base models from the early blocks of a large one.", **commands()}
     stock_commands = litgpt_main.parser_commands
     litgpt_main.parser_commands = lambda: [*stock_commands(), "inheritune"]
 
@@ -72,7 +80,7 @@ def main() -> None:
     torch.set_float32_matmul_precision("high")
     name_the_choices_on_a_typo()
     take_optional_positionals()
-    CLI({key: value for key, value in COMMANDS.items() if key != "_help"})
+    CLI(commands())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from litgpt_inheritune.checkpoint import fail
+from litgpt_inheritune.cli import fail
 
 # sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry". Schedulers can requeue on it.
 PREEMPTED_EXIT_CODE = 75
@@ -209,7 +209,9 @@ def full_disk_is_an_error(directory: Path, needed_bytes: int):
         free = shutil.disk_usage(directory.parent).free
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         size_limit = f", file size limit (ulimit -f) {limit:,} bytes" if limit != resource.RLIM_INFINITY else ""
-        kept = sorted(p.name for p in directory.parent.glob("step-*"))
+        from litgpt_inheritune.checkpoint import STEP_DIR_PREFIX  # here: checkpoint imports this module
+
+        kept = sorted(p.name for p in directory.parent.glob(f"{STEP_DIR_PREFIX}*"))
         fail(
             f"the disk is full: writing {directory} failed ({free:,} bytes free on its disk{size_limit}); a checkpoint"
             f" needs about {needed_bytes:,} bytes. {'Kept ' + kept[-1] if kept else 'No earlier checkpoint exists'};"

@@ -1,19 +1,27 @@
 """`litgpt inheritune compare`: one table and one plot for any set of `pretrain` runs (grow's rounds and baselines,
 or out_dirs given by hand): final validation loss, parameters, tokens, wall time, and validation-loss curves against
-tokens with the reference's level as a line (the paper's Figures 5 and 14)."""
+tokens with the reference's level as a line (the paper's Figures 5 and 14); and LossMeter, the validation loss of any
+checkpoint on the same held-out batches (grow's rounds against the reference, the recipes' comparisons)."""
 
 import csv
 import json
 from pathlib import Path
 from typing import Optional
 
+import lightning as L
 import torch
+from litgpt.args import EvalArgs, TrainArgs
 from litgpt.config import Config
+from litgpt.data import DataModule
 from litgpt.model import GPT
+from litgpt.tokenizer import Tokenizer
 
-from litgpt_inheritune.checkpoint import fail, write_text_atomic
+from litgpt_inheritune.checkpoint import STEP_DIR_PREFIX, load_gpt
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.plots import plot_loss_curves
-
+from litgpt_inheritune.pretrain import train_seq_length, validate
+from litgpt_inheritune.settings import default_precision
 
 
 def logged_seconds(row: dict) -> Optional[float]:
@@ -55,7 +63,7 @@ def main(
 def read_run(run_dir: Path, label: str) -> dict:
     """A pretrain out_dir's final validation loss, parameters, tokens, steps, wall time and validation curve."""
     logs = sorted((run_dir / "logs" / "csv").glob("version_*/metrics.csv"))
-    checkpoints = [run_dir / "final"] + sorted(run_dir.glob("step-*"), reverse=True)
+    checkpoints = [run_dir / "final"] + sorted(run_dir.glob(f"{STEP_DIR_PREFIX}*"), reverse=True)
     checkpoint = next((c for c in checkpoints if (c / "model_config.yaml").is_file()), None)
     if not logs or checkpoint is None:
         fail(f"{run_dir} is not a pretrain out_dir with csv logs (logs/csv/version_*/metrics.csv) and a checkpoint; "
@@ -90,3 +98,26 @@ def comparison_table(runs: list[dict], reference_loss: Optional[float]) -> str:
         lines.append(f"| {run['label']} | {loss} | {gap} | {run['parameters'] / 1e6:.3f} M | {run['steps']:,} |"
                      f" {run['tokens']:,} | {run['wall_time_s']:.1f} s |")
     return "\n".join(lines)
+
+
+class LossMeter:
+    """Validation loss of a checkpoint on the first --eval.max_iters held-out batches, on one device."""
+
+    def __init__(self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]) -> None:
+        self.fabric = L.Fabric(accelerator="auto", devices=1, precision=default_precision(precision))
+        self.seq_len = train_seq_length(Config.from_file(reference_dir / "model_config.yaml"), train)
+        data.connect(tokenizer=Tokenizer(reference_dir), batch_size=train.micro_batch_size, max_seq_length=self.seq_len)
+        data.prepare_data()
+        data.setup()
+        self.val_dataloader = self.fabric.setup_dataloaders(data.val_dataloader())
+        self.max_iters = eval.max_iters
+
+    @torch.no_grad()
+    def __call__(self, checkpoint: Path) -> float:
+        model = load_gpt(checkpoint)
+        model.max_seq_length = self.seq_len
+        loss = validate(self.fabric, self.fabric.setup(model), self.val_dataloader, self.max_iters)
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the memory back: grow's training runs are other processes on the same GPU
+        return loss

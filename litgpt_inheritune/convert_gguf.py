@@ -14,7 +14,8 @@ from typing import Literal, Optional
 
 from litgpt.config import name_to_config
 
-from litgpt_inheritune.checkpoint import check_out_dir, fail, staged_dir
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import check_out_dir, staged_dir
 
 
 def main(

@@ -18,7 +18,8 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import chunked_cross_entropy
 
-from litgpt_inheritune.checkpoint import check_checkpoint, fail, load_lazy_state_dict
+from litgpt_inheritune.checkpoint import check_checkpoint, load_lazy_state_dict
+from litgpt_inheritune.cli import fail
 
 
 @dataclass

@@ -13,7 +13,9 @@ from typing import Literal, Optional, Union
 import torch
 import yaml
 
-from litgpt_inheritune.checkpoint import check_checkpoint, fail, resolve_checkpoint_dir, write_text_atomic
+from litgpt_inheritune.checkpoint import check_checkpoint, resolve_checkpoint_dir
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.offline_tasks import TASKS
 
 # --tasks low_data and --tasks offline (task -> shots), chance levels and the paper's scores: data files in tasks/

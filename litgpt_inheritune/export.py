@@ -17,7 +17,9 @@ from litgpt.tokenizer import Tokenizer
 from huggingface_hub import save_torch_state_dict
 from transformers import GPTNeoXConfig, LlamaConfig, PretrainedConfig
 
-from litgpt_inheritune.checkpoint import check_checkpoint, check_out_dir, copy_tokenizer_files, fail, load_lazy_state_dict, resolve_checkpoint_dir, staged_dir
+from litgpt_inheritune.checkpoint import check_checkpoint, copy_tokenizer_files, load_lazy_state_dict, resolve_checkpoint_dir
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import check_out_dir, staged_dir
 
 SUPPORTED = "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
 

@@ -20,12 +20,16 @@ from litgpt.config import Config
 from litgpt.data import DataModule
 from litgpt.types import LoggerChoice
 
-from litgpt_inheritune.checkpoint import check_checkpoint, fail, fingerprint, load_lazy_state_dict, resolve_checkpoint_dir, write_text_atomic
+from litgpt_inheritune.checkpoint import check_checkpoint, fingerprint, load_lazy_state_dict, resolve_checkpoint_dir
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals, unlock_out_dir
 from litgpt_inheritune.distill import DistillArgs
 from litgpt_inheritune.inherit import BLOCK_PARTS, count_blocks
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS, LossMeter, hyperparameters, refuse_unused_args
+from litgpt_inheritune.compare import LossMeter
+from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS
+from litgpt_inheritune.settings import hyperparameters, refuse_unused_args
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 
 BASELINES = {

@@ -4,8 +4,10 @@ A LitGPT state dict names block ``i`` ``transformer.h.{i}.*``; everything else (
 final norm ``transformer.ln_f``, LM head ``lm_head``) lives outside the blocks and is always inherited.
 """
 
+import json
 import re
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from litgpt.config import Config
@@ -202,3 +204,27 @@ def half_width_state_dict(state_dict: dict, reference: Config, target: Config) -
             raise ValueError(f"--half_width does not know how to halve {key} (shape {tuple(tensor.shape)})")
         target_sd[key] = cut.clone()
     return target_sd
+
+
+# Keys of a Hugging Face config.json that hold the number of blocks.
+HF_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def write_hf_config(source_dir: Path, out_dir: Path, layers: list[int]) -> bool:
+    """Copies the reference's Hugging Face config.json with the block count (and per-layer lists) cut to ``layers``.
+
+    ``litgpt evaluate`` and ``convert_from_litgpt`` users load the converted weights with this file, so it must
+    describe the derived model, not the reference.
+    """
+    if not (source_dir / "config.json").is_file():
+        return False
+    hf_config = json.loads((source_dir / "config.json").read_text())
+    n_reference = next((hf_config[k] for k in HF_LAYER_COUNT_KEYS if isinstance(hf_config.get(k), int)), None)
+    for key in HF_LAYER_COUNT_KEYS:
+        if key in hf_config:
+            hf_config[key] = len(layers)
+    for key, value in hf_config.items():
+        if "layer" in key and isinstance(value, list) and len(value) == n_reference:
+            hf_config[key] = [value[i] for i in layers]
+    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    return True

@@ -9,18 +9,10 @@ import torch
 from litgpt.config import Config
 from litgpt.utils import save_config
 
-from litgpt_inheritune.checkpoint import (
-    check_out_dir,
-    copy_tokenizer_files,
-    fail,
-    fingerprint,
-    load_lazy_state_dict,
-    resolve_checkpoint_dir,
-    save_state_dict,
-    staged_dir,
-    write_hf_config,
-    write_provenance,
-)
+from litgpt_inheritune.checkpoint import copy_tokenizer_files, fingerprint, load_lazy_state_dict, resolve_checkpoint_dir, save_state_dict, write_provenance
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import check_out_dir, staged_dir
+from litgpt_inheritune.inherit import write_hf_config
 from litgpt_inheritune.inherit import (
     BLOCK_PARTS,
     block_part,

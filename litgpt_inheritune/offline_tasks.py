@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from litgpt_inheritune.checkpoint import write_text_atomic
+from litgpt_inheritune.files import write_text_atomic
 
 DEFAULT_CACHE = Path(os.environ.get("INHERITUNE_CACHE", Path.home() / ".cache" / "litgpt-inheritune"))
 TASKS = Path(__file__).parent / "tasks"

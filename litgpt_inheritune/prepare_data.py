@@ -9,7 +9,8 @@ import inspect
 
 from litgpt.tokenizer import Tokenizer
 
-from litgpt_inheritune.pretrain import check_checkpoint_dir, stock_checkpoint_dir, train_seq_length
+from litgpt_inheritune.pretrain import train_seq_length
+from litgpt_inheritune.settings import check_checkpoint_dir, stock_checkpoint_dir
 from litgpt_inheritune.pretrain import setup as pretrain
 from litgpt_inheritune.redpajama import data_or_default
 

@@ -1,25 +1,22 @@
 """`litgpt inheritune pretrain`: continue training an inherited checkpoint with Lightning Fabric.
 
 setup() checks the arguments and launches Fabric; main() builds the model, optimizer and data; fit() is the loop;
-checkpoints are written atomically and every stop condition (epochs, tokens, steps, time) is honoured.
+validate() the held-out loss. Every stop condition (epochs, tokens, steps, time, a preemption signal) is honoured.
+Elsewhere: the checks of the arguments and hyperparameters.yaml in settings.py, checkpoint writing and resuming in
+checkpoint.py, signals, locks and full disks in cluster.py, the progress display in progress.py.
 """
 
 import math
-import random
-import shutil
 import sys
 import time
-from contextlib import contextmanager
 from copy import deepcopy
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal, Optional, Union
 
 import lightning as L
-import numpy as np
 import torch
-import yaml
 from lightning.fabric.strategies import DDPStrategy, FSDPStrategy
 from lightning.fabric.utilities.throughput import ThroughputMonitor, measure_flops
 from litgpt.args import EvalArgs, LogArgs, TrainArgs
@@ -33,25 +30,26 @@ from litgpt.utils import (
     CycleIterator,
     choose_logger,
     chunked_cross_entropy,
-    get_default_supported_precision,
     instantiate_torch_optimizer,
     num_parameters,
     parse_devices,
-    save_config,
 )
-from tqdm import tqdm
 
 from litgpt_inheritune.checkpoint import (
-    StreamingCheckpointIO, check_checkpoint, copy_tokenizer_files, fail, fingerprint, intact_checkpoint, load_gpt, load_lazy_state_dict,
-    prune_step_checkpoints, replace_dir, resolve_checkpoint_dir, write_provenance,
+    STEP_DIR_PREFIX, StreamingCheckpointIO, find_resume_path, load_lazy_state_dict, save_final, save_step, set_rng_state,
 )
+from litgpt_inheritune.cli import fail
 from litgpt_inheritune.cluster import (
-    StopRequest, full_disk_is_an_error, launched_as_rank_zero, lock_out_dir, one_failure_stops_every_rank, partial_dir, preempted,
-    state_bytes, unlock_out_dir,
+    StopRequest, launched_as_rank_zero, lock_out_dir, one_failure_stops_every_rank, preempted, unlock_out_dir,
 )
 from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
-from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 from litgpt_inheritune.plots import plot_loss
+from litgpt_inheritune.progress import Progress
+from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
+from litgpt_inheritune.settings import (
+    check_checkpoint_dir, check_one_step, check_resumed_settings, check_train_args, default_precision, hyperparameters,
+    refuse_unused_args, stock_checkpoint_dir,
+)
 
 PAPER_OPTIMIZER = {
     "class_path": "torch.optim.AdamW",
@@ -61,7 +59,6 @@ TRAIN_DEFAULTS = TrainArgs(
     save_interval=1000, log_interval=10, global_batch_size=64, micro_batch_size=4, lr_warmup_steps=1000, max_norm=1.0, min_lr=3e-5,
 )
 EVAL_DEFAULTS = EvalArgs(interval=1000, max_iters=100)
-STEP_DIR_PREFIX = "step-"
 
 
 def setup(
@@ -407,11 +404,6 @@ def scheduled_lr(lr_max: float, step: int, warmup_steps: int, max_steps: int, mi
     return get_lr(lr_max, step, warmup_steps, max_steps, min_lr)
 
 
-def default_precision(precision: Optional[str]) -> str:
-    # litgpt's choice on a GPU; on a CPU litgpt would also pick bf16-mixed, which is slower there than float32
-    return precision or (get_default_supported_precision(training=True) if torch.cuda.is_available() else "32-true")
-
-
 def train_seq_length(config: Config, train: TrainArgs) -> int:
     """Tokens per training sequence: --train.max_seq_length, at most the model's block size."""
     return min(config.block_size, train.max_seq_length or config.block_size)
@@ -431,61 +423,6 @@ def total_steps(train: TrainArgs, steps_per_epoch: int, tokens_per_step: int) ->
     if steps_per_epoch < 1:
         fail("the training data holds less than one optimizer step; lower --train.global_batch_size or add data")
     return max(1, min(limits))
-
-
-def check_one_step(train: TrainArgs, train_dataloader, accumulation: int, world_size: int, seq_len: int, config: Config) -> None:
-    """Refuses training data that fill less than one optimizer step, naming what sets the step's size."""
-    if len(train_dataloader) >= accumulation:
-        return
-    try:
-        sequences = f"{len(train_dataloader.dataset) * world_size}"
-    except TypeError:  # an iterable dataset without a length
-        sequences = f"at most {len(train_dataloader) * train.micro_batch_size * world_size}"
-    source = "--train.max_seq_length" if train.max_seq_length else f"the model's block size ({config.name}; --train.max_seq_length unset)"
-    fail(
-        f"the training data fill {sequences} sequences of {seq_len} tokens, less than one optimizer step of"
-        f" --train.global_batch_size {train.global_batch_size} sequences ({train.global_batch_size * seq_len:,} tokens);"
-        f" the sequence length {seq_len} is {source}: lower --train.max_seq_length or --train.global_batch_size,"
-        " or give more data (e.g. a larger --data.token_budget)"
-    )
-
-
-# Settings a resumed run may change: where things go, how often it logs, validates and saves, how long this session
-# runs, and speed switches that leave the numbers alone. Any other change would alter the data, the model or the
-# learning-rate schedule halfway through a run.
-RESUME_MAY_CHANGE = (
-    "resume", "out_dir", "train.max_time", "train.save_interval", "train.log_interval", "eval.", "log.",
-    "logger_name", "compile", "activation_checkpointing", "data.init_args.num_workers", "data.init_args.cache_dir",
-)
-
-
-def check_resumed_settings(resume_path: Optional[Path], hparams: dict) -> None:
-    """Refuses to resume a run with settings that differ from the ones it was started with (its hyperparameters.yaml)."""
-    saved_file = resume_path / "hyperparameters.yaml" if resume_path is not None else None
-    if saved_file is None or not saved_file.is_file():
-        return
-    saved, current = flat_settings(yaml.safe_load(saved_file.read_text()) or {}), flat_settings(hparams)
-    changed = [
-        f"--{key.replace('init_args.', '')} {current.get(key)} (was {saved.get(key)})"
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key) and not key.startswith(RESUME_MAY_CHANGE)
-    ]
-    if changed:
-        fail(
-            f"--resume: {', '.join(changed)} differ from the run being resumed ({saved_file}); resume with its settings,"
-            " or start a new run from its checkpoint with another --out_dir"
-        )
-
-
-def flat_settings(settings: dict, prefix: str = "") -> dict:
-    """{"train": {"max_steps": 2}} -> {"train.max_steps": 2}"""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            flat.update(flat_settings(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 @torch.no_grad()
@@ -514,30 +451,7 @@ def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
     return fabric.all_reduce(total / count, reduce_op="mean").item()
 
 
-class LossMeter:
-    """Validation loss of a checkpoint on the first --eval.max_iters held-out batches, on one device."""
-
-    def __init__(self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]) -> None:
-        self.fabric = L.Fabric(accelerator="auto", devices=1, precision=default_precision(precision))
-        self.seq_len = train_seq_length(Config.from_file(reference_dir / "model_config.yaml"), train)
-        data.connect(tokenizer=Tokenizer(reference_dir), batch_size=train.micro_batch_size, max_seq_length=self.seq_len)
-        data.prepare_data()
-        data.setup()
-        self.val_dataloader = self.fabric.setup_dataloaders(data.val_dataloader())
-        self.max_iters = eval.max_iters
-
-    @torch.no_grad()
-    def __call__(self, checkpoint: Path) -> float:
-        model = load_gpt(checkpoint)
-        model.max_seq_length = self.seq_len
-        loss = validate(self.fabric, self.fabric.setup(model), self.val_dataloader, self.max_iters)
-        del model
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # give the memory back: grow's training runs are other processes on the same GPU
-        return loss
-
-
-def log_validation(fabric, model, val_dataloader, eval: EvalArgs, state: dict, progress: "Progress") -> None:
+def log_validation(fabric, model, val_dataloader, eval: EvalArgs, state: dict, progress: Progress) -> None:
     t0 = time.perf_counter()
     val_loss = validate(fabric, model, val_dataloader, eval.max_iters)
     metrics = {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50))}
@@ -546,51 +460,6 @@ def log_validation(fabric, model, val_dataloader, eval: EvalArgs, state: dict, p
         f"step {state['step_count']}: val loss {val_loss:.4f}, val ppl {metrics['val_ppl']:.2f}"
         f" ({time.perf_counter() - t0:.1f} s)"
     )
-
-
-class Progress:
-    """A tqdm bar with loss, lr, tokens/s and ETA on rank 0 when stderr is a terminal; plain log lines otherwise."""
-
-    def __init__(self, fabric: L.Fabric, total: int, initial: int) -> None:
-        self.enabled = fabric.global_rank == 0
-        self.total, self.start, self.t0 = total, initial, time.perf_counter()
-        self.bar = tqdm(total=total, initial=initial, desc="pretrain", unit="step", file=sys.stderr, dynamic_ncols=True) if self.enabled and sys.stderr.isatty() else None
-
-    def update(self, step: int, loss: float, lr: float, tokens_per_sec: float, mfu: Optional[float]) -> None:
-        if not self.enabled:
-            return
-        extra = f", MFU {mfu:.1%}" if mfu is not None else ""
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {loss:.4f}, lr {lr:.2e}, {tokens_per_sec:,.0f} tok/s{extra}", refresh=False)
-            self.bar.update(step - self.bar.n)
-            return
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / max(1, step - self.start) * (self.total - step)
-        print(
-            f"step {step}/{self.total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_sec:,.0f} tok/s{extra}"
-            f" | elapsed {timedelta(seconds=int(elapsed))} | ETA {timedelta(seconds=int(eta))}",
-            flush=True,
-        )
-
-    def write(self, line: str) -> None:
-        if self.enabled:
-            (self.bar.write if self.bar is not None else print)(line)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict, keep: Optional[int] = None) -> None:
-    """out_dir/step-XXXXXXXX/: model, optimizer, data loader, RNG and counters, to resume from. With ``keep``, the
-    older step checkpoints beyond the newest ``keep`` are deleted once this one is complete."""
-    state["rng"] = get_rng_state()
-    directory = out_dir / f"{STEP_DIR_PREFIX}{state['step_count']:08d}"
-    with full_disk_is_an_error(directory, state_bytes(state)), staged_checkpoint(fabric, directory, checkpoint_dir, hparams, state) as staging:
-        fabric.save(staging / "lit_model.pth", state)
-    if keep is not None and fabric.global_rank == 0:
-        prune_step_checkpoints(out_dir, keep, directory)
-    fabric.barrier()
 
 
 def save_on_stop(
@@ -610,202 +479,3 @@ def save_on_stop(
     preempted(fabric, reason, step, directory if step > 0 else None)
 
 
-def save_final(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
-    """out_dir/final/: a plain LitGPT checkpoint (bare state dict in lit_model.pth, configs, tokenizer, provenance)."""
-    # the model is written twice on the way (Fabric's file, then the bare state dict)
-    with full_disk_is_an_error(out_dir / "final", 2 * state_bytes({"model": state["model"]})), staged_checkpoint(fabric, out_dir / "final", checkpoint_dir, hparams, state) as staging:
-        saved = staging / "model.pth"
-        fabric.save(saved, {"model": state["model"]})
-        if fabric.global_rank == 0:
-            if saved.is_dir():  # sharded FSDP checkpoint: consolidate into one file
-                from lightning.fabric.utilities.load import _load_distributed_checkpoint
-
-                state_dict = _load_distributed_checkpoint(saved)["model"]
-            else:
-                state_dict = load_lazy_state_dict(saved)
-            torch.save(state_dict, staging / "lit_model.pth")
-            del state_dict
-            shutil.rmtree(saved) if saved.is_dir() else saved.unlink()
-    fabric.print(f"Saved the trained model to {out_dir / 'final'}")
-
-
-@contextmanager
-def staged_checkpoint(fabric: L.Fabric, directory: Path, checkpoint_dir: Path, hparams: dict, state: dict):
-    """Yields a hidden folder that every rank writes into; rank 0 then adds the configs, tokenizer and provenance
-    and puts it in place of ``directory`` once every rank has written. An interrupted save leaves only the hidden
-    folder, which the next save of the same name clears."""
-    staging = partial_dir(directory)
-    if fabric.global_rank == 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    fabric.barrier()
-    yield staging
-    fabric.barrier()
-    if fabric.global_rank == 0:
-        write_side_files(staging, state["model"].config, checkpoint_dir, hparams, state)
-        replace_dir(staging, directory)
-    fabric.barrier()
-
-
-def write_side_files(directory: Path, config: Config, checkpoint_dir: Path, hparams: dict, state: dict) -> None:
-    save_config(config, directory)
-    copy_tokenizer_files(checkpoint_dir, directory)
-    (directory / "hyperparameters.yaml").write_text(yaml.safe_dump(hparams, sort_keys=False))
-    write_provenance(directory, {
-        "command": "litgpt inheritune pretrain",
-        "checkpoint_dir": str(checkpoint_dir.resolve()),
-        "step": state["step_count"],
-        "iter_num": state["iter_num"],
-        "epoch": state["epoch"],
-        "name": config.name,
-        "n_layer": config.n_layer,
-        # size and checksum of the weights, checked before resuming (a truncated or altered file is refused)
-        "files": {path.name: fingerprint(path) for path in [directory / "lit_model.pth"] if path.is_file()},
-    })
-
-
-def get_rng_state() -> dict:
-    numpy_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    if not state:
-        return
-    torch.set_rng_state(state["torch"])
-    version, inner, gauss_next = state["python"]
-    random.setstate((version, tuple(inner), gauss_next))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def find_resume_path(resume: Union[bool, str, Path], out_dir: Path, checkpoint_dir: Path) -> Optional[Path]:
-    """The checkpoint folder to resume from, or None; refuses an out_dir that holds a run we were not asked to resume."""
-    completed = sorted(out_dir.glob(f"{STEP_DIR_PREFIX}*/lit_model.pth")) if out_dir.is_dir() else []
-    newest = completed[-1].parent if completed else None
-    if resume is False or resume == "false":
-        previous = newest or (out_dir / "final" if (out_dir / "final").exists() else None)
-        if previous is not None:
-            fail(f"--out_dir {out_dir} holds a previous run ({previous.name}); pass --resume auto to continue it or choose another --out_dir")
-        return None
-    if resume is True or resume == "true":
-        if newest is None:
-            fail(f"--resume true but --out_dir {out_dir} holds no complete checkpoint (step-*/lit_model.pth)")
-        return intact_checkpoint(newest)
-    if resume == "auto":
-        return intact_checkpoint(newest) if newest is not None else None
-    path = Path(resume)
-    path = path.parent if path.name == "lit_model.pth" else path
-    if not (path / "lit_model.pth").exists():
-        fail(f"--resume {resume} is not a checkpoint folder holding lit_model.pth; valid: auto, true, false or such a folder")
-    return intact_checkpoint(path)
-
-
-def stock_checkpoint_dir(
-    checkpoint_dir: Optional[Path], initial_checkpoint_dir: Optional[Path], model_name: Optional[str],
-    model_config: Optional[Config], tokenizer_dir: Optional[Path],
-) -> Path:
-    """The checkpoint to train, from our checkpoint_dir or ``litgpt pretrain``'s keys; refuses those keys where they
-    would mean something this command cannot do (another architecture, another tokenizer, no checkpoint)."""
-    if checkpoint_dir is not None and initial_checkpoint_dir is not None and Path(checkpoint_dir) != Path(initial_checkpoint_dir):
-        fail(f"checkpoint_dir {checkpoint_dir} and --initial_checkpoint_dir {initial_checkpoint_dir} differ; give one of them")
-    given = checkpoint_dir if checkpoint_dir is not None else initial_checkpoint_dir
-    if given is None:
-        fail("give the inherited checkpoint to train: checkpoint_dir (positional) or --initial_checkpoint_dir (a LitGPT"
-             " recipe's key); training from scratch is --initialize random on such a checkpoint")
-    checkpoint_dir = resolve_checkpoint_dir(Path(given), "checkpoint_dir" if checkpoint_dir is not None else "--initial_checkpoint_dir")
-    config = check_checkpoint_dir(checkpoint_dir)
-    architecture = lambda c: {k: v for k, v in asdict(c).items() if k not in ("name", "hf_config")}  # noqa: E731
-    if model_name is not None and model_name != config.name:
-        try:
-            named = Config.from_name(model_name)
-        except ValueError:
-            fail(f"--model_name {model_name} is not a litgpt model name; the architecture comes from {checkpoint_dir}"
-                 f" ({config.name}): leave --model_name unset or give {config.name}")
-        if architecture(named) != architecture(config):
-            fail(f"--model_name {model_name} is not the architecture of {checkpoint_dir} ({config.name}, {config.n_layer}"
-                 f" blocks); leave --model_name unset or give {config.name}")
-    if model_config is not None and architecture(model_config) != architecture(config):
-        fail(f"--model_config differs from {checkpoint_dir / 'model_config.yaml'}; the architecture comes from the checkpoint: leave --model_config unset")
-    if tokenizer_dir is not None:
-        tokenizer_dir = resolve_checkpoint_dir(Path(tokenizer_dir), "--tokenizer_dir")
-        names = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-        read = lambda d, n: (d / n).read_bytes() if (d / n).is_file() else None  # noqa: E731
-        if any(read(tokenizer_dir, n) != read(checkpoint_dir, n) for n in names):
-            fail(f"--tokenizer_dir {tokenizer_dir} holds another tokenizer than {checkpoint_dir}, whose tokenizer is used;"
-                 " leave --tokenizer_dir unset or give the checkpoint's folder")
-    return checkpoint_dir
-
-
-def check_checkpoint_dir(checkpoint_dir: Path) -> Config:
-    """The checkpoint's config, after making sure weights, config and tokenizer are all there."""
-    check_checkpoint(checkpoint_dir, tokenizer=True)
-    return Config.from_file(checkpoint_dir / "model_config.yaml")
-
-
-def check_train_args(train: TrainArgs, eval: EvalArgs, world_size: int) -> None:
-    if train.micro_batch_size < 1 or train.global_batch_size < 1:
-        fail(f"--train.micro_batch_size {train.micro_batch_size} and --train.global_batch_size {train.global_batch_size} must be positive")
-    per_rank = train.global_batch_size // world_size
-    if per_rank < train.micro_batch_size or per_rank % train.micro_batch_size or train.global_batch_size % world_size:
-        fail(
-            f"--train.global_batch_size {train.global_batch_size} must split into whole micro-batches of"
-            f" --train.micro_batch_size {train.micro_batch_size} on each of {world_size} ranks"
-            f" (a multiple of {train.micro_batch_size * world_size})"
-        )
-    if train.max_norm is None:
-        fail("--train.max_norm is required (the paper clips gradients at 1.0)")
-    if all(v is None for v in (train.epochs, train.max_tokens, train.max_steps, train.max_time)):
-        fail("give a stop condition: --train.epochs, --train.max_tokens, --train.max_steps or --train.max_time")
-    if train.log_interval < 1 or (train.save_interval is not None and train.save_interval < 1):
-        fail("--train.log_interval and --train.save_interval must be at least 1")
-
-
-def refuse_unused_args(train: TrainArgs, eval: EvalArgs, log: LogArgs, logger_name: str) -> None:
-    """Stops on a TrainArgs / EvalArgs / LogArgs field that this loop would ignore (as litgpt's validate_args does);
-    every other field is honoured."""
-    if train.tie_embeddings:
-        fail("--train.tie_embeddings true is not supported: the architecture and weights come from the checkpoint (its embedding and head stay as they are)")
-    if eval.max_new_tokens is not None:
-        fail(f"--eval.max_new_tokens {eval.max_new_tokens} is not supported: pretraining generates no text (leave it unset)")
-    if eval.evaluate_example != EvalArgs.evaluate_example:
-        fail(f"--eval.evaluate_example {eval.evaluate_example} is not supported: pretraining generates no examples (leave it unset)")
-    defaults = LogArgs()
-    for name, loggers in (("project", "wandb"), ("run", "wandb"), ("group", "wandb"), ("teamspace", "litlogger"),
-                          ("metadata", "litlogger"), ("log_model", "litlogger"), ("save_logs", "litlogger"),
-                          ("checkpoint_name", "litlogger")):
-        if getattr(log, name) != getattr(defaults, name) and logger_name != loggers:
-            fail(f"--log.{name} is read only by --logger_name {loggers}, not {logger_name}")
-
-
-def hyperparameters(arguments: dict) -> dict:
-    """The command's arguments as YAML-able values, so that hyperparameters.yaml can be passed back as --config.
-
-    Kept on purpose: litgpt's ``capture_hparams`` writes a data module as ``str(module)``, which --config cannot read
-    back; here it becomes jsonargparse's ``class_path`` / ``init_args``.
-    """
-
-    def plain(value):
-        if isinstance(value, DataModule) and is_dataclass(value):
-            init_args = {f.name: plain(getattr(value, f.name)) for f in fields(value) if f.init}
-            return {"class_path": f"{type(value).__module__}.{type(value).__qualname__}", "init_args": init_args}
-        if is_dataclass(value):
-            return plain(asdict(value))
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, Path):
-            return str(value)
-        return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
-
-    return {name: plain(value) for name, value in arguments.items()}

@@ -35,7 +35,8 @@ from litgpt.tokenizer import Tokenizer
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from litgpt_inheritune.checkpoint import fail, replace_dir
+from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import replace_dir
 
 FORMAT_VERSION = 2  # part of the cache key: bump when the sampling rule or the stored layout changes
 PART_BYTES = 64 * 2**20  # largest byte range of a jsonl/.txt file that one worker reads as a unit

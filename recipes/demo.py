@@ -23,7 +23,8 @@ from litgpt_inheritune.analyze import main as analyze
 from litgpt_inheritune.checkpoint import load_lazy_state_dict
 from litgpt_inheritune.evaluate import main as evaluate
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.pretrain import LossMeter, setup as pretrain
+from litgpt_inheritune.compare import LossMeter
+from litgpt_inheritune.pretrain import setup as pretrain
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package

@@ -20,7 +20,8 @@ from litgpt.args import EvalArgs, TrainArgs
 
 from litgpt_inheritune.analyze import main as analyze
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.pretrain import LossMeter, setup as pretrain
+from litgpt_inheritune.compare import LossMeter
+from litgpt_inheritune.pretrain import setup as pretrain
 from litgpt_inheritune.redpajama import RedPajamaSample
 from litgpt_inheritune.selection import MEASURES
 
