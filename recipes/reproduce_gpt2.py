@@ -26,11 +26,12 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import save_config
 
-from litgpt_inheritune.checkpoint import fail
+from litgpt_inheritune.cli import fail
 from litgpt_inheritune.compare import main as compare
 from litgpt_inheritune.configs import gpt2_rope_config
 from litgpt_inheritune.grow import main as grow
-from litgpt_inheritune.pretrain import LossMeter, setup as pretrain
+from litgpt_inheritune.compare import LossMeter
+from litgpt_inheritune.pretrain import setup as pretrain
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
