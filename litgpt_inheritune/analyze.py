@@ -58,7 +58,7 @@ def main(
     For N random windows of T tokens (each inside one document): k* (singular values needed for a fraction tau of
     the energy) and m* (columns needed for a fraction eta of the squared mass) of each head's T x T attention matrix;
     Rank(h, l) and m(h, l) are their means. MaxRank(l) = max over heads, AvgMass(l) = mean over heads. Layers with
-    MaxRank below lazy_threshold are lazy. The same pass gives the other measures (see the README). Writes
+    MaxRank below lazy_threshold are lazy. The same pass gives the other measures (see docs/analyze.md). Writes
     attention.json, layers.csv, heads.csv, windows.csv and PNG plots to out_dir. Layers are 0-based.
 
     Arguments:

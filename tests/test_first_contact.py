@@ -19,9 +19,14 @@ from conftest import BIN, MATERIALS, make_reference, run_cli, run_in_process
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def documentation() -> str:
+    """The README and the reference it links to (docs/*.md)."""
+    return "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+
+
 def readme_command(command: str, flag: str) -> list[str]:
-    """The README's example of `command` that uses `flag`, split as the shell would split it."""
-    readme = (ROOT / "README.md").read_text()
+    """The documentation's example of `command` that uses `flag`, split as the shell would split it."""
+    readme = documentation()
     lines = re.findall(r"^litgpt inheritune (?:.*\\\n)*.*", readme, flags=re.M)
     line = next(line for line in lines if line.startswith(f"litgpt inheritune {command} ") and f"{flag} " in line)
     return shlex.split(line.replace("\\\n", " "))
@@ -187,7 +192,7 @@ def test_unreachable_dataset_is_one_line(tiny_references, tmp_path):
 
 
 def test_the_readmes_checkpoints_list_form(tiny_references, jsonl_corpus, tmp_path):
-    readme = (ROOT / "README.md").read_text()
+    readme = documentation()
     assert "--checkpoints '[A,B]'" in readme and "--checkpoints A B" not in readme
     others = [make_reference(tmp_path / f"seed{seed}", seed=seed) for seed in (1, 2)]
     code, _, stderr = run_in_process("analyze", str(tiny_references["llama-gqa"]), "--data_path", str(jsonl_corpus / "sample.jsonl"),
