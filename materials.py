@@ -53,15 +53,37 @@ def sentencepiece_tokenizer(out_dir: Path, text: Path, vocab_size: int = 2000) -
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sentencepiece.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(out_dir / "tokenizer"), model_type="bpe", vocab_size=vocab_size,
-        hard_vocab_limit=False, byte_fallback=True, split_digits=True, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=0.99995,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
+        input=str(text),
+        model_prefix=str(out_dir / "tokenizer"),
+        model_type="bpe",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        character_coverage=0.99995,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
     )
     (out_dir / "tokenizer.vocab").unlink()
     special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(
-        {"add_bos_token": True, "add_eos_token": False, "tokenizer_class": "LlamaTokenizer", "legacy": True, **special}, indent=2
-    ))
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "tokenizer_class": "LlamaTokenizer",
+                "legacy": True,
+                **special,
+            },
+            indent=2,
+        )
+    )
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
     return out_dir / "tokenizer.model"

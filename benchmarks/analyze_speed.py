@@ -74,15 +74,21 @@ def main() -> None:
     parser.add_argument("--seq_len", type=int, default=100)
     parser.add_argument("--skip_sequences", type=int, default=None, help="default: analyze's (3 of 100 windows)")
     parser.add_argument("--repeats", type=int, default=2, help="timings of each; the fastest is kept")
-    parser.add_argument("--straightforward", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time the Hugging Face + NumPy reference (--no-straightforward: only the 2x ratio)")
+    parser.add_argument(
+        "--straightforward",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the Hugging Face + NumPy reference (--no-straightforward: only the 2x ratio)",
+    )
     parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
 
     checkpoint = smollm2_checkpoint(args.cache_dir)
     from litgpt.tokenizer import Tokenizer
 
-    windows = sample_windows(Tokenizer(checkpoint), lee_corpus(args.cache_dir), args.num_sequences, args.seq_len, seed=42)
+    windows = sample_windows(
+        Tokenizer(checkpoint), lee_corpus(args.cache_dir), args.num_sequences, args.seq_len, seed=42
+    )
 
     model = load_model(checkpoint)
     rank_and_mass_only(model, windows[:2], tau=0.9, eta=0.9, batch_size=10)  # warm-up: page the weights in
@@ -92,9 +98,13 @@ def main() -> None:
         rank_and_mass_only(model, windows, tau=0.9, eta=0.9, batch_size=10)
         times["rank_and_mass"].append((time.perf_counter() - start[0], time.process_time() - start[1]))
         start = time.perf_counter(), time.process_time()
-        ours = analyze_model(model, windows, tau=0.9, eta=0.9, lazy_threshold=2.0, batch_size=10, skip_sequences=args.skip_sequences)
+        ours = analyze_model(
+            model, windows, tau=0.9, eta=0.9, lazy_threshold=2.0, batch_size=10, skip_sequences=args.skip_sequences
+        )
         times["all_measures"].append((time.perf_counter() - start[0], time.process_time() - start[1]))
-    (rank_and_mass_seconds, ours_seconds), (rank_and_mass_cpu, ours_cpu) = ((min(t[i] for t in v) for v in times.values()) for i in (0, 1))
+    (rank_and_mass_seconds, ours_seconds), (rank_and_mass_cpu, ours_cpu) = (
+        (min(t[i] for t in v) for v in times.values()) for i in (0, 1)
+    )
     report = {
         "num_sequences": args.num_sequences,
         "seq_len": args.seq_len,
@@ -111,10 +121,13 @@ def main() -> None:
         start = time.perf_counter()
         baseline = straightforward(fetch("smollm2", args.cache_dir), windows, tau=0.9, eta=0.9)
         baseline_seconds = time.perf_counter() - start
-        report.update(straightforward_seconds=round(baseline_seconds, 1), ratio=round(ours_seconds / baseline_seconds, 3),
-                      max_abs_rank_difference=float(np.abs(np.array(ours["rank"]) - baseline["rank"]).max()),
-                      max_abs_mass_difference=float(np.abs(np.array(ours["mass"]) - baseline["mass"]).max()),
-                      lazy_layers=ours["lazy_layers"])
+        report.update(
+            straightforward_seconds=round(baseline_seconds, 1),
+            ratio=round(ours_seconds / baseline_seconds, 3),
+            max_abs_rank_difference=float(np.abs(np.array(ours["rank"]) - baseline["rank"]).max()),
+            max_abs_mass_difference=float(np.abs(np.array(ours["mass"]) - baseline["mass"]).max()),
+            lazy_layers=ours["lazy_layers"],
+        )
     print(json.dumps(report, indent=2))
 
 

@@ -61,8 +61,12 @@ def write_corpus(articles: list[str], folder: Path, n_files: int) -> Path:
 
 def measure(corpus: Path, tokenizer_dir: Path, cache_dir: Path, workers: int) -> dict:
     shutil.rmtree(cache_dir, ignore_errors=True)
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(corpus), str(tokenizer_dir), str(cache_dir), str(workers)],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(corpus), str(tokenizer_dir), str(cache_dir), str(workers)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     if result.returncode != 0:
         raise SystemExit(result.stderr)
     shutil.rmtree(cache_dir, ignore_errors=True)
@@ -76,11 +80,15 @@ def main() -> None:
     parser.add_argument("--materials", type=Path, default=Path(".cache/materials"))
     args = parser.parse_args()
 
-    sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
+    sys.path.append(
+        str(Path(__file__).resolve().parents[1])
+    )  # materials.py: demo and test material, not in the package
     from materials import lee_corpus, smollm2_checkpoint
 
     tokenizer_dir = smollm2_checkpoint(args.materials)
-    articles = [line.strip() for line in lee_corpus(args.materials).read_text(encoding="utf-8").splitlines() if line.strip()]
+    articles = [
+        line.strip() for line in lee_corpus(args.materials).read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     small = write_corpus(articles, args.work_dir / "corpus-1x", args.copies)
     large = write_corpus(articles, args.work_dir / "corpus-10x", 10 * args.copies)
     cores = os.cpu_count() or 1
@@ -92,16 +100,22 @@ def main() -> None:
     }
     mib = 2**20
     for name, run in runs.items():
-        print(f"{name}: {run['tokens']:,} tokens, {run['documents']:,} documents in {run['seconds']:.1f} s = {run['tokens'] / run['seconds']:,.0f} tokens/s;"
-              f" peak RSS {(run['peak_rss'] - run['baseline_rss']) / mib:.1f} MiB above the baseline"
-              f" ({run['peak_rss'] / mib:.0f} MiB), largest worker {run['worker_peak_rss'] / mib:.0f} MiB;"
-              f" {run['cpu_seconds']:.1f} CPU-seconds ({run['cpu_seconds'] / run['seconds']:.2f} cores busy on average)")
-    print(f"load average before and after: {load_before} / {os.getloadavg()} (other work on the machine slows the workers)")
+        print(
+            f"{name}: {run['tokens']:,} tokens, {run['documents']:,} documents in {run['seconds']:.1f} s = {run['tokens'] / run['seconds']:,.0f} tokens/s;"
+            f" peak RSS {(run['peak_rss'] - run['baseline_rss']) / mib:.1f} MiB above the baseline"
+            f" ({run['peak_rss'] / mib:.0f} MiB), largest worker {run['worker_peak_rss'] / mib:.0f} MiB;"
+            f" {run['cpu_seconds']:.1f} CPU-seconds ({run['cpu_seconds'] / run['seconds']:.2f} cores busy on average)"
+        )
+    print(
+        f"load average before and after: {load_before} / {os.getloadavg()} (other work on the machine slows the workers)"
+    )
     one, many, small_run = runs["10x, 1 worker"], runs[f"10x, {cores} workers"], runs[f"1x, {cores} workers"]
     speedup = (many["tokens"] / many["seconds"]) / (one["tokens"] / one["seconds"])
     growth = max(many["peak_rss"] - small_run["peak_rss"], many["worker_peak_rss"] - small_run["worker_peak_rss"]) / mib
-    print(f"speed-up with {cores} workers: {speedup:.2f}x (goal on 2 cores: >= 1.7); tokens per CPU-second:"
-          f" {one['tokens'] / one['cpu_seconds']:,.0f} with 1 worker, {many['tokens'] / many['cpu_seconds']:,.0f} with {cores}")
+    print(
+        f"speed-up with {cores} workers: {speedup:.2f}x (goal on 2 cores: >= 1.7); tokens per CPU-second:"
+        f" {one['tokens'] / one['cpu_seconds']:,.0f} with 1 worker, {many['tokens'] / many['cpu_seconds']:,.0f} with {cores}"
+    )
     print(f"peak RSS growth from 1x to 10x: {growth:.1f} MiB (goal: < 50)")
     rate_per_core = one["tokens"] / one["seconds"]
     print(f"1B tokens on 16 such cores at this per-core speed: {1e9 / (16 * rate_per_core) / 60:.1f} min")

@@ -42,24 +42,44 @@ def main() -> None:
         hf_dir = export(checkpoint, out_dir=Path(work) / "hf", dtype="float32")
 
         start = time.perf_counter()
-        ours = evaluate(checkpoint, tasks=",".join(TASKS), include_path=include_path, limit=args.limit,
-                        batch_size=args.batch_size, out_dir=Path(work) / "ours", paper=False)
+        ours = evaluate(
+            checkpoint,
+            tasks=",".join(TASKS),
+            include_path=include_path,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            out_dir=Path(work) / "ours",
+            paper=False,
+        )
         ours_seconds = time.perf_counter() - start
 
         start = time.perf_counter()
         model = HFLM(pretrained=str(hf_dir), device="cpu", batch_size=args.batch_size, dtype="float32")
-        theirs = evaluator.simple_evaluate(model=model, tasks=TASKS, limit=args.limit,
-                                           task_manager=TaskManager(include_path=str(include_path)), random_seed=1234)
+        theirs = evaluator.simple_evaluate(
+            model=model,
+            tasks=TASKS,
+            limit=args.limit,
+            task_manager=TaskManager(include_path=str(include_path)),
+            random_seed=1234,
+        )
         hf_seconds = time.perf_counter() - start
 
-    print(json.dumps({
-        "limit": args.limit,
-        "batch_size": args.batch_size,
-        "ours_seconds": round(ours_seconds, 1),
-        "hf_backend_seconds": round(hf_seconds, 1),
-        "ratio": round(ours_seconds / hf_seconds, 3),
-        "accuracy": {task: [round(ours["results"][task]["acc,none"], 4), round(theirs["results"][task]["acc,none"], 4)] for task in TASKS},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "limit": args.limit,
+                "batch_size": args.batch_size,
+                "ours_seconds": round(ours_seconds, 1),
+                "hf_backend_seconds": round(hf_seconds, 1),
+                "ratio": round(ours_seconds / hf_seconds, 3),
+                "accuracy": {
+                    task: [round(ours["results"][task]["acc,none"], 4), round(theirs["results"][task]["acc,none"], 4)]
+                    for task in TASKS
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,18 @@ def run_stage(name: str, command: list, out: Path, kill_when: Path = None) -> di
     code = os.waitstatus_to_exitcode(status)
     if code != 0 and not killed:
         sys.exit(f"{name} failed with exit code {code}; see {log.name}")
-    written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.is_dir() else (out.stat().st_size if out.exists() else 0)
-    result = {"stage": name, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9, "seconds": seconds, "bytes_written_gb": written / 1e9, "killed": killed}
+    written = (
+        sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        if out.is_dir()
+        else (out.stat().st_size if out.exists() else 0)
+    )
+    result = {
+        "stage": name,
+        "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,
+        "seconds": seconds,
+        "bytes_written_gb": written / 1e9,
+        "killed": killed,
+    }
     print(json.dumps(result), flush=True)
     return result
 
@@ -96,7 +106,12 @@ def cpu_memory_estimate(target: Path, params: int, baseline: int, micro_tokens: 
     from litgpt.config import Config
 
     activations = activation_bytes(Config.from_file(target / "model_config.yaml"), "bf16-true", 1, micro_tokens)
-    return {"state": 8 * params, "baseline": baseline, "activations": activations, "total": 8 * params + baseline + activations}
+    return {
+        "state": 8 * params,
+        "baseline": baseline,
+        "activations": activations,
+        "total": 8 * params + baseline + activations,
+    }
 
 
 def main() -> None:
@@ -127,27 +142,90 @@ def main() -> None:
             if line.strip():
                 f.write(json.dumps({"text": line.strip(), "meta": {"source": "lee", "line": i}}) + "\n")
 
-    baseline = int(subprocess.run([sys.executable, "-c", IMPORT_BASELINE], capture_output=True, text=True, check=True).stdout)
+    baseline = int(
+        subprocess.run([sys.executable, "-c", IMPORT_BASELINE], capture_output=True, text=True, check=True).stdout
+    )
     # what the CLI itself takes before any work: `--help` imports everything a command imports
-    cli_baseline = run_stage("cli --help", [BIN / "litgpt", "inheritune", "init", "--help"], work / "none")["peak_rss_gb"] * 1e9
-    stages.append(run_stage("reference", [sys.executable, "-c", MAKE_REFERENCE, reference, args.reference], reference / "lit_model.pth"))
-    stages.append(run_stage("init", [BIN / "litgpt", "inheritune", "init", reference, "--n_layers", str(args.n_layers), "--out_dir", target], target))
+    cli_baseline = (
+        run_stage("cli --help", [BIN / "litgpt", "inheritune", "init", "--help"], work / "none")["peak_rss_gb"] * 1e9
+    )
+    stages.append(
+        run_stage(
+            "reference", [sys.executable, "-c", MAKE_REFERENCE, reference, args.reference], reference / "lit_model.pth"
+        )
+    )
+    stages.append(
+        run_stage(
+            "init",
+            [BIN / "litgpt", "inheritune", "init", reference, "--n_layers", str(args.n_layers), "--out_dir", target],
+            target,
+        )
+    )
 
     pretrain = [
-        BIN / "litgpt", "inheritune", "pretrain", "--config", RECIPE, target, "--out_dir", run,  # positional after --config
-        "--data.data_dir", data_dir, "--data.val_tokens", str(4 * (args.seq_len + 1)), "--data.num_workers", "0",
-        "--train.max_steps", "2", "--train.max_seq_length", str(args.seq_len), "--train.micro_batch_size", "1",
-        "--train.global_batch_size", "2", "--train.save_interval", "1", "--train.lr_warmup_steps", "1",
-        "--train.log_interval", "1", "--eval.interval", "1000", "--eval.max_iters", "2", "--keep_checkpoints", "1",
+        BIN / "litgpt",
+        "inheritune",
+        "pretrain",
+        "--config",
+        RECIPE,
+        target,
+        "--out_dir",
+        run,  # positional after --config
+        "--data.data_dir",
+        data_dir,
+        "--data.val_tokens",
+        str(4 * (args.seq_len + 1)),
+        "--data.num_workers",
+        "0",
+        "--train.max_steps",
+        "2",
+        "--train.max_seq_length",
+        str(args.seq_len),
+        "--train.micro_batch_size",
+        "1",
+        "--train.global_batch_size",
+        "2",
+        "--train.save_interval",
+        "1",
+        "--train.lr_warmup_steps",
+        "1",
+        "--train.log_interval",
+        "1",
+        "--eval.interval",
+        "1000",
+        "--eval.max_iters",
+        "2",
+        "--keep_checkpoints",
+        "1",
     ]
     stages.append(run_stage("pretrain (killed after step 1)", pretrain, run, kill_when=run / "step-00000001"))
     stages.append(run_stage("pretrain --resume auto", [*pretrain, "--resume", "auto"], run))
     final = run / "final"
     tasks = offline_tasks(cache)
-    stages.append(run_stage("evaluate", [
-        BIN / "litgpt", "inheritune", "evaluate", final, "--tasks", "piqa_offline,boolq_offline", "--include_path", tasks,
-        "--limit", "4", "--batch_size", "4", "--out_dir", work / "eval", "--paper", "false",
-    ], work / "eval"))
+    stages.append(
+        run_stage(
+            "evaluate",
+            [
+                BIN / "litgpt",
+                "inheritune",
+                "evaluate",
+                final,
+                "--tasks",
+                "piqa_offline,boolq_offline",
+                "--include_path",
+                tasks,
+                "--limit",
+                "4",
+                "--batch_size",
+                "4",
+                "--out_dir",
+                work / "eval",
+                "--paper",
+                "false",
+            ],
+            work / "eval",
+        )
+    )
     stages.append(run_stage("export", [BIN / "litgpt", "inheritune", "export", final, "--out_dir", hf], hf))
 
     import torch
@@ -157,7 +235,9 @@ def main() -> None:
     target_bytes = (target / "lit_model.pth").stat().st_size
     estimate = cpu_memory_estimate(target, params, baseline, args.seq_len)
     summary = {
-        "params": params, "import_baseline_gb": baseline / 1e9, "target_bytes_gb": target_bytes / 1e9,
+        "params": params,
+        "import_baseline_gb": baseline / 1e9,
+        "target_bytes_gb": target_bytes / 1e9,
         "step_checkpoint_gb": sum(f.stat().st_size for f in (run / "step-00000002").rglob("*") if f.is_file()) / 1e9,
         "init_peak_over_target": stages[1]["peak_rss_gb"] * 1e9 / target_bytes,
         "cli_baseline_gb": cli_baseline / 1e9,

@@ -50,18 +50,51 @@ from litgpt_inheritune.compare import logged_seconds  # noqa: E402
 BIN = Path(sys.executable).parent
 RECIPE = ROOT / "config_hub" / "pretrain" / "open_llama_3b-13L-1B-8ep.yaml"
 TOY = dict(
-    name="gpu-check-toy", block_size=64, vocab_size=2000, padding_multiple=64, n_layer=2, n_embd=64, n_head=4,
-    rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm", norm_eps=1e-6,
-    mlp_class_name="LLaMAMLP", intermediate_size=172,
+    name="gpu-check-toy",
+    block_size=64,
+    vocab_size=2000,
+    padding_multiple=64,
+    n_layer=2,
+    n_embd=64,
+    n_head=4,
+    rotary_percentage=1.0,
+    parallel_residual=False,
+    bias=False,
+    norm_class_name="RMSNorm",
+    norm_eps=1e-6,
+    mlp_class_name="LLaMAMLP",
+    intermediate_size=172,
 )
 # the recipe's shape and optimizer; fewer steps and a smaller global batch so that each run takes minutes
 SCALES = {
-    "gpu": dict(model="open_llama_3b-inheritune-13L", seq_length=2048, micro_batch_size=4, global_batch_size=16,
-                throughput_steps=12, throughput_warmup=4, repeats=2, steps=40, save_interval=20, eval_iters=2,
-                eval_limit=20, num_workers=4),
-    "dry-run": dict(model=TOY["name"], seq_length=64, micro_batch_size=4, global_batch_size=8,
-                    throughput_steps=6, throughput_warmup=2, repeats=1, steps=6, save_interval=2, eval_iters=8,
-                    eval_limit=2, num_workers=0),
+    "gpu": dict(
+        model="open_llama_3b-inheritune-13L",
+        seq_length=2048,
+        micro_batch_size=4,
+        global_batch_size=16,
+        throughput_steps=12,
+        throughput_warmup=4,
+        repeats=2,
+        steps=40,
+        save_interval=20,
+        eval_iters=2,
+        eval_limit=20,
+        num_workers=4,
+    ),
+    "dry-run": dict(
+        model=TOY["name"],
+        seq_length=64,
+        micro_batch_size=4,
+        global_batch_size=8,
+        throughput_steps=6,
+        throughput_warmup=2,
+        repeats=1,
+        steps=6,
+        save_interval=2,
+        eval_iters=8,
+        eval_limit=2,
+        num_workers=0,
+    ),
 }
 # runs the `litgpt-inheritune` command inside this child process and writes its peak memory to argv[1]
 MEASURED_RUN = """import json, resource, sys, torch
@@ -80,15 +113,23 @@ finally:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=Path("out/gpu_check/report.md"), help="the markdown report")
-    parser.add_argument("--work_dir", type=Path, default=None, help="checkpoints and runs (default: next to the report)")
+    parser.add_argument(
+        "--work_dir", type=Path, default=None, help="checkpoints and runs (default: next to the report)"
+    )
     parser.add_argument("--dry-run", dest="dry_run", action="store_true", help="every stage on the CPU at toy scale")
-    parser.add_argument("--checkpoint_dir", type=Path, default=None, help="a 13-block checkpoint instead of random weights")
+    parser.add_argument(
+        "--checkpoint_dir", type=Path, default=None, help="a 13-block checkpoint instead of random weights"
+    )
     parser.add_argument("--data_dir", type=Path, default=None, help="RedPajama jsonl folder instead of the Lee corpus")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps of the (c)-(f) runs")
     parser.add_argument("--repeats", type=int, default=None, help="alternating runs of each command in (a)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models in (a)")
-    parser.add_argument("--peak_tflops", type=float, default=None,
-                        help="the device's peak for MFU (default: Lightning's table for the GPU in bf16)")
+    parser.add_argument(
+        "--peak_tflops",
+        type=float,
+        default=None,
+        help="the device's peak for MFU (default: Lightning's table for the GPU in bf16)",
+    )
     parser.add_argument("--cache_dir", type=Path, default=materials.DEFAULT_CACHE, help="where the real text is cached")
     args = parser.parse_args()
     if args.dry_run:
@@ -99,8 +140,10 @@ def main() -> None:
     scale = dict(SCALES["dry-run" if args.dry_run else "gpu"])
     scale.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats)) if v is not None})
     if scale["steps"] < 2 * scale["save_interval"] or scale["repeats"] < 1:
-        fail(f"--steps {scale['steps']} --repeats {scale['repeats']}: need at least {2 * scale['save_interval']} steps"
-             f" (the resume check kills a run after its first checkpoint, every {scale['save_interval']} steps) and 1 repeat")
+        fail(
+            f"--steps {scale['steps']} --repeats {scale['repeats']}: need at least {2 * scale['save_interval']} steps"
+            f" (the resume check kills a run after its first checkpoint, every {scale['save_interval']} steps) and 1 repeat"
+        )
     for name, folder in (("checkpoint_dir", args.checkpoint_dir), ("data_dir", args.data_dir)):
         if folder is not None and not folder.is_dir():
             fail(f"--{name} {folder} is not a folder")
@@ -162,7 +205,9 @@ def build_checkpoint(out_dir: Path, name: str, args: argparse.Namespace) -> Path
 
     if (out_dir / "lit_model.pth").is_file():
         return out_dir
-    tokenizer = materials.sentencepiece_tokenizer(out_dir, materials.lee_corpus(args.cache_dir), vocab_size=TOY["vocab_size"])
+    tokenizer = materials.sentencepiece_tokenizer(
+        out_dir, materials.lee_corpus(args.cache_dir), vocab_size=TOY["vocab_size"]
+    )
     config = Config(**TOY) if args.dry_run else Config.from_name(name)
     import sentencepiece
 
@@ -212,10 +257,18 @@ def mfu(tokens_per_sec: float, per_token: float, peak) -> str:
 
 def throughput(checkpoint: Path, prepared: Path, work: Path, scale: dict, args: argparse.Namespace) -> str:
     """(a) train_throughput.compare at this scale and precision, on the same tokenized text as the other stages."""
-    settings = argparse.Namespace(data_module="LitData",
-        steps=scale["throughput_steps"], warmup=scale["throughput_warmup"], repeats=scale["repeats"], compile=args.compile,
-        num_workers=scale["num_workers"], work_dir=work, seq_length=scale["seq_length"], global_batch_size=scale["global_batch_size"],
-        micro_batch_size=scale["micro_batch_size"], precision="bf16-true",
+    settings = argparse.Namespace(
+        data_module="LitData",
+        steps=scale["throughput_steps"],
+        warmup=scale["throughput_warmup"],
+        repeats=scale["repeats"],
+        compile=args.compile,
+        num_workers=scale["num_workers"],
+        work_dir=work,
+        seq_length=scale["seq_length"],
+        global_batch_size=scale["global_batch_size"],
+        micro_batch_size=scale["micro_batch_size"],
+        precision="bf16-true",
     )
     shutil.rmtree(work / "data", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -224,17 +277,24 @@ def throughput(checkpoint: Path, prepared: Path, work: Path, scale: dict, args: 
     report = train_throughput.compare(checkpoint, settings)
     (work / "report.json").write_text(json.dumps(report, indent=2))
     per_token, peak = flops_per_token(checkpoint, scale["seq_length"]), peak_flops(args)
-    rows = [f"| {which} | {report[f'{which}_tokens_per_sec']:,.1f} | {mfu(report[f'{which}_tokens_per_sec'], per_token, peak)} |"
-            for which in ("ours", "stock")]
-    return "\n".join([
-        "## (a) Throughput: ours vs stock `litgpt pretrain`\n",
-        f"bf16-true, {settings.steps} steps per run of which the first {settings.warmup} are left out, best of"
-        f" {settings.repeats} alternating runs each, torch.compile: {args.compile}. MFU = tokens/s x"
-        f" {per_token / 1e9:.6g} GFLOP/token (6 x parameters + attention) / peak"
-        f" {'n/a' if not peak else f'{peak / 1e12:.0f} TFLOP/s'}.\n",
-        "| command | tokens/s | MFU |", "|---|---|---|", *rows, "",
-        f"ratio ours/stock: **{report['ratio']:.3f}** (of median step times: {report['ratio_of_median_steps']:.3f})\n",
-    ])
+    rows = [
+        f"| {which} | {report[f'{which}_tokens_per_sec']:,.1f} | {mfu(report[f'{which}_tokens_per_sec'], per_token, peak)} |"
+        for which in ("ours", "stock")
+    ]
+    return "\n".join(
+        [
+            "## (a) Throughput: ours vs stock `litgpt pretrain`\n",
+            f"bf16-true, {settings.steps} steps per run of which the first {settings.warmup} are left out, best of"
+            f" {settings.repeats} alternating runs each, torch.compile: {args.compile}. MFU = tokens/s x"
+            f" {per_token / 1e9:.6g} GFLOP/token (6 x parameters + attention) / peak"
+            f" {'n/a' if not peak else f'{peak / 1e12:.0f} TFLOP/s'}.\n",
+            "| command | tokens/s | MFU |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"ratio ours/stock: **{report['ratio']:.3f}** (of median step times: {report['ratio_of_median_steps']:.3f})\n",
+        ]
+    )
 
 
 def data_module(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict):
@@ -242,8 +302,11 @@ def data_module(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict):
     from litgpt_inheritune.redpajama import RedPajamaSample
 
     return RedPajamaSample(
-        data_dir=data_dir, token_budget=10**9, val_tokens=scale["eval_iters"] * scale["micro_batch_size"] * (scale["seq_length"] + 1),
-        num_workers=scale["num_workers"], cache_dir=out_dir.parent / "litdata",
+        data_dir=data_dir,
+        token_budget=10**9,
+        val_tokens=scale["eval_iters"] * scale["micro_batch_size"] * (scale["seq_length"] + 1),
+        num_workers=scale["num_workers"],
+        cache_dir=out_dir.parent / "litdata",
     )
 
 
@@ -252,7 +315,9 @@ def prepare_text(checkpoint: Path, data_dir: Path, work: Path, scale: dict) -> P
     from litgpt.tokenizer import Tokenizer
 
     data = data_module(checkpoint, data_dir, work / "prepare", scale)
-    data.connect(tokenizer=Tokenizer(checkpoint), batch_size=scale["micro_batch_size"], max_seq_length=scale["seq_length"])
+    data.connect(
+        tokenizer=Tokenizer(checkpoint), batch_size=scale["micro_batch_size"], max_seq_length=scale["seq_length"]
+    )
     data.prepare_data()
     return data.prepared_dir
 
@@ -261,15 +326,45 @@ def pretrain_args(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict, 
     """Our pretrain on RedPajama-style jsonl (data_module's settings)."""
     data = data_module(checkpoint, data_dir, out_dir, scale)
     return [
-        "pretrain", str(checkpoint), "--out_dir", str(out_dir), "--data", "RedPajamaSample",
-        "--data.data_dir", str(data.data_dir), "--data.token_budget", str(data.token_budget), "--data.val_tokens",
-        str(data.val_tokens), "--data.num_workers", str(data.num_workers), "--data.cache_dir", str(data.cache_dir),
-        "--train.max_seq_length", str(scale["seq_length"]), "--train.micro_batch_size", str(scale["micro_batch_size"]),
-        "--train.global_batch_size", str(scale["global_batch_size"]), "--train.max_steps", str(scale["steps"]),
-        "--train.lr_warmup_steps", str(max(1, scale["steps"] // 10)), "--train.log_interval", "1",
-        "--train.save_interval", str(scale["save_interval"] or "null"), "--eval.interval", "100000",
-        "--eval.max_iters", str(scale["eval_iters"]),
-        "--logger_name", "csv", "--seed", "42", *extra,
+        "pretrain",
+        str(checkpoint),
+        "--out_dir",
+        str(out_dir),
+        "--data",
+        "RedPajamaSample",
+        "--data.data_dir",
+        str(data.data_dir),
+        "--data.token_budget",
+        str(data.token_budget),
+        "--data.val_tokens",
+        str(data.val_tokens),
+        "--data.num_workers",
+        str(data.num_workers),
+        "--data.cache_dir",
+        str(data.cache_dir),
+        "--train.max_seq_length",
+        str(scale["seq_length"]),
+        "--train.micro_batch_size",
+        str(scale["micro_batch_size"]),
+        "--train.global_batch_size",
+        str(scale["global_batch_size"]),
+        "--train.max_steps",
+        str(scale["steps"]),
+        "--train.lr_warmup_steps",
+        str(max(1, scale["steps"] // 10)),
+        "--train.log_interval",
+        "1",
+        "--train.save_interval",
+        str(scale["save_interval"] or "null"),
+        "--eval.interval",
+        "100000",
+        "--eval.max_iters",
+        str(scale["eval_iters"]),
+        "--logger_name",
+        "csv",
+        "--seed",
+        "42",
+        *extra,
     ]
 
 
@@ -279,8 +374,13 @@ def measured_run(arguments: list[str], out_dir: Path, env: dict) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out_dir, ignore_errors=True)
     peak_file = out_dir.parent / f"{out_dir.name}.peak.json"
-    process = subprocess.Popen([sys.executable, "-c", MEASURED_RUN, str(peak_file), str(BIN / "litgpt-inheritune"), *arguments],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-c", MEASURED_RUN, str(peak_file), str(BIN / "litgpt-inheritune"), *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     smi = {"max_mib": 0}
     if torch.cuda.is_available() and shutil.which("nvidia-smi"):
         threading.Thread(target=poll_nvidia_smi, args=(process, smi), daemon=True).start()
@@ -289,7 +389,9 @@ def measured_run(arguments: list[str], out_dir: Path, env: dict) -> dict:
     seconds = time.perf_counter() - start
     (out_dir.parent / f"{out_dir.name}.log").write_text(log)
     if process.returncode != 0:
-        sys.exit(f"gpu_check: `litgpt-inheritune {' '.join(arguments[:2])}` failed ({process.returncode}):\n{log[-3000:]}")
+        sys.exit(
+            f"gpu_check: `litgpt-inheritune {' '.join(arguments[:2])}` failed ({process.returncode}):\n{log[-3000:]}"
+        )
     peak = json.loads(peak_file.read_text())
     if smi["max_mib"]:
         peak["nvidia_smi_bytes"] = smi["max_mib"] * 2**20
@@ -298,8 +400,11 @@ def measured_run(arguments: list[str], out_dir: Path, env: dict) -> dict:
 
 def poll_nvidia_smi(process: subprocess.Popen, smi: dict) -> None:
     while process.poll() is None:
-        result = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+        )
         for line in result.stdout.splitlines():
             pid, used = (field.strip() for field in line.split(","))
             if pid == str(process.pid) and used.isdigit():
@@ -313,8 +418,11 @@ def training_runs(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env
     for precision in ("bf16-true", "bf16-mixed"):
         # only bf16-true's final weights are needed later ((d), (e)): no step checkpoints (~11 GB each at full size)
         settings = scale if precision == "bf16-true" else {**scale, "save_interval": None}
-        runs[precision] = measured_run(pretrain_args(checkpoint, data_dir, work / precision, settings, "--precision", precision),
-                                       work / precision, env)
+        runs[precision] = measured_run(
+            pretrain_args(checkpoint, data_dir, work / precision, settings, "--precision", precision),
+            work / precision,
+            env,
+        )
         remove_step_checkpoints(work / precision)
     return runs
 
@@ -335,20 +443,28 @@ def memory(runs: dict, scale: dict, args: argparse.Namespace) -> str:
         if TOY["name"] not in name_to_config:
             configs.append(dict(TOY))
             name_to_config[TOY["name"]] = configs[-1]
-    lines = ["## (b) Peak memory vs the recipe's estimate\n",
-             f"Micro-batch {scale['micro_batch_size']} x {scale['seq_length']} tokens. Estimate: scripts/recipe_budget.py"
-             f" for {RECIPE.name} at this shape."
-             + (" Dry run: the CPU has no torch.cuda counters, so 'measured' is the process's peak RSS (not comparable)."
-                if args.dry_run else "") + "\n",
-             "| precision | measured peak GB | max_memory_reserved GB | nvidia-smi GB | estimate GB | measured / estimate |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "## (b) Peak memory vs the recipe's estimate\n",
+        f"Micro-batch {scale['micro_batch_size']} x {scale['seq_length']} tokens. Estimate: scripts/recipe_budget.py"
+        f" for {RECIPE.name} at this shape."
+        + (
+            " Dry run: the CPU has no torch.cuda counters, so 'measured' is the process's peak RSS (not comparable)."
+            if args.dry_run
+            else ""
+        )
+        + "\n",
+        "| precision | measured peak GB | max_memory_reserved GB | nvidia-smi GB | estimate GB | measured / estimate |",
+        "|---|---|---|---|---|---|",
+    ]
     for precision, run in runs.items():
         recipe["precision"] = precision
         estimate = recipe_budget.budget(recipe, "A6000")["memory_gb"] * 1e9
         peak = run["peak"]
         measured = peak.get("max_allocated_bytes", peak["max_rss_bytes"])
         reserved, smi = peak.get("max_reserved_bytes"), peak.get("nvidia_smi_bytes")
-        lines.append(f"| {precision} | {measured / 1e9:.2f} | {gb(reserved)} | {gb(smi)} | {estimate / 1e9:.2f} | {measured / estimate:.2f} |")
+        lines.append(
+            f"| {precision} | {measured / 1e9:.2f} | {gb(reserved)} | {gb(smi)} | {estimate / 1e9:.2f} | {measured / estimate:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -363,9 +479,13 @@ def metrics(out_dir: Path) -> list[dict]:
 
 def losses(runs: dict) -> str:
     """(c) the last training losses and the final validation loss of each precision."""
-    lines = ["## (c) bf16-true vs bf16-mixed\n", "Same checkpoint, data, seed and steps; the cosine schedule runs to its"
-             " minimum within these steps, where pure-bf16 AdamW updates are smallest.\n",
-             "| precision | steps | train loss (mean of the last 5 steps) | final val loss | seconds |", "|---|---|---|---|---|"]
+    lines = [
+        "## (c) bf16-true vs bf16-mixed\n",
+        "Same checkpoint, data, seed and steps; the cosine schedule runs to its"
+        " minimum within these steps, where pure-bf16 AdamW updates are smallest.\n",
+        "| precision | steps | train loss (mean of the last 5 steps) | final val loss | seconds |",
+        "|---|---|---|---|---|",
+    ]
     for precision, run in runs.items():
         rows = metrics(run["out_dir"])
         train = [float(r["loss"]) for r in rows if r.get("loss")]
@@ -382,8 +502,9 @@ def resume(runs: dict, checkpoint: Path, data_dir: Path, work: Path, scale: dict
     out_dir = work / "killed"
     shutil.rmtree(out_dir, ignore_errors=True)
     arguments = pretrain_args(checkpoint, data_dir, out_dir, scale, "--precision", "bf16-true")
-    process = subprocess.Popen([str(BIN / "litgpt-inheritune"), *arguments], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [str(BIN / "litgpt-inheritune"), *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     first = out_dir / f"step-{scale['save_interval']:08d}"
     while not (first / "lit_model.pth").exists() and process.poll() is None:
         time.sleep(0.01)
@@ -392,7 +513,9 @@ def resume(runs: dict, checkpoint: Path, data_dir: Path, work: Path, scale: dict
     completed = sorted(p.name for p in out_dir.glob("step-*"))
     if (out_dir / "final").exists() or not completed:
         sys.exit(f"gpu_check: the run in {out_dir} was not killed between its first checkpoint and its end")
-    result = subprocess.run([str(BIN / "litgpt-inheritune"), *arguments, "--resume", "auto"], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [str(BIN / "litgpt-inheritune"), *arguments, "--resume", "auto"], capture_output=True, text=True, env=env
+    )
     if result.returncode != 0:
         sys.exit(f"gpu_check: --resume auto failed ({result.returncode}):\n{result.stderr[-3000:]}")
     resumed_from = re.search(r"Resuming from (\S+)", result.stdout + result.stderr)[1]
@@ -417,16 +540,31 @@ def evaluate_devices(final: Path, work: Path, scale: dict, args: argparse.Namesp
     devices = ["cpu", "cpu"] if args.dry_run else ["cuda", "cpu"]
     scores = {}
     for i, device in enumerate(devices):
-        results = evaluate(final, tasks=tasks, include_path=materials.offline_tasks(args.cache_dir), limit=scale["eval_limit"],
-                           device=device, dtype="float32", out_dir=work / f"{i}-{device}")["results"]
-        scores[f"{i}-{device}"] = {task: (results[task]["acc,none"], results[task]["acc_norm,none"]) for task in tasks.split(",")}
+        results = evaluate(
+            final,
+            tasks=tasks,
+            include_path=materials.offline_tasks(args.cache_dir),
+            limit=scale["eval_limit"],
+            device=device,
+            dtype="float32",
+            out_dir=work / f"{i}-{device}",
+        )["results"]
+        scores[f"{i}-{device}"] = {
+            task: (results[task]["acc,none"], results[task]["acc_norm,none"]) for task in tasks.split(",")
+        }
     first, second = scores.values()
-    lines = ["## (e) evaluate on GPU vs CPU\n",
-             f"The bf16-true run's final checkpoint, float32 on both, {scale['eval_limit']} items per task."
-             + (" Dry run: both on the CPU." if args.dry_run else "") + "\n",
-             f"| task | acc {devices[0]} | acc {devices[1]} | acc_norm {devices[0]} | acc_norm {devices[1]} |", "|---|---|---|---|---|"]
+    lines = [
+        "## (e) evaluate on GPU vs CPU\n",
+        f"The bf16-true run's final checkpoint, float32 on both, {scale['eval_limit']} items per task."
+        + (" Dry run: both on the CPU." if args.dry_run else "")
+        + "\n",
+        f"| task | acc {devices[0]} | acc {devices[1]} | acc_norm {devices[0]} | acc_norm {devices[1]} |",
+        "|---|---|---|---|---|",
+    ]
     for task in tasks.split(","):
-        lines.append(f"| {task} | {first[task][0]:.4f} | {second[task][0]:.4f} | {first[task][1]:.4f} | {second[task][1]:.4f} |")
+        lines.append(
+            f"| {task} | {first[task][0]:.4f} | {second[task][0]:.4f} | {first[task][1]:.4f} | {second[task][1]:.4f} |"
+        )
     same = all(first[task] == second[task] for task in first)
     lines.append(f"\nsame scores: **{'yes' if same else 'no'}**\n")
     return "\n".join(lines)
@@ -438,25 +576,47 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
     lines = ["## (f) Several GPUs: DDP and FSDP\n"]
     if devices < 2:
         return "\n".join(lines + ["Skipped: one GPU.\n"])
-    per_round = scale["micro_batch_size"] * devices  # the global batch must be a whole number of micro-batches per device
+    per_round = (
+        scale["micro_batch_size"] * devices
+    )  # the global batch must be a whole number of micro-batches per device
     global_batch = per_round * -(-scale["global_batch_size"] // per_round)
-    lines += [f"{devices} devices, global batch {global_batch}, the same steps; tokens/s over the"
-              " steps after the first quarter.\n", "| strategy | tokens/s | seconds |", "|---|---|---|"]
+    lines += [
+        f"{devices} devices, global batch {global_batch}, the same steps; tokens/s over the"
+        " steps after the first quarter.\n",
+        "| strategy | tokens/s | seconds |",
+        "|---|---|---|",
+    ]
     for strategy in ("ddp", "fsdp"):
         if strategy == "fsdp" and not torch.cuda.is_available():
             lines.append("| fsdp | skipped: `pretrain` refuses FSDP on a CPU | |")
             continue
         scaled = {**scale, "global_batch_size": global_batch, "save_interval": None}
         out_dir = work / strategy
-        run = measured_run(pretrain_args(checkpoint, data_dir, out_dir, scaled, "--precision", "bf16-true",
-                                         "--devices", str(devices), "--strategy", strategy), out_dir, env)
+        run = measured_run(
+            pretrain_args(
+                checkpoint,
+                data_dir,
+                out_dir,
+                scaled,
+                "--precision",
+                "bf16-true",
+                "--devices",
+                str(devices),
+                "--strategy",
+                strategy,
+            ),
+            out_dir,
+            env,
+        )
         rows = [r for r in metrics(out_dir) if r.get("loss")]
         times = [t for t in map(logged_seconds, rows) if t is not None]
         if len(times) != len(rows) or len(times) < 3:  # no per-step timing: the whole process's time
             tokens_per_sec = len(rows) * scaled["global_batch_size"] * scale["seq_length"] / run["seconds"]
         else:
             w = len(times) // 4
-            tokens_per_sec = (len(times) - 1 - w) * scaled["global_batch_size"] * scale["seq_length"] / (times[-1] - times[w])
+            tokens_per_sec = (
+                (len(times) - 1 - w) * scaled["global_batch_size"] * scale["seq_length"] / (times[-1] - times[w])
+            )
         lines.append(f"| {strategy} | {tokens_per_sec:,.1f} | {run['seconds']:.0f} |")
         shutil.rmtree(out_dir / "final")
     return "\n".join(lines) + "\n"

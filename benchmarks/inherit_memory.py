@@ -46,9 +46,19 @@ def make_reference(reference_dir: Path) -> None:
     from litgpt.utils import save_config
 
     config = Config(
-        name="synthetic-24L", block_size=2048, vocab_size=32000, padding_multiple=64, n_layer=24, n_embd=1024,
-        n_head=16, rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm",
-        mlp_class_name="LLaMAMLP", intermediate_size=2048,
+        name="synthetic-24L",
+        block_size=2048,
+        vocab_size=32000,
+        padding_multiple=64,
+        n_layer=24,
+        n_embd=1024,
+        n_head=16,
+        rotary_percentage=1.0,
+        parallel_residual=False,
+        bias=False,
+        norm_class_name="RMSNorm",
+        mlp_class_name="LLaMAMLP",
+        intermediate_size=2048,
     )
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in GPT(config).state_dict().items()}
@@ -92,7 +102,10 @@ def main() -> None:
     inherited = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
     target_bytes = (target_dir / "lit_model.pth").stat().st_size
     full_load = run("load", str(reference_dir))
-    copies = [copy_seconds(reference_dir / "lit_model.pth", args.work_dir / "copy.bin", target_bytes) for _ in range(args.repeats)]
+    copies = [
+        copy_seconds(reference_dir / "lit_model.pth", args.work_dir / "copy.bin", target_bytes)
+        for _ in range(args.repeats)
+    ]
     copy = sorted(copies)[len(copies) // 2]
     (args.work_dir / "copy.bin").unlink()
 

@@ -56,9 +56,19 @@ def make_checkpoint(checkpoint_dir: Path) -> None:
     from conftest import write_tokenizer
 
     config = Config(
-        name="bench-llama", block_size=SEQ_LENGTH, vocab_size=320, padding_multiple=64, n_layer=4, n_embd=256,
-        n_head=4, rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm",
-        mlp_class_name="LLaMAMLP", intermediate_size=768,
+        name="bench-llama",
+        block_size=SEQ_LENGTH,
+        vocab_size=320,
+        padding_multiple=64,
+        n_layer=4,
+        n_embd=256,
+        n_head=4,
+        rotary_percentage=1.0,
+        parallel_residual=False,
+        bias=False,
+        norm_class_name="RMSNorm",
+        mlp_class_name="LLaMAMLP",
+        intermediate_size=768,
     )
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -94,20 +104,64 @@ def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Name
     else:  # litdata chunks in data/train and data/val (e.g. RedPajamaSample's)
         data = ["--data", "LitData", "--data.data_path", run_dir / "data", "--data.split_names", '["train", "val"]']
     common = [
-        "--out_dir", run_dir / "out", *data, "--data.num_workers", args.num_workers, "--train.max_seq_length", args.seq_length,
-        "--train.global_batch_size", args.global_batch_size, "--train.micro_batch_size", args.micro_batch_size,
-        "--train.max_norm", 1.0,
-        "--train.lr_warmup_steps", 10, "--train.log_interval", 1, "--train.save_interval", "null",
-        "--eval.interval", 1000, "--eval.final_validation", "false", "--optimizer", "AdamW", "--logger_name", "csv",
-        "--precision", args.precision, "--devices", 1, "--seed", SEED,
+        "--out_dir",
+        run_dir / "out",
+        *data,
+        "--data.num_workers",
+        args.num_workers,
+        "--train.max_seq_length",
+        args.seq_length,
+        "--train.global_batch_size",
+        args.global_batch_size,
+        "--train.micro_batch_size",
+        args.micro_batch_size,
+        "--train.max_norm",
+        1.0,
+        "--train.lr_warmup_steps",
+        10,
+        "--train.log_interval",
+        1,
+        "--train.save_interval",
+        "null",
+        "--eval.interval",
+        1000,
+        "--eval.final_validation",
+        "false",
+        "--optimizer",
+        "AdamW",
+        "--logger_name",
+        "csv",
+        "--precision",
+        args.precision,
+        "--devices",
+        1,
+        "--seed",
+        SEED,
     ]
     if which == "ours":
-        specific = ["inheritune", "pretrain", checkpoint_dir, "--train.max_steps", args.steps,
-                    "--compile", str(args.compile).lower()]
+        specific = [
+            "inheritune",
+            "pretrain",
+            checkpoint_dir,
+            "--train.max_steps",
+            args.steps,
+            "--compile",
+            str(args.compile).lower(),
+        ]
     else:  # stock takes the architecture as a dict, the weights from --initial_checkpoint_dir, stops on max_tokens
         model_config = json.dumps(yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text()))
-        specific = ["pretrain", "bench-llama", "--model_config", model_config, "--initial_checkpoint_dir", checkpoint_dir,
-                    "--tokenizer_dir", checkpoint_dir, "--train.max_tokens", args.steps * tokens_per_step(args)]
+        specific = [
+            "pretrain",
+            "bench-llama",
+            "--model_config",
+            model_config,
+            "--initial_checkpoint_dir",
+            checkpoint_dir,
+            "--tokenizer_dir",
+            checkpoint_dir,
+            "--train.max_tokens",
+            args.steps * tokens_per_step(args),
+        ]
     return [str(BIN / "litgpt"), *map(str, specific + common)]
 
 
@@ -144,7 +198,9 @@ def run(which: str, repeat: int, checkpoint_dir: Path, args: argparse.Namespace)
     tokens, times = [int(r["tokens"]) for r in rows], [logged_seconds(r) for r in rows]
     if tokens != [(i + 1) * tokens_per_step(args) for i in range(args.steps)]:
         sys.exit(f"{which}: expected {args.steps} logged steps of {tokens_per_step(args)} tokens, got {tokens}")
-    shutil.rmtree(run_dir / "out" / "final", ignore_errors=True)  # at full size a checkpoint is GBs; only the log is read
+    shutil.rmtree(
+        run_dir / "out" / "final", ignore_errors=True
+    )  # at full size a checkpoint is GBs; only the log is read
     shutil.rmtree(run_dir / "data")
     w = args.warmup - 1  # index of the row of step W
     step_seconds = sorted(b - a for a, b in zip(times[w:], times[w + 1 :]))
@@ -180,10 +236,17 @@ def compare(checkpoint_dir: Path, args: argparse.Namespace) -> dict:
         "stock_torch_compile": args.compile,
         "ours_torch_compile": args.compile,
         "settings": {
-            "steps": args.steps, "warmup_steps": args.warmup, "repeats": args.repeats,
-            "max_seq_length": args.seq_length, "global_batch_size": args.global_batch_size,
-            "micro_batch_size": args.micro_batch_size, "precision": args.precision, "optimizer": "AdamW", "seed": SEED,
-            "num_workers": args.num_workers, "cpu_count": os.cpu_count(),
+            "steps": args.steps,
+            "warmup_steps": args.warmup,
+            "repeats": args.repeats,
+            "max_seq_length": args.seq_length,
+            "global_batch_size": args.global_batch_size,
+            "micro_batch_size": args.micro_batch_size,
+            "precision": args.precision,
+            "optimizer": "AdamW",
+            "seed": SEED,
+            "num_workers": args.num_workers,
+            "cpu_count": os.cpu_count(),
         },
         "runs": runs,
     }
@@ -198,7 +261,12 @@ def main() -> None:
     parser.add_argument("--num_workers", type=int, default=1, help="data-loader workers, both commands")
     parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/train_throughput"))
     args = parser.parse_args()
-    args.seq_length, args.global_batch_size, args.micro_batch_size, args.precision = SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, "32-true"
+    args.seq_length, args.global_batch_size, args.micro_batch_size, args.precision = (
+        SEQ_LENGTH,
+        GLOBAL_BATCH,
+        MICRO_BATCH,
+        "32-true",
+    )
     args.data_module = "TextFiles"
     if not 1 <= args.warmup < args.steps - 1 or args.repeats < 1:
         parser.error("need 1 <= --warmup < --steps - 1 and --repeats >= 1")

@@ -92,8 +92,12 @@ def main(
         fail(f"--data_path {data_path} does not exist; give a text file, a .jsonl file or a folder of them")
     runs = checkpoint_list(resolve_checkpoint_dir(checkpoint_dir), checkpoints)
     skip_sequences = default_skip_sequences(num_sequences) if skip_sequences is None else skip_sequences
-    for name, value, least in (("num_sequences", num_sequences, 1), ("seq_len", seq_len, 2), ("batch_size", batch_size, 1),
-                               ("skip_sequences", skip_sequences, 1)):
+    for name, value, least in (
+        ("num_sequences", num_sequences, 1),
+        ("seq_len", seq_len, 2),
+        ("batch_size", batch_size, 1),
+        ("skip_sequences", skip_sequences, 1),
+    ):
         if value < least:
             fail(f"--{name} {value} must be at least {least}")
     for name, value in (("tau", tau), ("eta", eta)):
@@ -104,10 +108,20 @@ def main(
     device = check_device(device)
     out_dir = Path(out_dir)
     check_out_dir(out_dir, overwrite, protected=tuple(runs))
-    settings = dict(data_path=str(data_path), num_sequences=num_sequences, seq_len=seq_len, seed=seed, tau=tau,
-                    eta=eta, lazy_threshold=lazy_threshold, skip_sequences=min(skip_sequences, num_sequences),
-                    device=str(device), precision=precision, dtype=str(DTYPES[precision]).removeprefix("torch."),
-                    windows="one per document of at least seq_len tokens, at a random offset inside it")
+    settings = dict(
+        data_path=str(data_path),
+        num_sequences=num_sequences,
+        seq_len=seq_len,
+        seed=seed,
+        tau=tau,
+        eta=eta,
+        lazy_threshold=lazy_threshold,
+        skip_sequences=min(skip_sequences, num_sequences),
+        device=str(device),
+        precision=precision,
+        dtype=str(DTYPES[precision]).removeprefix("torch."),
+        windows="one per document of at least seq_len tokens, at a random offset inside it",
+    )
 
     results = {}
     with staged_dir(out_dir) as staging:
@@ -116,10 +130,15 @@ def main(
             target = staging if label is None else staging / checkpoint.name
             model = load_model(checkpoint, device, precision)
             windows = sample_windows(Tokenizer(checkpoint), Path(data_path), num_sequences, seq_len, seed)
-            result = analyze_model(model, windows, tau, eta, lazy_threshold, batch_size, window_sizes, skip_sequences,
-                                   desc=checkpoint.name)
-            result.update(settings=dict(settings, window_sizes=list(map(int, result["angular_distance"]))),
-                          checkpoint=str(checkpoint), name=model.config.name, label=label or model.config.name)
+            result = analyze_model(
+                model, windows, tau, eta, lazy_threshold, batch_size, window_sizes, skip_sequences, desc=checkpoint.name
+            )
+            result.update(
+                settings=dict(settings, window_sizes=list(map(int, result["angular_distance"]))),
+                checkpoint=str(checkpoint),
+                name=model.config.name,
+                label=label or model.config.name,
+            )
             write_tables(result, target)
             if plots:
                 from litgpt_inheritune.plots import plot_analysis
@@ -142,7 +161,9 @@ def check_device(device: str) -> torch.device:
         device = torch.device(device)
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as error:
-        fail(f"--device {device} is not usable here ({str(error).splitlines()[0]}); valid: cpu, or cuda/mps where available")
+        fail(
+            f"--device {device} is not usable here ({str(error).splitlines()[0]}); valid: cpu, or cuda/mps where available"
+        )
     return device
 
 
@@ -151,7 +172,9 @@ def checkpoint_list(checkpoint_dir: Path, checkpoints: Optional[list[Path]]) -> 
     then --checkpoints."""
     checkpoint_dir = Path(checkpoint_dir)
     steps = sorted(checkpoint_dir.glob(f"{STEP_DIR_PREFIX}*/lit_model.pth"))
-    trained = [p.parent for p in steps] + ([checkpoint_dir / "final"] if (checkpoint_dir / "final" / "lit_model.pth").is_file() else [])
+    trained = [p.parent for p in steps] + (
+        [checkpoint_dir / "final"] if (checkpoint_dir / "final" / "lit_model.pth").is_file() else []
+    )
     extra = [Path(c) for c in checkpoints or []]
     runs = extra + trained if trained else [checkpoint_dir] + extra
     if len({run.name for run in runs}) < len(runs):
@@ -167,7 +190,11 @@ def load_model(checkpoint_dir: Path, device: str = "cpu", precision: str = "32-t
 
 def iter_documents(data_path: Path, seed: int) -> Iterator[str]:
     """The documents of a text file, a .jsonl file or a folder of them (file order shuffled by seed), read lazily."""
-    files = [data_path] if data_path.is_file() else sorted(p for p in data_path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+    files = (
+        [data_path]
+        if data_path.is_file()
+        else sorted(p for p in data_path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
+    )
     random.Random(seed).shuffle(files)
     for path in files:
         if path.suffix != ".jsonl":
@@ -199,7 +226,10 @@ def sample_windows(tokenizer: Tokenizer, data_path: Path, n: int, seq_len: int, 
     if not documents:
         fail(f"--data_path {data_path} holds no document of at least --seq_len {seq_len} tokens")
     generator = torch.Generator().manual_seed(seed)
-    picks = list(range(len(documents))) + torch.randint(0, len(documents), (n - len(documents),), generator=generator).tolist()
+    picks = (
+        list(range(len(documents)))
+        + torch.randint(0, len(documents), (n - len(documents),), generator=generator).tolist()
+    )
     windows = []
     for pick in picks:
         start = torch.randint(0, len(documents[pick]) - seq_len + 1, (1,), generator=generator).item()
@@ -208,14 +238,25 @@ def sample_windows(tokenizer: Tokenizer, data_path: Path, n: int, seq_len: int, 
 
 
 @torch.no_grad()
-def analyze_model(model: GPT, windows: torch.Tensor, tau: float, eta: float, lazy_threshold: float, batch_size: int,
-                  window_sizes: Optional[list[int]] = None, skip_sequences: Optional[int] = None, desc: str = "analyze") -> dict:
+def analyze_model(
+    model: GPT,
+    windows: torch.Tensor,
+    tau: float,
+    eta: float,
+    lazy_threshold: float,
+    batch_size: int,
+    window_sizes: Optional[list[int]] = None,
+    skip_sequences: Optional[int] = None,
+    desc: str = "analyze",
+) -> dict:
     """Every measure from one pass over the windows; the skip losses re-run the later blocks on the first windows."""
     n_layer, n_head = model.config.n_layer, model.config.n_head
     window_sizes = check_window_sizes(window_sizes, n_layer)
     if windows.size(1) > model.config.block_size:
         fail(f"--seq_len {windows.size(1)} exceeds the model's context of {model.config.block_size} tokens")
-    per_head = {name: torch.zeros(n_layer, n_head, dtype=torch.float64) for name in ("rank", "mass", "entropy", "sink_mass")}
+    per_head = {
+        name: torch.zeros(n_layer, n_head, dtype=torch.float64) for name in ("rank", "mass", "entropy", "sink_mass")
+    }
     influence = torch.zeros(n_layer, dtype=torch.float64)
     angles = {n: torch.zeros(n_layer - n + 1, dtype=torch.float64) for n in window_sizes}
     skip_count = min(skip_sequences or default_skip_sequences(len(windows)), len(windows))
@@ -223,8 +264,12 @@ def analyze_model(model: GPT, windows: torch.Tensor, tau: float, eta: float, laz
     example, inputs, kept_inputs = {}, {}, []
 
     def attention_sink(layer: int, probabilities: torch.Tensor) -> None:
-        for name, measure in (("rank", lambda p: approximate_rank(p, tau)), ("mass", lambda p: column_mass_count(p, eta)),
-                              ("entropy", attention_entropy), ("sink_mass", first_token_mass)):
+        for name, measure in (
+            ("rank", lambda p: approximate_rank(p, tau)),
+            ("mass", lambda p: column_mass_count(p, eta)),
+            ("entropy", attention_entropy),
+            ("sink_mass", first_token_mass),
+        ):
             per_head[name][layer] += measure(probabilities).sum(dim=0).double().cpu()
         if layer not in example:
             example[layer] = probabilities[0].cpu()  # the first window's maps, for the plots
@@ -234,7 +279,9 @@ def analyze_model(model: GPT, windows: torch.Tensor, tau: float, eta: float, laz
     head, model.lm_head = model.lm_head, torch.nn.Identity()  # the main pass needs hidden states, not logits
     try:
         with capture_attention(model, attention_sink), capture_block_inputs(model, inputs.__setitem__):
-            for start in tqdm(range(0, len(windows), batch_size), desc=desc, unit="batch", file=sys.stderr, disable=None):
+            for start in tqdm(
+                range(0, len(windows), batch_size), desc=desc, unit="batch", file=sys.stderr, disable=None
+            ):
                 batch = windows[start : start + batch_size].to(device)
                 model(batch)
                 hidden = [inputs[layer] for layer in range(n_layer + 1)]
@@ -247,7 +294,9 @@ def analyze_model(model: GPT, windows: torch.Tensor, tau: float, eta: float, laz
     finally:
         model.lm_head = head
     # outside the captures: these passes are not part of the attention statistics
-    for batch, hidden in tqdm(kept_inputs, desc=f"{desc}: skip each block", unit="batch", file=sys.stderr, disable=None):
+    for batch, hidden in tqdm(
+        kept_inputs, desc=f"{desc}: skip each block", unit="batch", file=sys.stderr, disable=None
+    ):
         full, skipped = skip_loss_sums(model, batch, hidden)
         loss_sums += torch.cat([full[None], skipped]).double().cpu()
     count = len(windows)
@@ -290,25 +339,43 @@ def write_tables(result: dict, out_dir: Path) -> None:
     write_text_atomic(out_dir / "attention.json", json.dumps(public, indent=2) + "\n")
     lazy = set(result["lazy_layers"])
     columns = ("max_rank", "avg_mass", "block_influence", "skip_loss")
-    rows = [[layer, *(f"{result[c][layer]:.6g}" for c in columns), f"{sum(entropy) / len(entropy):.6g}",
-             f"{sum(sink) / len(sink):.6g}", layer in lazy]
-            for layer, (entropy, sink) in enumerate(zip(result["entropy"], result["sink_mass"]))]
+    rows = [
+        [
+            layer,
+            *(f"{result[c][layer]:.6g}" for c in columns),
+            f"{sum(entropy) / len(entropy):.6g}",
+            f"{sum(sink) / len(sink):.6g}",
+            layer in lazy,
+        ]
+        for layer, (entropy, sink) in enumerate(zip(result["entropy"], result["sink_mass"]))
+    ]
     write_csv(out_dir / "layers.csv", ["layer", *columns, "entropy", "sink_mass", "lazy"], rows)
-    rows = [[layer, head, *(f"{result[c][layer][head]:.6g}" for c in ("rank", "mass", "entropy", "sink_mass"))]
-            for layer in range(len(result["rank"])) for head in range(len(result["rank"][layer]))]
+    rows = [
+        [layer, head, *(f"{result[c][layer][head]:.6g}" for c in ("rank", "mass", "entropy", "sink_mass"))]
+        for layer in range(len(result["rank"]))
+        for head in range(len(result["rank"][layer]))
+    ]
     write_csv(out_dir / "heads.csv", ["layer", "head", "rank", "mass", "entropy", "sink_mass"], rows)
     max_rank = result["max_rank"]
-    rows = [[n, start, start + int(n), f"{distance:.6g}", f"{sum(max_rank[start : start + int(n)]) / int(n):.6g}"]
-            for n, distances in result["angular_distance"].items() for start, distance in enumerate(distances)]
+    rows = [
+        [n, start, start + int(n), f"{distance:.6g}", f"{sum(max_rank[start : start + int(n)]) / int(n):.6g}"]
+        for n, distances in result["angular_distance"].items()
+        for start, distance in enumerate(distances)
+    ]
     write_csv(out_dir / "windows.csv", ["n", "start", "stop", "angular_distance", "avg_max_rank"], rows)
 
 
 def write_trajectory(results: dict, out_dir: Path, plots: bool) -> None:
     """MaxRank per layer for every checkpoint, in training order."""
-    rows = [[name, layer, f"{r:.4f}", f"{m:.4f}"] for name, result in results.items()
-            for layer, (r, m) in enumerate(zip(result["max_rank"], result["avg_mass"]))]
+    rows = [
+        [name, layer, f"{r:.4f}", f"{m:.4f}"]
+        for name, result in results.items()
+        for layer, (r, m) in enumerate(zip(result["max_rank"], result["avg_mass"]))
+    ]
     write_csv(out_dir / "trajectory.csv", ["checkpoint", "layer", "max_rank", "avg_mass"], rows)
-    trajectory = {name: {k: result[k] for k in ("max_rank", "avg_mass", "lazy_layers")} for name, result in results.items()}
+    trajectory = {
+        name: {k: result[k] for k in ("max_rank", "avg_mass", "lazy_layers")} for name, result in results.items()
+    }
     write_text_atomic(out_dir / "trajectory.json", json.dumps(trajectory, indent=2) + "\n")
     if plots:
         from litgpt_inheritune.plots import plot_trajectory

@@ -56,7 +56,9 @@ def resolve_checkpoint_dir(checkpoint_dir: Path, name: str = "checkpoint_dir") -
         return auto_download_checkpoint(str(path))
     except (Exception, SystemExit) as error:  # no network, no such repository, a gated model, ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        fail(f"{name} {checkpoint_dir} is neither a folder nor checkpoints/{checkpoint_dir}, and downloading it as a Hugging Face model failed ({reason})")
+        fail(
+            f"{name} {checkpoint_dir} is neither a folder nor checkpoints/{checkpoint_dir}, and downloading it as a Hugging Face model failed ({reason})"
+        )
 
 
 def check_checkpoint(checkpoint_dir: Path, name: str = "checkpoint_dir", tokenizer: bool = False) -> None:
@@ -72,8 +74,12 @@ def check_checkpoint(checkpoint_dir: Path, name: str = "checkpoint_dir", tokeniz
         check_valid_checkpoint_dir(checkpoint_dir, verbose=False, raise_error=True, ignore_tokenizer_files=True)
     except FileNotFoundError as error:  # litgpt's message starts with "checkpoint_dir '<absolute path>'"
         fail(f"{name} {str(error).removeprefix('checkpoint_dir ').rstrip('.')}; expected a LitGPT checkpoint folder")
-    if tokenizer and not ((checkpoint_dir / "tokenizer.json").is_file() or (checkpoint_dir / "tokenizer.model").is_file()):
-        fail(f"{name} {checkpoint_dir} is missing tokenizer.json or tokenizer.model; copy them from the reference checkpoint")
+    if tokenizer and not (
+        (checkpoint_dir / "tokenizer.json").is_file() or (checkpoint_dir / "tokenizer.model").is_file()
+    ):
+        fail(
+            f"{name} {checkpoint_dir} is missing tokenizer.json or tokenizer.model; copy them from the reference checkpoint"
+        )
 
 
 def load_lazy_state_dict(path: Path) -> dict:
@@ -224,20 +230,29 @@ def intact_checkpoint(path: Path) -> Path:
     damage = checkpoint_damage(path)
     if damage is None:
         return path
-    earlier = sorted(p for p in path.parent.glob(f"{STEP_DIR_PREFIX}*") if p.name < path.name and (p / "lit_model.pth").exists())
+    earlier = sorted(
+        p for p in path.parent.glob(f"{STEP_DIR_PREFIX}*") if p.name < path.name and (p / "lit_model.pth").exists()
+    )
     good = next((p for p in reversed(earlier) if checkpoint_damage(p, read_all=False) is None), None)
-    hint = f"the newest complete earlier checkpoint is {good}: resume from it with --resume {good}" if good else "no earlier complete checkpoint is there"
+    hint = (
+        f"the newest complete earlier checkpoint is {good}: resume from it with --resume {good}"
+        if good
+        else "no earlier complete checkpoint is there"
+    )
     fail(f"checkpoint {path} is damaged: {damage}; {hint}, or delete {path} to start again")
 
 
-
-
-def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict, keep: Optional[int] = None) -> None:
+def save_step(
+    fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict, keep: Optional[int] = None
+) -> None:
     """out_dir/step-XXXXXXXX/: model, optimizer, data loader, RNG and counters, to resume from. With ``keep``, the
     older step checkpoints beyond the newest ``keep`` are deleted once this one is complete."""
     state["rng"] = get_rng_state()
     directory = out_dir / f"{STEP_DIR_PREFIX}{state['step_count']:08d}"
-    with full_disk_is_an_error(directory, state_bytes(state)), staged_checkpoint(fabric, directory, checkpoint_dir, hparams, state) as staging:
+    with (
+        full_disk_is_an_error(directory, state_bytes(state)),
+        staged_checkpoint(fabric, directory, checkpoint_dir, hparams, state) as staging,
+    ):
         fabric.save(staging / "lit_model.pth", state)
     if keep is not None and fabric.global_rank == 0:
         prune_step_checkpoints(out_dir, keep, directory)
@@ -247,7 +262,10 @@ def save_step(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path
 def save_final(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
     """out_dir/final/: a plain LitGPT checkpoint (bare state dict in lit_model.pth, configs, tokenizer, provenance)."""
     # the model is written twice on the way (Fabric's file, then the bare state dict)
-    with full_disk_is_an_error(out_dir / "final", 2 * state_bytes({"model": state["model"]})), staged_checkpoint(fabric, out_dir / "final", checkpoint_dir, hparams, state) as staging:
+    with (
+        full_disk_is_an_error(out_dir / "final", 2 * state_bytes({"model": state["model"]})),
+        staged_checkpoint(fabric, out_dir / "final", checkpoint_dir, hparams, state) as staging,
+    ):
         saved = staging / "model.pth"
         fabric.save(saved, {"model": state["model"]})
         if fabric.global_rank == 0:
@@ -285,17 +303,20 @@ def write_side_files(directory: Path, config: Config, checkpoint_dir: Path, hpar
     save_config(config, directory)
     copy_tokenizer_files(checkpoint_dir, directory)
     (directory / "hyperparameters.yaml").write_text(yaml.safe_dump(hparams, sort_keys=False))
-    write_provenance(directory, {
-        "command": "litgpt inheritune pretrain",
-        "checkpoint_dir": str(checkpoint_dir.resolve()),
-        "step": state["step_count"],
-        "iter_num": state["iter_num"],
-        "epoch": state["epoch"],
-        "name": config.name,
-        "n_layer": config.n_layer,
-        # size and checksum of the weights, checked before resuming (a truncated or altered file is refused)
-        "files": {path.name: fingerprint(path) for path in [directory / "lit_model.pth"] if path.is_file()},
-    })
+    write_provenance(
+        directory,
+        {
+            "command": "litgpt inheritune pretrain",
+            "checkpoint_dir": str(checkpoint_dir.resolve()),
+            "step": state["step_count"],
+            "iter_num": state["iter_num"],
+            "epoch": state["epoch"],
+            "name": config.name,
+            "n_layer": config.n_layer,
+            # size and checksum of the weights, checked before resuming (a truncated or altered file is refused)
+            "files": {path.name: fingerprint(path) for path in [directory / "lit_model.pth"] if path.is_file()},
+        },
+    )
 
 
 def get_rng_state() -> dict:
@@ -329,7 +350,9 @@ def find_resume_path(resume: Union[bool, str, Path], out_dir: Path, checkpoint_d
     if resume is False or resume == "false":
         previous = newest or (out_dir / "final" if (out_dir / "final").exists() else None)
         if previous is not None:
-            fail(f"--out_dir {out_dir} holds a previous run ({previous.name}); pass --resume auto to continue it or choose another --out_dir")
+            fail(
+                f"--out_dir {out_dir} holds a previous run ({previous.name}); pass --resume auto to continue it or choose another --out_dir"
+            )
         return None
     if resume is True or resume == "true":
         if newest is None:
@@ -340,5 +363,7 @@ def find_resume_path(resume: Union[bool, str, Path], out_dir: Path, checkpoint_d
     path = Path(resume)
     path = path.parent if path.name == "lit_model.pth" else path
     if not (path / "lit_model.pth").exists():
-        fail(f"--resume {resume} is not a checkpoint folder holding lit_model.pth; valid: auto, true, false or such a folder")
+        fail(
+            f"--resume {resume} is not a checkpoint folder holding lit_model.pth; valid: auto, true, false or such a folder"
+        )
     return intact_checkpoint(path)

@@ -33,6 +33,7 @@ def commands() -> dict:
         "export": export_fn,
     }
 
+
 def name_the_choices_on_a_typo() -> None:
     """jsonargparse 4.41 (the newest litgpt 0.5.13 allows) answers a value outside a Literal of strings (``--dtype
     fp16``) with "Cannot take a Union of no types." (it builds ``Union[()]``); this says which values are valid."""
@@ -45,7 +46,11 @@ def name_the_choices_on_a_typo() -> None:
         return
 
     def adapt(val, typehint, *args, **kwargs):
-        if get_origin(typehint) is Literal and isinstance(val, str) and all(isinstance(c, str) for c in get_args(typehint)):
+        if (
+            get_origin(typehint) is Literal
+            and isinstance(val, str)
+            and all(isinstance(c, str) for c in get_args(typehint))
+        ):
             if val not in get_args(typehint):
                 raise ValueError(f"{val!r} is not one of: {', '.join(get_args(typehint))}")
         return adapt_typehints(val, typehint, *args, **kwargs)
@@ -66,7 +71,10 @@ def extend_litgpt_cli(litgpt_main) -> None:
     """Adds `inheritune` to the subcommands of ``litgpt.__main__`` (called by litgpt_inheritune_hook)."""
     name_the_choices_on_a_typo()
     take_optional_positionals()
-    litgpt_main.PARSER_DATA["inheritune"] = {"_help": "Inheritune: derive small base models from the early blocks of a large one.", **commands()}
+    litgpt_main.PARSER_DATA["inheritune"] = {
+        "_help": "Inheritune: derive small base models from the early blocks of a large one.",
+        **commands(),
+    }
     stock_commands = litgpt_main.parser_commands
     litgpt_main.parser_commands = lambda: [*stock_commands(), "inheritune"]
 

@@ -68,7 +68,9 @@ class StopRequest:
         number = self.signal_number
         timed_out = int(self.max_time is not None and time.perf_counter() - self.start >= self.max_time)
         if self.fabric.world_size > 1:  # a signal may reach one rank only, and clocks differ: the ranks agree
-            flags = self.fabric.all_reduce(torch.tensor([number, timed_out], device=self.fabric.device), reduce_op="max")
+            flags = self.fabric.all_reduce(
+                torch.tensor([number, timed_out], device=self.fabric.device), reduce_op="max"
+            )
             number, timed_out = (int(v) for v in flags.tolist())
         if number:
             return signal.Signals(number).name
@@ -84,7 +86,8 @@ def preempted(fabric, reason: str, step: int, checkpoint: Optional[Path]) -> Non
         print(
             f"Stopped by {reason} at step {step}; {saved}. To continue, run the same command with --resume auto"
             f" (exit code {PREEMPTED_EXIT_CODE}: preempted, resumable)",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
     raise SystemExit(PREEMPTED_EXIT_CODE if fabric.local_rank == 0 else 0)
 
@@ -131,11 +134,15 @@ def lock_out_dir(out_dir: Path) -> None:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(descriptor, 512).decode(errors="replace").strip() or "a process that has not yet written its name"
+        holder = (
+            os.read(descriptor, 512).decode(errors="replace").strip() or "a process that has not yet written its name"
+        )
         os.close(descriptor)
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
-        fail(f"--out_dir {out_dir} is in use by another run ({holder}; lock file {path}); wait for it to end or choose another --out_dir")
+        fail(
+            f"--out_dir {out_dir} is in use by another run ({holder}; lock file {path}); wait for it to end or choose another --out_dir"
+        )
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"host {socket.gethostname()}, PID {os.getpid()}, since {started}\n".encode(), 0)
@@ -190,7 +197,9 @@ def out_of_space(error: BaseException) -> bool:
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return True
-        if isinstance(error, RuntimeError) and any(mark in str(error) for mark in ("inline_container", "PytorchStreamWriter", "file write failed")):
+        if isinstance(error, RuntimeError) and any(
+            mark in str(error) for mark in ("inline_container", "PytorchStreamWriter", "file write failed")
+        ):
             return True
         error = error.__cause__ or error.__context__
     return False

@@ -30,6 +30,7 @@ def logged_seconds(row: dict) -> Optional[float]:
     value = row.get("throughput/time") or row.get("time")
     return float(value) if value else None
 
+
 def main(
     run_dirs: list[Path],
     out_dir: Path = Path("out/inheritune/compare"),
@@ -66,8 +67,10 @@ def read_run(run_dir: Path, label: str) -> dict:
     checkpoints = [run_dir / "final"] + sorted(run_dir.glob(f"{STEP_DIR_PREFIX}*"), reverse=True)
     checkpoint = next((c for c in checkpoints if (c / "model_config.yaml").is_file()), None)
     if not logs or checkpoint is None:
-        fail(f"{run_dir} is not a pretrain out_dir with csv logs (logs/csv/version_*/metrics.csv) and a checkpoint; "
-             "give the --out_dir of a `litgpt inheritune pretrain` run with --logger_name csv")
+        fail(
+            f"{run_dir} is not a pretrain out_dir with csv logs (logs/csv/version_*/metrics.csv) and a checkpoint; "
+            "give the --out_dir of a `litgpt inheritune pretrain` run with --logger_name csv"
+        )
     rows, wall_time = [], 0.0
     for log in logs:  # a resumed run logs into a new version folder; its clock restarts
         with open(log) as f:
@@ -81,29 +84,41 @@ def read_run(run_dir: Path, label: str) -> dict:
     with torch.device("meta"):
         parameters = sum(p.numel() for p in GPT(Config.from_file(checkpoint / "model_config.yaml")).parameters())
     return {
-        "label": label, "run_dir": str(run_dir), "checkpoint": str(checkpoint),
-        "val_loss": curve[-1][1] if curve else None, "parameters": parameters, "steps": steps,
-        "tokens": tokens_at.get(steps, 0), "wall_time_s": round(wall_time, 3),
+        "label": label,
+        "run_dir": str(run_dir),
+        "checkpoint": str(checkpoint),
+        "val_loss": curve[-1][1] if curve else None,
+        "parameters": parameters,
+        "steps": steps,
+        "tokens": tokens_at.get(steps, 0),
+        "wall_time_s": round(wall_time, 3),
         "curve": [[round(step * per_step), loss] for step, loss in curve],
     }
 
 
 def comparison_table(runs: list[dict], reference_loss: Optional[float]) -> str:
-    lines = ["| run | final validation loss | vs reference | parameters | steps | tokens | wall time |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | final validation loss | vs reference | parameters | steps | tokens | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
     if reference_loss is not None:
         lines.append(f"| reference | {reference_loss:.4f} | | | | | |")
     for run in runs:
         loss = "n/a" if run["val_loss"] is None else f"{run['val_loss']:.4f}"
         gap = "" if reference_loss is None or run["val_loss"] is None else f"{run['val_loss'] - reference_loss:+.4f}"
-        lines.append(f"| {run['label']} | {loss} | {gap} | {run['parameters'] / 1e6:.3f} M | {run['steps']:,} |"
-                     f" {run['tokens']:,} | {run['wall_time_s']:.1f} s |")
+        lines.append(
+            f"| {run['label']} | {loss} | {gap} | {run['parameters'] / 1e6:.3f} M | {run['steps']:,} |"
+            f" {run['tokens']:,} | {run['wall_time_s']:.1f} s |"
+        )
     return "\n".join(lines)
 
 
 class LossMeter:
     """Validation loss of a checkpoint on the first --eval.max_iters held-out batches, on one device."""
 
-    def __init__(self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]) -> None:
+    def __init__(
+        self, reference_dir: Path, data: DataModule, train: TrainArgs, eval: EvalArgs, precision: Optional[str]
+    ) -> None:
         self.fabric = L.Fabric(accelerator="auto", devices=1, precision=default_precision(precision))
         self.seq_len = train_seq_length(Config.from_file(reference_dir / "model_config.yaml"), train)
         data.connect(tokenizer=Tokenizer(reference_dir), batch_size=train.micro_batch_size, max_seq_length=self.seq_len)

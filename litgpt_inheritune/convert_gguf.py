@@ -50,7 +50,9 @@ def main(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, torch_dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_file.parent, gguf_file=gguf_file.name, torch_dtype=getattr(torch, dtype)
+        )
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     except Exception as error:
         fail(f"transformers could not read {gguf_file} ({type(error).__name__}: {str(error).splitlines()[0][:200]})")

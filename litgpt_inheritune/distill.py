@@ -39,16 +39,20 @@ def check_distill_args(distill: DistillArgs, student: Config) -> Optional[Config
     if distill.teacher_dir is None:
         return None
     if not 0 <= distill.alpha <= 1:
-        fail(f"--distill.alpha {distill.alpha} is outside [0, 1]; it weighs the cross-entropy against the KL term (the paper: 0.6)")
+        fail(
+            f"--distill.alpha {distill.alpha} is outside [0, 1]; it weighs the cross-entropy against the KL term (the paper: 0.6)"
+        )
     if not distill.temperature > 0:
         fail(f"--distill.temperature {distill.temperature} must be above 0 (the paper: 1.0)")
     teacher_dir = Path(distill.teacher_dir)
     check_checkpoint(teacher_dir, "--distill.teacher_dir")
     teacher = Config.from_file(teacher_dir / "model_config.yaml")
     if (teacher.vocab_size, teacher.padded_vocab_size) != (student.vocab_size, student.padded_vocab_size):
-        fail(f"--distill.teacher_dir {teacher_dir} has another vocabulary ({teacher.vocab_size} tokens, padded"
-             f" {teacher.padded_vocab_size}) than the student ({student.vocab_size}, padded {student.padded_vocab_size});"
-             " the teacher must use the student's tokenizer")
+        fail(
+            f"--distill.teacher_dir {teacher_dir} has another vocabulary ({teacher.vocab_size} tokens, padded"
+            f" {teacher.padded_vocab_size}) than the student ({student.vocab_size}, padded {student.padded_vocab_size});"
+            " the teacher must use the student's tokenizer"
+        )
     return teacher
 
 
@@ -69,8 +73,9 @@ def load_teacher(fabric: L.Fabric, teacher_dir: Path, config: Config, seq_len: i
     return teacher.eval()
 
 
-def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, alpha: float,
-                      temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def distillation_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, alpha: float, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, cross-entropy, KL) averaged over the predicted tokens (targets other than -100)."""
     ce = chunked_cross_entropy(logits, targets)
     student = F.log_softmax(logits.float() / temperature, dim=-1)
@@ -80,8 +85,14 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, target
     return alpha * ce + (1 - alpha) * kl, ce, kl
 
 
-def training_loss(fabric: L.Fabric, logits: torch.Tensor, input_ids: torch.Tensor, targets: torch.Tensor, teacher,
-                  distill: Optional[DistillArgs]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def training_loss(
+    fabric: L.Fabric,
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    targets: torch.Tensor,
+    teacher,
+    distill: Optional[DistillArgs],
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """The loss to back-propagate and, when distilling, the detached (cross-entropy, KL) pair to log."""
     if teacher is None:
         return chunked_cross_entropy(logits, targets), None

@@ -91,7 +91,9 @@ def main(
         dtype = "float32"  # bf16/fp16 matmuls on a CPU are slow and lose precision
     from litgpt_inheritune.lm_eval_model import LitGPTLM
 
-    model = LitGPTLM(checkpoint_dir, batch_size=batch_size, device=device, dtype=getattr(torch, dtype) if dtype else None)
+    model = LitGPTLM(
+        checkpoint_dir, batch_size=batch_size, device=device, dtype=getattr(torch, dtype) if dtype else None
+    )
     from lm_eval.loggers import EvaluationTracker
 
     # given a .json path, lm-eval's tracker writes the per-item records into that file's folder
@@ -108,8 +110,16 @@ def main(
         names = [task for task, n in shots.items() if n == k]
         with unreachable_datasets_fail(list(shots), task_manager):
             results = evaluator.simple_evaluate(
-                model=model, tasks=names, num_fewshot=k, limit=limit, task_manager=task_manager, random_seed=seed,
-                numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed, log_samples=log_samples,
+                model=model,
+                tasks=names,
+                num_fewshot=k,
+                limit=limit,
+                task_manager=task_manager,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+                log_samples=log_samples,
             )
         for task, samples in results.get("samples", {}).items():
             tracker.save_results_samples(task_name=task, samples=samples)
@@ -117,13 +127,21 @@ def main(
                 fail(f"--log_samples: could not write {out_dir}/samples_{task}_{tracker.date_id}.jsonl")
         for key in ("results", "groups", "configs", "versions", "n-shot", "higher-is-better", "n-samples"):
             merged.setdefault(key, {}).update(results.get(key, {}))
-    merged["model"] = {"checkpoint_dir": str(checkpoint_dir.resolve()), "name": model.model.config.name,
-                       "n_layer": model.model.config.n_layer, "limit": limit, "device": device,
-                       "dtype": str(next(model.model.parameters()).dtype).removeprefix("torch."), "batch_size": model.batch_size}
+    merged["model"] = {
+        "checkpoint_dir": str(checkpoint_dir.resolve()),
+        "name": model.model.config.name,
+        "n_layer": model.model.config.n_layer,
+        "limit": limit,
+        "device": device,
+        "dtype": str(next(model.model.parameters()).dtype).removeprefix("torch."),
+        "batch_size": model.batch_size,
+    }
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "results.json", json.dumps(merged, indent=2, default=str) + "\n")
-    table = results_table(merged, list(shots), [json.loads((Path(p) / "results.json").read_text()) for p in compare or []], paper)
+    table = results_table(
+        merged, list(shots), [json.loads((Path(p) / "results.json").read_text()) for p in compare or []], paper
+    )
     write_text_atomic(out_dir / "results.md", table)
     print(table)
     return merged
@@ -206,7 +224,9 @@ def hub_datasets(names: list[str], task_manager) -> list[str]:
         if isinstance(config.get("dataset_path"), str) and config["dataset_path"] not in found:
             found.append(config["dataset_path"])
         subtasks = config.get("task")
-        pending += [t if isinstance(t, str) else t.get("task", "") for t in subtasks] if isinstance(subtasks, list) else []
+        pending += (
+            [t if isinstance(t, str) else t.get("task", "") for t in subtasks] if isinstance(subtasks, list) else []
+        )
     return found
 
 
@@ -215,7 +235,9 @@ def check_task_names(names: list[str], task_manager) -> None:
     for name in names:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
-            fail(f"--tasks: unknown task {name!r}; closest: {', '.join(close) or 'none'} (`lm_eval --tasks list` lists all)")
+            fail(
+                f"--tasks: unknown task {name!r}; closest: {', '.join(close) or 'none'} (`lm_eval --tasks list` lists all)"
+            )
 
 
 def score(results: dict, task: str) -> tuple[Optional[str], Optional[float]]:
@@ -232,14 +254,19 @@ def score(results: dict, task: str) -> tuple[Optional[str], Optional[float]]:
 def results_table(results: dict, tasks: list[str], others: list[dict], paper: bool) -> str:
     models = [results, *others]
     columns = column_labels([m["model"] for m in models])
-    paper_columns = [name for name in PAPER if paper and any(task.removesuffix("_offline") in PAPER[name] for task in tasks)]
+    paper_columns = [
+        name for name in PAPER if paper and any(task.removesuffix("_offline") in PAPER[name] for task in tasks)
+    ]
     header = ["task", "shots", "metric", *columns, "chance", *[f"{name} †" for name in paper_columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for task in tasks:
         metric, _ = score(results, task)
         shots = results.get("n-shot", {}).get(task, "")
         # a compared run scored on other items than this one (another --limit) is marked, not silently mixed in
-        cells = [fmt(score(m, task)[1], stderr(m, task)) + (" *" if items(m, task) != items(results, task) else "") for m in models]
+        cells = [
+            fmt(score(m, task)[1], stderr(m, task)) + (" *" if items(m, task) != items(results, task) else "")
+            for m in models
+        ]
         row = [task, str(shots), metric or "", *cells]
         base = task.removesuffix("_offline")
         row += [fmt(CHANCE.get(base))] + [fmt(PAPER[name].get(base)) for name in paper_columns]
@@ -276,7 +303,7 @@ def limit_text(limit: Optional[float]) -> str:
 
 
 def column_labels(models: list[dict]) -> list[str]:
-    """"name (n layers)" per model; where two share that label (an inherited model and its random-init baseline),
+    """ "name (n layers)" per model; where two share that label (an inherited model and its random-init baseline),
     the last two parts of their checkpoint paths tell them apart."""
     labels = [f"{m['name']} ({m['n_layer']} layers)" for m in models]
     return [

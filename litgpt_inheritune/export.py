@@ -17,11 +17,18 @@ from litgpt.tokenizer import Tokenizer
 from huggingface_hub import save_torch_state_dict
 from transformers import GPTNeoXConfig, LlamaConfig, PretrainedConfig
 
-from litgpt_inheritune.checkpoint import check_checkpoint, copy_tokenizer_files, load_lazy_state_dict, resolve_checkpoint_dir
+from litgpt_inheritune.checkpoint import (
+    check_checkpoint,
+    copy_tokenizer_files,
+    load_lazy_state_dict,
+    resolve_checkpoint_dir,
+)
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
 
-SUPPORTED = "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
+SUPPORTED = (
+    "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
+)
 
 
 def main(
@@ -91,16 +98,27 @@ def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[Pre
         "eos_token_id": tokenizer.eos_id,
     }
     unsupported = [
-        name for name, value in (
-            ("scale_embeddings", config.scale_embeddings), ("norm_qk", config.norm_qk),
-            ("post_attention_norm", config.post_attention_norm), ("post_mlp_norm", config.post_mlp_norm),
+        name
+        for name, value in (
+            ("scale_embeddings", config.scale_embeddings),
+            ("norm_qk", config.norm_qk),
+            ("post_attention_norm", config.post_attention_norm),
+            ("post_mlp_norm", config.post_mlp_norm),
             ("attention_logit_softcapping", config.attention_logit_softcapping),
             ("final_logit_softcapping", config.final_logit_softcapping),
-            ("sliding_window_size", config.sliding_window_size), ("n_expert", config.n_expert),
-            ("latent_attention", config.latent_attention), ("lm_head_bias", config.lm_head_bias),
-        ) if value
+            ("sliding_window_size", config.sliding_window_size),
+            ("n_expert", config.n_expert),
+            ("latent_attention", config.latent_attention),
+            ("lm_head_bias", config.lm_head_bias),
+        )
+        if value
     ]
-    if config.mlp_class_name == "LLaMAMLP" and config.norm_class_name == "RMSNorm" and not config.parallel_residual and not unsupported:
+    if (
+        config.mlp_class_name == "LLaMAMLP"
+        and config.norm_class_name == "RMSNorm"
+        and not config.parallel_residual
+        and not unsupported
+    ):
         hf = {
             "architectures": ["LlamaForCausalLM"],
             **common,
@@ -115,9 +133,17 @@ def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[Pre
         if config.rope_adjustments:
             hf["rope_scaling"] = rope_scaling(config)
         if config.rotary_percentage != 1.0:
-            fail(f"{config.name}: rotary_percentage {config.rotary_percentage} has no LLaMA equivalent; supported: {SUPPORTED}")
+            fail(
+                f"{config.name}: rotary_percentage {config.rotary_percentage} has no LLaMA equivalent; supported: {SUPPORTED}"
+            )
         return LlamaConfig(**hf), lambda c, sd, lw: copy_weights_llama(c, sd, lw, untie_weights=False)
-    if config.mlp_class_name == "GptNeoxMLP" and config.norm_class_name == "LayerNorm" and config.bias and not unsupported and config.n_query_groups == config.n_head:
+    if (
+        config.mlp_class_name == "GptNeoxMLP"
+        and config.norm_class_name == "LayerNorm"
+        and config.bias
+        and not unsupported
+        and config.n_query_groups == config.n_head
+    ):
         hf = {
             "architectures": ["GPTNeoXForCausalLM"],
             **common,
@@ -138,7 +164,9 @@ def rope_scaling(config: Config) -> dict:
     adjustments = config.rope_adjustments
     llama3 = ("factor", "low_freq_factor", "high_freq_factor", "original_max_seq_len")
     if set(adjustments) != set(llama3):
-        fail(f"{config.name}: rope_adjustments {adjustments} cannot be exported yet; supported: Llama-3 style ({', '.join(llama3)})")
+        fail(
+            f"{config.name}: rope_adjustments {adjustments} cannot be exported yet; supported: Llama-3 style ({', '.join(llama3)})"
+        )
     return {
         "rope_type": "llama3",
         "factor": adjustments["factor"],

@@ -35,17 +35,17 @@ from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 BASELINES = {
     "random": "the final size's architecture trained from a random initialisation",
     "last_n": "the reference's last n blocks instead of its first n (the paper's lazy-layer initialisation; whether"
-              " they are lazy is for an attention analysis to say)",
+    " they are lazy is for an attention analysis to say)",
     "hybrid_stacking": "the reference's first n/2 blocks stacked twice to n blocks, then trained",
     "stacking": "n/2 blocks trained from a random initialisation, stacked twice to n blocks, trained again (twice the budget)",
     "half_width": "every block of the reference at half width (first half of the heads or query groups, MLP and"
-                  " embedding channels; the paper's Table 1)",
+    " embedding channels; the paper's Table 1)",
     "attn": "the first n blocks with only attention and its norm inherited, the MLP and its norm freshly initialised (Table 2)",
     "mlp": "the first n blocks with only the MLP and its norm inherited, attention and its norm freshly initialised (Table 2)",
     "attn_mlp_no_norm": "the first n blocks with attention and MLP inherited, their norms freshly initialised (Table 2)",
     "distill_random": "random initialisation trained with logit distillation from the reference (Figure 7)",
     "distill_alternate": "DistilBERT-style: every other block of the reference, then the blocks the paper names, trained"
-                         " with logit distillation from the reference (Figure 7)",
+    " with logit distillation from the reference (Figure 7)",
     "inherit_distill": "the first n blocks (Inheritune) trained with logit distillation from the reference",
 }
 BASELINE_ALIASES = {"lazy": "last_n"}  # the old name: the last n blocks are not always the lazy ones
@@ -127,33 +127,65 @@ def main(
         fail(f"--tolerance {tolerance} must be 0 or more")
     refuse_unused_args(train, eval, log, logger_name)
     data = data_or_default(data)
-    pretrain_args = hyperparameters(dict(
-        precision=precision, data=data, train=train, eval=eval, log=log, optimizer=optimizer, devices=devices,
-        strategy=strategy, activation_checkpointing=activation_checkpointing, logger_name=logger_name, seed=seed,
-    ))
+    pretrain_args = hyperparameters(
+        dict(
+            precision=precision,
+            data=data,
+            train=train,
+            eval=eval,
+            log=log,
+            optimizer=optimizer,
+            devices=devices,
+            strategy=strategy,
+            activation_checkpointing=activation_checkpointing,
+            logger_name=logger_name,
+            seed=seed,
+        )
+    )
     check_previous_settings(out_dir, pretrain_args, grow_from)
     measure = LossMeter(reference_dir, data, train, eval, precision)
     distill_args = {"teacher_dir": str(reference_dir), "alpha": distill.alpha, "temperature": distill.temperature}
     tokens_per_step = train.global_batch_size * measure.seq_len
 
-    report = {"reference": {"checkpoint": str(reference_dir), "n_layers": n_reference, "val_loss": measure(reference_dir)},
-              "tolerance": tolerance, "settings": run_settings(pretrain_args, measure, grow_from, distill_args, analysis, lazy_layers),
-              "rounds": [], "baselines": {}, "result": None}
+    report = {
+        "reference": {"checkpoint": str(reference_dir), "n_layers": n_reference, "val_loss": measure(reference_dir)},
+        "tolerance": tolerance,
+        "settings": run_settings(pretrain_args, measure, grow_from, distill_args, analysis, lazy_layers),
+        "rounds": [],
+        "baselines": {},
+        "result": None,
+    }
     lock_out_dir(out_dir)  # one grow per out_dir (each training run also locks its own folder)
     target_loss = report["reference"]["val_loss"] + tolerance
-    print(f"grow: reference {reference_dir} ({n_reference} blocks): validation loss {report['reference']['val_loss']:.4f};"
-          f" rounds of {', '.join(map(str, sizes))} blocks until <= {target_loss:.4f}")
+    print(
+        f"grow: reference {reference_dir} ({n_reference} blocks): validation loss {report['reference']['val_loss']:.4f};"
+        f" rounds of {', '.join(map(str, sizes))} blocks until <= {target_loss:.4f}"
+    )
     previous = None
     for n in sizes:
         layers = list(range(n))
-        final = train_run(reference_dir, layers, out_dir / f"{n}L", pretrain_args, "checkpoint",
-                          previous=previous if grow_from == "trained" else None)
+        final = train_run(
+            reference_dir,
+            layers,
+            out_dir / f"{n}L",
+            pretrain_args,
+            "checkpoint",
+            previous=previous if grow_from == "trained" else None,
+        )
         previous = final
-        entry = {"n_layers": n, "layers": f"0-{n - 1}", "checkpoint": str(final), "val_loss": measure(final), **trained_budget(final, tokens_per_step)}
+        entry = {
+            "n_layers": n,
+            "layers": f"0-{n - 1}",
+            "checkpoint": str(final),
+            "val_loss": measure(final),
+            **trained_budget(final, tokens_per_step),
+        }
         entry["matched"] = entry["val_loss"] <= target_loss
         report["rounds"].append(entry)
         report["result"] = str(final) if entry["matched"] else None
-        print(f"grow: {n} blocks: validation loss {entry['val_loss']:.4f} ({'matches' if entry['matched'] else 'above'} the reference)")
+        print(
+            f"grow: {n} blocks: validation loss {entry['val_loss']:.4f} ({'matches' if entry['matched'] else 'above'} the reference)"
+        )
         write_report(out_dir, report)
         if entry["matched"]:
             break
@@ -165,9 +197,16 @@ def main(
         if name == "last_n" and n == n_reference:
             print(f"grow: baseline last_n skipped: at {n} blocks the last n blocks are the first n")
             continue
-        final, layers = train_baseline(name, reference_dir, n, n_reference, out_dir / "baselines" / f"{name}-{n}L", pretrain_args, distill_args)
-        report["baselines"][name] = {"n_layers": n_reference if name == "half_width" else n, "layers": layers,
-                                     "checkpoint": str(final), "val_loss": measure(final), **trained_budget(final, tokens_per_step)}
+        final, layers = train_baseline(
+            name, reference_dir, n, n_reference, out_dir / "baselines" / f"{name}-{n}L", pretrain_args, distill_args
+        )
+        report["baselines"][name] = {
+            "n_layers": n_reference if name == "half_width" else n,
+            "layers": layers,
+            "checkpoint": str(final),
+            "val_loss": measure(final),
+            **trained_budget(final, tokens_per_step),
+        }
         print(f"grow: baseline {name} ({n} blocks): validation loss {report['baselines'][name]['val_loss']:.4f}")
         write_report(out_dir, report)
     print((out_dir / "grow.md").read_text())
@@ -182,15 +221,18 @@ def round_sizes(n_reference: int, n_layers: Optional[int], grow_by: int, max_lay
     if not 1 <= n <= n_reference:
         fail(f"--n_layers {n} is out of range; valid: 1..{n_reference} (the reference has {n_reference} blocks)")
     if not n <= top <= n_reference:
-        fail(f"--max_layers {top} is out of range; valid: {n}..{n_reference} (from --n_layers to the reference's blocks)")
+        fail(
+            f"--max_layers {top} is out of range; valid: {n}..{n_reference} (from --n_layers to the reference's blocks)"
+        )
     if grow_by < 1:
         fail(f"--grow_by {grow_by} must be 1 or more")
     sizes = list(range(n, top + 1, grow_by))
     return sizes if sizes[-1] == top else sizes + [top]
 
 
-def train_baseline(name: str, reference_dir: Path, n: int, n_reference: int, run_dir: Path, pretrain_args: dict,
-                   distill_args: dict) -> tuple[Path, str]:
+def train_baseline(
+    name: str, reference_dir: Path, n: int, n_reference: int, run_dir: Path, pretrain_args: dict, distill_args: dict
+) -> tuple[Path, str]:
     """Trains baseline ``name`` with n blocks; returns its final checkpoint and which blocks of the reference it holds."""
     half = list(range(math.ceil(n / 2)))
     stacked = (half + half)[:n]
@@ -199,22 +241,32 @@ def train_baseline(name: str, reference_dir: Path, n: int, n_reference: int, run
     if name == "random":
         return train_run(reference_dir, first, run_dir, pretrain_args, "random"), "random init"
     if name in ABLATION_PARTS:
-        return train_run(reference_dir, first, run_dir, pretrain_args, "checkpoint", {"parts": ABLATION_PARTS[name]}), f"0-{n - 1} ({ABLATION_PARTS[name]})"
+        return train_run(
+            reference_dir, first, run_dir, pretrain_args, "checkpoint", {"parts": ABLATION_PARTS[name]}
+        ), f"0-{n - 1} ({ABLATION_PARTS[name]})"
     if name == "half_width":
-        return train_run(reference_dir, list(range(n_reference)), run_dir, pretrain_args, "checkpoint", {"half_width": True}), f"0-{n_reference - 1}, half width"
+        return train_run(
+            reference_dir, list(range(n_reference)), run_dir, pretrain_args, "checkpoint", {"half_width": True}
+        ), f"0-{n_reference - 1}, half width"
     if name == "distill_random":
         return train_run(reference_dir, first, run_dir, distilled, "random"), "random init, distilled"
     if name == "inherit_distill":
         return train_run(reference_dir, first, run_dir, distilled, "checkpoint"), f"0-{n - 1}, distilled"
     if name == "distill_alternate":
         layers = alternate_layers(n, n_reference)
-        return train_run(reference_dir, layers, run_dir, distilled, "checkpoint"), ",".join(map(str, layers)) + ", distilled"
+        return train_run(reference_dir, layers, run_dir, distilled, "checkpoint"), ",".join(
+            map(str, layers)
+        ) + ", distilled"
     if name == "last_n":
-        return train_run(reference_dir, list(range(n_reference - n, n_reference)), run_dir, pretrain_args, "checkpoint"), f"{n_reference - n}-{n_reference - 1}"
+        return train_run(
+            reference_dir, list(range(n_reference - n, n_reference)), run_dir, pretrain_args, "checkpoint"
+        ), f"{n_reference - n}-{n_reference - 1}"
     if name == "hybrid_stacking":
         return train_run(reference_dir, stacked, run_dir, pretrain_args, "checkpoint"), ",".join(map(str, stacked))
     trained_half = train_run(reference_dir, half, run_dir / "half", pretrain_args, "random")
-    return train_run(trained_half, stacked, run_dir, pretrain_args, "checkpoint"), f"random init of {len(half)}, stacked"
+    return train_run(
+        trained_half, stacked, run_dir, pretrain_args, "checkpoint"
+    ), f"random init of {len(half)}, stacked"
 
 
 ABLATION_PARTS = {"attn": "attn,attn_norm", "mlp": "mlp,mlp_norm", "attn_mlp_no_norm": "attn,mlp"}
@@ -229,24 +281,54 @@ def alternate_layers(n: int, n_reference: int) -> list[int]:
     return alternate + list(range(start, start + n - len(alternate)))
 
 
-def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_args: dict, initialize: str,
-              init_options: Optional[dict] = None, previous: Optional[Path] = None) -> Path:
+def train_run(
+    reference_dir: Path,
+    layers: list[int],
+    run_dir: Path,
+    pretrain_args: dict,
+    initialize: str,
+    init_options: Optional[dict] = None,
+    previous: Optional[Path] = None,
+) -> Path:
     """Inherits ``layers`` into run_dir/init (with init's ``init_options``; or, given ``previous``, a trained smaller
     model plus the reference's next blocks) and trains it into run_dir/train; reuses whatever a previous run with the
     same settings finished."""
     init_dir, train_dir = run_dir / "init", run_dir / "train"
-    config = {**pretrain_args, "checkpoint_dir": str(init_dir), "out_dir": str(train_dir), "initialize": initialize, "resume": "auto"}
+    config = {
+        **pretrain_args,
+        "checkpoint_dir": str(init_dir),
+        "out_dir": str(train_dir),
+        "initialize": initialize,
+        "resume": "auto",
+    }
     settings = yaml.safe_dump(config, sort_keys=False)
     if (run_dir / "pretrain.yaml").is_file() and (run_dir / "pretrain.yaml").read_text() != settings:
         fail(f"{run_dir} holds a run with other settings (see its pretrain.yaml); give another --out_dir or delete it")
     check_same_reference(init_dir, reference_dir)
     options = init_options or {}
-    wanted = {"layers": layers, "half_width": options.get("half_width", False), "grown_from": None if previous is None else str(previous),
-              "parts": options.get("parts", ",".join(BLOCK_PARTS)).split(",")}
+    wanted = {
+        "layers": layers,
+        "half_width": options.get("half_width", False),
+        "grown_from": None if previous is None else str(previous),
+        "parts": options.get("parts", ",".join(BLOCK_PARTS)).split(","),
+    }
     made = json.loads((init_dir / "provenance.json").read_text()) if (init_dir / "provenance.json").is_file() else {}
-    made = {"layers": None, "half_width": False, "grown_from": None, "parts": list(BLOCK_PARTS), **made}  # older provenance lacks the new keys
+    made = {
+        "layers": None,
+        "half_width": False,
+        "grown_from": None,
+        "parts": list(BLOCK_PARTS),
+        **made,
+    }  # older provenance lacks the new keys
     if any(made[key] != value for key, value in wanted.items()):
-        init(reference_dir, out_dir=init_dir, layers=",".join(map(str, layers)), overwrite=True, allow_repeats=True, **(init_options or {}))
+        init(
+            reference_dir,
+            out_dir=init_dir,
+            layers=",".join(map(str, layers)),
+            overwrite=True,
+            allow_repeats=True,
+            **(init_options or {}),
+        )
         if previous is not None:
             continue_from_trained(init_dir, previous)
     final = train_dir / "final"
@@ -259,11 +341,17 @@ def train_run(reference_dir: Path, layers: list[int], run_dir: Path, pretrain_ar
     print(f"grow: {' '.join(command)}", flush=True)
     code, stop_signal = run_forwarding_stop_signals(command)
     if stop_signal is not None:
-        print(f"grow: stopped by {stop_signal} while training {run_dir}; run the same grow command again to continue"
-              f" (exit code {PREEMPTED_EXIT_CODE}: preempted, resumable)", file=sys.stderr, flush=True)
+        print(
+            f"grow: stopped by {stop_signal} while training {run_dir}; run the same grow command again to continue"
+            f" (exit code {PREEMPTED_EXIT_CODE}: preempted, resumable)",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(PREEMPTED_EXIT_CODE)
     if code != 0:
-        fail(f"pretrain of {run_dir} failed (exit code {code}); fix the cause and re-run grow: finished runs are reused")
+        fail(
+            f"pretrain of {run_dir} failed (exit code {code}); fix the cause and re-run grow: finished runs are reused"
+        )
     return final
 
 
@@ -290,15 +378,19 @@ def continue_from_trained(init_dir: Path, previous: Path) -> None:
     trained = load_lazy_state_dict(previous / "lit_model.pth")
     for key, tensor in trained.items():
         if key not in state_dict or state_dict[key].shape != tensor.shape:
-            fail(f"--grow_from trained: {previous} holds {key} {tuple(tensor.shape)}, which the next round's model has not")
+            fail(
+                f"--grow_from trained: {previous} holds {key} {tuple(tensor.shape)}, which the next round's model has not"
+            )
         state_dict[key] = tensor
     temporary = init_dir / "lit_model.pth.partial"
     torch.save(state_dict, temporary)
     temporary.replace(init_dir / "lit_model.pth")
     provenance = json.loads((init_dir / "provenance.json").read_text())
     provenance["grown_from"] = str(previous)
-    provenance["inherited"] = [f"embedding, blocks 0-{count_blocks(trained) - 1}, final norm and head of {previous} (trained)",
-                               f"blocks {count_blocks(trained)}-{count_blocks(state_dict) - 1} of the reference"]
+    provenance["inherited"] = [
+        f"embedding, blocks 0-{count_blocks(trained) - 1}, final norm and head of {previous} (trained)",
+        f"blocks {count_blocks(trained)}-{count_blocks(state_dict) - 1} of the reference",
+    ]
     write_text_atomic(init_dir / "provenance.json", json.dumps(provenance, indent=2) + "\n")
 
 
@@ -308,7 +400,9 @@ def analysed_lazy_layers(analysis: Optional[Path], n_reference: int) -> Optional
         return None
     path = Path(analysis) / "attention.json"
     if not path.is_file():
-        fail(f"--analysis {analysis} holds no attention.json; give the out_dir of `litgpt inheritune analyze` run on the reference")
+        fail(
+            f"--analysis {analysis} holds no attention.json; give the out_dir of `litgpt inheritune analyze` run on the reference"
+        )
     result = json.loads(path.read_text())
     if len(result["max_rank"]) != n_reference:
         fail(f"--analysis {analysis} describes {len(result['max_rank'])} layers but the reference has {n_reference}")
@@ -331,28 +425,46 @@ def check_previous_settings(out_dir: Path, pretrain_args: dict, grow_from: str) 
     """Refuses, before anything is measured or trained, a re-run whose settings differ from those out_dir's runs were
     trained with, naming the first setting that differs."""
     wanted = flatten(pretrain_args)
-    saved_runs = sorted(out_dir.glob("*/pretrain.yaml")) + sorted(out_dir.glob("baselines/*/pretrain.yaml")) + sorted(out_dir.glob("baselines/*/half/pretrain.yaml"))
+    saved_runs = (
+        sorted(out_dir.glob("*/pretrain.yaml"))
+        + sorted(out_dir.glob("baselines/*/pretrain.yaml"))
+        + sorted(out_dir.glob("baselines/*/half/pretrain.yaml"))
+    )
     for path in saved_runs:
         saved = flatten(yaml.safe_load(path.read_text()))
         for key, value in wanted.items():
             if key in saved and saved[key] != value:
-                fail(f"{path.parent} was trained with --{key} {saved[key]} but this run asks for {value}; give another --out_dir,"
-                     " or delete the folder to train it again")
+                fail(
+                    f"{path.parent} was trained with --{key} {saved[key]} but this run asks for {value}; give another --out_dir,"
+                    " or delete the folder to train it again"
+                )
     if (out_dir / "grow.json").is_file():
         before = json.loads((out_dir / "grow.json").read_text()).get("settings", {}).get("grow_from", "reference")
         if before != grow_from:
-            fail(f"{out_dir} holds rounds grown with --grow_from {before} but this run asks for {grow_from}; give another --out_dir")
+            fail(
+                f"{out_dir} holds rounds grown with --grow_from {before} but this run asks for {grow_from}; give another --out_dir"
+            )
 
 
-def run_settings(pretrain_args: dict, measure: LossMeter, grow_from: str, distill_args: dict, analysis: Optional[Path],
-                 lazy_layers: Optional[list[int]]) -> dict:
+def run_settings(
+    pretrain_args: dict,
+    measure: LossMeter,
+    grow_from: str,
+    distill_args: dict,
+    analysis: Optional[Path],
+    lazy_layers: Optional[list[int]],
+) -> dict:
     """What every run was trained and measured on, for grow.json and grow.md."""
     train = pretrain_args["train"]
     batches = min(measure.max_iters, len(measure.val_dataloader))
     return {
         "grow_from": grow_from,
         "data": pretrain_args["data"],
-        "train": {key: train[key] for key in ("epochs", "max_tokens", "max_steps", "max_time", "global_batch_size") if train.get(key) is not None},
+        "train": {
+            key: train[key]
+            for key in ("epochs", "max_tokens", "max_steps", "max_time", "global_batch_size")
+            if train.get(key) is not None
+        },
         "seq_len": measure.seq_len,
         "validation": {"batches": batches, "tokens": batches * train["micro_batch_size"] * measure.seq_len},
         "distill": {key: distill_args[key] for key in ("alpha", "temperature")},
@@ -370,16 +482,27 @@ def write_report(out_dir: Path, report: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "grow.json", json.dumps(report, indent=2) + "\n")
     reference = report["reference"]
-    lines = ["| model | blocks | layers of the reference | validation loss | vs reference | steps | tokens |", "|---|---|---|---|---|---|---|",
-             f"| reference | {reference['n_layers']} | all | {reference['val_loss']:.4f} | | | |"]
+    lines = [
+        "| model | blocks | layers of the reference | validation loss | vs reference | steps | tokens |",
+        "|---|---|---|---|---|---|---|",
+        f"| reference | {reference['n_layers']} | all | {reference['val_loss']:.4f} | | | |",
+    ]
     for entry in report["rounds"]:
-        lines.append(f"| round | {entry['n_layers']} | {entry['layers']} | {entry['val_loss']:.4f} |"
-                     f" {entry['val_loss'] - reference['val_loss']:+.4f}{' matched' if entry['matched'] else ''} |{budget_cells(entry)}")
+        lines.append(
+            f"| round | {entry['n_layers']} | {entry['layers']} | {entry['val_loss']:.4f} |"
+            f" {entry['val_loss'] - reference['val_loss']:+.4f}{' matched' if entry['matched'] else ''} |{budget_cells(entry)}"
+        )
     for name, entry in report["baselines"].items():
-        lines.append(f"| baseline: {name} | {entry['n_layers']} | {entry['layers']} | {entry['val_loss']:.4f} |"
-                     f" {entry['val_loss'] - reference['val_loss']:+.4f} |{budget_cells(entry)}")
+        lines.append(
+            f"| baseline: {name} | {entry['n_layers']} | {entry['layers']} | {entry['val_loss']:.4f} |"
+            f" {entry['val_loss'] - reference['val_loss']:+.4f} |{budget_cells(entry)}"
+        )
     result = report["result"] or "none: no round matched the reference"
-    text = "\n".join(lines) + f"\n\nGrown model: {result}.\n" + "".join(f"Baseline {name}: {BASELINES[name]}.\n" for name in report["baselines"])
+    text = (
+        "\n".join(lines)
+        + f"\n\nGrown model: {result}.\n"
+        + "".join(f"Baseline {name}: {BASELINES[name]}.\n" for name in report["baselines"])
+    )
     text += settings_text(report)
     write_text_atomic(out_dir / "grow.md", text)
     plot_report(out_dir, report)
@@ -398,11 +521,15 @@ def settings_text(report: dict) -> str:
     data_text = data if isinstance(data, str) else f"{data['class_path']} {json.dumps(data.get('init_args', {}))}"
     budget = ", ".join(f"--train.{key} {value}" for key, value in settings["train"].items())
     validation = settings["validation"]
-    text = (f"\nData: {data_text}.\nBudget of every run: {budget}, sequences of {settings['seq_len']} tokens"
-            f" (stacking trains twice: its half model first).\nValidation loss: the first {validation['batches']} held-out"
-            f" batches ({validation['tokens']:,} tokens), the same for every model, on one device.\n"
-            f"Rounds grown from: the {settings['grow_from']} model.\n")
-    if "distill" in settings and any(name.startswith("distill") or name.endswith("distill") for name in report["baselines"]):
+    text = (
+        f"\nData: {data_text}.\nBudget of every run: {budget}, sequences of {settings['seq_len']} tokens"
+        f" (stacking trains twice: its half model first).\nValidation loss: the first {validation['batches']} held-out"
+        f" batches ({validation['tokens']:,} tokens), the same for every model, on one device.\n"
+        f"Rounds grown from: the {settings['grow_from']} model.\n"
+    )
+    if "distill" in settings and any(
+        name.startswith("distill") or name.endswith("distill") for name in report["baselines"]
+    ):
         text += f"Distillation: teacher the reference, alpha {settings['distill']['alpha']}, temperature {settings['distill']['temperature']}.\n"
     last_n = report["baselines"].get("last_n")
     if settings.get("analysis"):
@@ -425,5 +552,9 @@ def plot_report(out_dir: Path, report: dict) -> None:
     entries = [(f"{entry['n_layers']} blocks (round)", entry) for entry in report["rounds"]]
     entries += [(f"{name} ({entry['n_layers']} blocks)", entry) for name, entry in report["baselines"].items()]
     runs = [read_run(Path(entry["checkpoint"]).parent, label) for label, entry in entries]
-    plot_loss_curves(runs, report["reference"]["val_loss"], out_dir / "grow.png",
-                     f"grow: validation loss of every round and baseline (reference: {report['reference']['n_layers']} blocks)")
+    plot_loss_curves(
+        runs,
+        report["reference"]["val_loss"],
+        out_dir / "grow.png",
+        f"grow: validation loss of every round and baseline (reference: {report['reference']['n_layers']} blocks)",
+    )

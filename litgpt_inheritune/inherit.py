@@ -42,15 +42,21 @@ def check_layers(layers: list[int], n_reference: int, allow_repeats: bool = Fals
     seen = set()
     for index in layers:
         if not 0 <= index < n_reference:
-            raise ValueError(f"layer {index} is out of range; the reference has {n_reference} blocks: 0..{n_reference - 1}")
+            raise ValueError(
+                f"layer {index} is out of range; the reference has {n_reference} blocks: 0..{n_reference - 1}"
+            )
         if index in seen and not allow_repeats:
-            raise ValueError(f"layer {index} is repeated; each block can be inherited once (--allow_repeats true stacks copies)")
+            raise ValueError(
+                f"layer {index} is repeated; each block can be inherited once (--allow_repeats true stacks copies)"
+            )
         seen.add(index)
 
 
 def first_layers(n_layers: int, n_reference: int) -> list[int]:
     if not 1 <= n_layers <= n_reference:
-        raise ValueError(f"--n_layers {n_layers} is out of range; valid: 1..{n_reference} (the reference has {n_reference} blocks)")
+        raise ValueError(
+            f"--n_layers {n_layers} is out of range; valid: 1..{n_reference} (the reference has {n_reference} blocks)"
+        )
     return list(range(n_layers))
 
 
@@ -147,26 +153,38 @@ def block_part(key: str) -> str:
 def replace_parts(state_dict: dict, fresh: dict, parts: list[str]) -> dict:
     """The block tensors of the parts not in ``parts`` taken from ``fresh`` (a newly initialised model's state dict);
     the embedding, final norm and head stay inherited."""
-    return {key: tensor if BLOCK_KEY.match(key) is None or block_part(key) in parts else fresh[key].to(tensor.dtype)
-            for key, tensor in state_dict.items()}
+    return {
+        key: tensor if BLOCK_KEY.match(key) is None or block_part(key) in parts else fresh[key].to(tensor.dtype)
+        for key, tensor in state_dict.items()
+    }
 
 
 def half_width_config(config: Config) -> Config:
     """The reference's config at half width: half the embedding width and MLP channels, half the attention heads
     (for grouped-query attention, half the query groups with all of their query heads), the head size kept."""
     if config.n_expert or config.latent_attention is not None:
-        raise ValueError(f"--half_width supports dense models with standard attention; {config.name} has"
-                         f" {'experts' if config.n_expert else 'latent attention'}")
+        raise ValueError(
+            f"--half_width supports dense models with standard attention; {config.name} has"
+            f" {'experts' if config.n_expert else 'latent attention'}"
+        )
     if config.n_query_groups == 1:  # one shared key/value head: keep it, halve the query heads
         groups, heads = 1, config.n_head // 2
     else:
         groups = config.n_query_groups // 2
         heads = groups * (config.n_head // config.n_query_groups)
     if heads < 1 or config.n_embd < 2 or config.intermediate_size < 2:
-        raise ValueError(f"--half_width: {config.name} ({config.n_head} heads, n_embd {config.n_embd}) is too narrow to halve")
+        raise ValueError(
+            f"--half_width: {config.name} ({config.n_head} heads, n_embd {config.n_embd}) is too narrow to halve"
+        )
     values = asdict(config)
-    values.update(name=f"{config.name}-half-width", n_embd=config.n_embd // 2, n_head=heads, n_query_groups=groups,
-                  head_size=config.head_size, intermediate_size=config.intermediate_size // 2)
+    values.update(
+        name=f"{config.name}-half-width",
+        n_embd=config.n_embd // 2,
+        n_head=heads,
+        n_query_groups=groups,
+        head_size=config.head_size,
+        intermediate_size=config.intermediate_size // 2,
+    )
     return Config(**values)
 
 

@@ -9,7 +9,14 @@ import torch
 from litgpt.config import Config
 from litgpt.utils import save_config
 
-from litgpt_inheritune.checkpoint import copy_tokenizer_files, fingerprint, load_lazy_state_dict, resolve_checkpoint_dir, save_state_dict, write_provenance
+from litgpt_inheritune.checkpoint import (
+    copy_tokenizer_files,
+    fingerprint,
+    load_lazy_state_dict,
+    resolve_checkpoint_dir,
+    save_state_dict,
+    write_provenance,
+)
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
 from litgpt_inheritune.inherit import write_hf_config
@@ -79,9 +86,14 @@ def main(
     if select != "first" and select not in MEASURES:
         fail(f"--select {select} is not a measure; valid: first, {', '.join(MEASURES)}")
     if (n_layers is None) == (layers is None) and not (half_width and n_layers is None):
-        fail("give exactly one of --n_layers N or --layers i,j,k" + (" (or neither with --half_width true)" if half_width else ""))
+        fail(
+            "give exactly one of --n_layers N or --layers i,j,k"
+            + (" (or neither with --half_width true)" if half_width else "")
+        )
     if layers is not None and select != "first":
-        fail(f"--select {select} chooses --n_layers blocks from an analysis; it cannot be combined with --layers {layers}")
+        fail(
+            f"--select {select} chooses --n_layers blocks from an analysis; it cannot be combined with --layers {layers}"
+        )
     if not reference_dir.is_dir():
         fail(f"reference_dir {reference_dir} is not a directory; expected a LitGPT checkpoint directory")
     try:
@@ -147,11 +159,19 @@ def main(
             },
         )
     if not tokenizer_files:
-        print(f"warning: {reference_dir} has no tokenizer files; add them before generating or training", file=sys.stderr)
+        print(
+            f"warning: {reference_dir} has no tokenizer files; add them before generating or training", file=sys.stderr
+        )
     extra = " and config.json" if wrote_hf_config else ""
     extra += " at half width" if half_width else ""
-    extra += f" (block parts inherited: {', '.join(inherited_parts)}; the rest freshly initialised)" if inherited_parts != list(BLOCK_PARTS) else ""
-    print(f"Inherited blocks {kept} of {reference_config.name} ({reference_config.n_layer} blocks) into {out_dir}{extra}")
+    extra += (
+        f" (block parts inherited: {', '.join(inherited_parts)}; the rest freshly initialised)"
+        if inherited_parts != list(BLOCK_PARTS)
+        else ""
+    )
+    print(
+        f"Inherited blocks {kept} of {reference_config.name} ({reference_config.n_layer} blocks) into {out_dir}{extra}"
+    )
     return out_dir
 
 
@@ -180,8 +200,12 @@ def selection_from_analysis(analysis: Optional[Path], measure: str, rule: str, n
         raise ValueError(f"--select {measure} is not a measure; valid: first, {', '.join(MEASURES)}")
     path = Path(analysis) / "attention.json" if analysis is not None else None
     if path is None or not path.is_file():
-        raise ValueError(f"--select {measure} needs --analysis DIR holding attention.json from `litgpt inheritune analyze`; got {analysis}")
+        raise ValueError(
+            f"--select {measure} needs --analysis DIR holding attention.json from `litgpt inheritune analyze`; got {analysis}"
+        )
     result = json.loads(path.read_text())
     if len(result["max_rank"]) != n_reference:
-        raise ValueError(f"--analysis {analysis} describes {len(result['max_rank'])} layers but the reference has {n_reference}")
+        raise ValueError(
+            f"--analysis {analysis} describes {len(result['max_rank'])} layers but the reference has {n_reference}"
+        )
     return dict(select_blocks(result, measure, rule, n_layers), analysis=str(path.resolve()))

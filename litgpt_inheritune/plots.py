@@ -19,22 +19,42 @@ def plot_analysis(result: dict, out_dir: Path) -> None:
     colors = ["tab:red" if layer in result["lazy_layers"] else "tab:blue" for layer in layers]
     ax.bar(layers, result["max_rank"], color=colors)
     ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"lazy below {threshold:g}")
-    ax.set(xlabel="layer", ylabel="MaxRank (max over heads)", title=f"{result['label']}: attention rank per layer ({sample})")
+    ax.set(
+        xlabel="layer",
+        ylabel="MaxRank (max over heads)",
+        title=f"{result['label']}: attention rank per layer ({sample})",
+    )
     ax.legend()
     save(fig, out_dir / "max_rank.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(layers, result["avg_mass"], marker="o")
-    ax.set(xlabel="layer", ylabel="AvgMass (mean over heads)", title=f"{result['label']}: columns holding {result['settings']['eta']:.0%} of the mass ({sample})")
+    ax.set(
+        xlabel="layer",
+        ylabel="AvgMass (mean over heads)",
+        title=f"{result['label']}: columns holding {result['settings']['eta']:.0%} of the mass ({sample})",
+    )
     save(fig, out_dir / "avg_mass.png")
 
     rank = np.array(result["rank"]).T  # heads x layers
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * rank.shape[1] + 2), max(3, 0.3 * rank.shape[0] + 1.5)))
     image = ax.imshow(rank, aspect="auto", cmap="viridis", origin="lower")
     collapsed = np.argwhere(rank < threshold)
-    ax.scatter(collapsed[:, 1], collapsed[:, 0], marker="s", s=30, facecolors="none", edgecolors="red", label=f"rank < {threshold:g}")
+    ax.scatter(
+        collapsed[:, 1],
+        collapsed[:, 0],
+        marker="s",
+        s=30,
+        facecolors="none",
+        edgecolors="red",
+        label=f"rank < {threshold:g}",
+    )
     fig.colorbar(image, ax=ax, label="Rank(h, l)")
-    ax.set(xlabel="layer", ylabel="head", title=f"{result['label']}: {len(collapsed)} of {rank.size} heads collapsed ({sample})")
+    ax.set(
+        xlabel="layer",
+        ylabel="head",
+        title=f"{result['label']}: {len(collapsed)} of {rank.size} heads collapsed ({sample})",
+    )
     ax.legend(loc="upper right", fontsize=8)
     save(fig, out_dir / "rank_heatmap.png")
 
@@ -51,7 +71,9 @@ def plot_analysis(result: dict, out_dir: Path) -> None:
                 axes[row][head].set_title(f"{label} layer {layer}, head {head}", fontsize=7)
                 axes[row][head].axis("off")
         fig.colorbar(image, ax=axes, label="attention probability", shrink=0.8)
-        fig.suptitle(f"{result['label']}: attention maps of the first of N={result['settings']['num_sequences']} windows (T={result['settings']['seq_len']})")
+        fig.suptitle(
+            f"{result['label']}: attention maps of the first of N={result['settings']['num_sequences']} windows (T={result['settings']['seq_len']})"
+        )
         save(fig, out_dir / "attention_maps.png", tight=False)
 
     plot_measures(result, out_dir)
@@ -69,7 +91,9 @@ def plot_measures(result: dict, out_dir: Path) -> None:
         "first-token mass": np.mean(result["sink_mass"], axis=1),
     }
     measures = {name: np.asarray(values, dtype=float) for name, values in measures.items() if values is not None}
-    grid = np.array([(v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else np.zeros_like(v) for v in measures.values()])
+    grid = np.array(
+        [(v - v.min()) / (v.max() - v.min()) if v.max() > v.min() else np.zeros_like(v) for v in measures.values()]
+    )
     n_layer = grid.shape[1]
     fig, ax = plt.subplots(figsize=(max(7, 0.28 * n_layer + 3), 3.6))
     image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
@@ -80,8 +104,11 @@ def plot_measures(result: dict, out_dir: Path) -> None:
         ax.get_xticklabels()[layer].set_color("red")
     fig.colorbar(image, ax=ax, label="scaled to [0, 1] per measure")
     settings = result["settings"]
-    ax.set(xlabel="layer (lazy in red)", title=f"{result['label']}: layer measures side by side (N={settings['num_sequences']},"
-           f" T={settings['seq_len']}; skip loss on {settings['skip_sequences']} windows)")
+    ax.set(
+        xlabel="layer (lazy in red)",
+        title=f"{result['label']}: layer measures side by side (N={settings['num_sequences']},"
+        f" T={settings['seq_len']}; skip loss on {settings['skip_sequences']} windows)",
+    )
     save(fig, out_dir / "measures.png")
 
 
@@ -94,7 +121,10 @@ def plot_trajectory(results: dict, out_dir: Path) -> None:
     ax.set_xticks(range(grid.shape[1]), [str(layer) for layer in range(grid.shape[1])], fontsize=7)
     fig.colorbar(image, ax=ax, label="MaxRank")
     settings = next(iter(results.values()))["settings"]
-    ax.set(xlabel="layer", title=f"MaxRank per layer across checkpoints (N={settings['num_sequences']}, T={settings['seq_len']})")
+    ax.set(
+        xlabel="layer",
+        title=f"MaxRank per layer across checkpoints (N={settings['num_sequences']}, T={settings['seq_len']})",
+    )
     save(fig, out_dir / "trajectory.png")
 
 
@@ -113,7 +143,13 @@ def plot_loss(metrics_files: list[Path], tokens_per_step: int, path: Path, title
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label, style in (("loss", "train", ".-"), ("val_loss", "validation", "o-")):
         steps = sorted(curves[key])
-        ax.plot([step * tokens_per_step for step in steps], [curves[key][step] for step in steps], style, label=label, markersize=4)
+        ax.plot(
+            [step * tokens_per_step for step in steps],
+            [curves[key][step] for step in steps],
+            style,
+            label=label,
+            markersize=4,
+        )
     ax.set(xlabel="training tokens", ylabel="loss (nats per token)", title=title)
     ax.legend()
     save(fig, path)

@@ -19,11 +19,18 @@ from litgpt_inheritune.redpajama import data_or_default
 def main(*args, **kwargs) -> None:
     arguments = inspect.signature(pretrain).bind(*args, **kwargs)
     arguments.apply_defaults()
-    given = {name: arguments.arguments[name] for name in ("checkpoint_dir", "initial_checkpoint_dir", "model_name", "model_config", "tokenizer_dir")}
+    given = {
+        name: arguments.arguments[name]
+        for name in ("checkpoint_dir", "initial_checkpoint_dir", "model_name", "model_config", "tokenizer_dir")
+    }
     checkpoint_dir, train = stock_checkpoint_dir(**given), arguments.arguments["train"]  # a LitGPT recipe's keys too
     config = check_checkpoint_dir(checkpoint_dir)
     data = data_or_default(arguments.arguments["data"])
-    data.connect(tokenizer=Tokenizer(checkpoint_dir), batch_size=train.micro_batch_size, max_seq_length=train_seq_length(config, train))
+    data.connect(
+        tokenizer=Tokenizer(checkpoint_dir),
+        batch_size=train.micro_batch_size,
+        max_seq_length=train_seq_length(config, train),
+    )
     data.prepare_data()
     data.setup()  # the same checks pretrain makes (enough tokens for a sequence in each split)
     where = f" in {data.prepared_dir}" if hasattr(data, "prepared_dir") else ""
@@ -33,4 +40,4 @@ def main(*args, **kwargs) -> None:
 main.__doc__ = """Tokenize the data a `litgpt inheritune pretrain` run with the same flags will read (its data module's
     prepare step, with a progress bar), so that a multi-GPU or multi-node launch starts training at once. Takes
     exactly pretrain's flags; only checkpoint_dir (its tokenizer), data and --train.max_seq_length matter here.
-""" + pretrain.__doc__[pretrain.__doc__.index("    Arguments:"):]
+""" + pretrain.__doc__[pretrain.__doc__.index("    Arguments:") :]

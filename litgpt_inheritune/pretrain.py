@@ -36,19 +36,36 @@ from litgpt.utils import (
 )
 
 from litgpt_inheritune.checkpoint import (
-    STEP_DIR_PREFIX, StreamingCheckpointIO, find_resume_path, load_lazy_state_dict, save_final, save_step, set_rng_state,
+    STEP_DIR_PREFIX,
+    StreamingCheckpointIO,
+    find_resume_path,
+    load_lazy_state_dict,
+    save_final,
+    save_step,
+    set_rng_state,
 )
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.cluster import (
-    StopRequest, launched_as_rank_zero, lock_out_dir, one_failure_stops_every_rank, preempted, unlock_out_dir,
+    StopRequest,
+    launched_as_rank_zero,
+    lock_out_dir,
+    one_failure_stops_every_rank,
+    preempted,
+    unlock_out_dir,
 )
 from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
 from litgpt_inheritune.plots import plot_loss
 from litgpt_inheritune.progress import Progress
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 from litgpt_inheritune.settings import (
-    check_checkpoint_dir, check_one_step, check_resumed_settings, check_train_args, default_precision, hyperparameters,
-    refuse_unused_args, stock_checkpoint_dir,
+    check_checkpoint_dir,
+    check_one_step,
+    check_resumed_settings,
+    check_train_args,
+    default_precision,
+    hyperparameters,
+    refuse_unused_args,
+    stock_checkpoint_dir,
 )
 
 PAPER_OPTIMIZER = {
@@ -56,7 +73,13 @@ PAPER_OPTIMIZER = {
     "init_args": {"lr": 3e-4, "weight_decay": 0.1, "betas": [0.9, 0.95]},
 }
 TRAIN_DEFAULTS = TrainArgs(
-    save_interval=1000, log_interval=10, global_batch_size=64, micro_batch_size=4, lr_warmup_steps=1000, max_norm=1.0, min_lr=3e-5,
+    save_interval=1000,
+    log_interval=10,
+    global_batch_size=64,
+    micro_batch_size=4,
+    lr_warmup_steps=1000,
+    max_norm=1.0,
+    min_lr=3e-5,
 )
 EVAL_DEFAULTS = EvalArgs(interval=1000, max_iters=100)
 
@@ -133,8 +156,12 @@ def setup(
         model_config: As in ``litgpt pretrain``; must equal the checkpoint's model_config.yaml.
         tokenizer_dir: As in ``litgpt pretrain``; the checkpoint's tokenizer is used, so this must hold the same one.
     """
-    checkpoint_dir = stock_checkpoint_dir(checkpoint_dir, initial_checkpoint_dir, model_name, model_config, tokenizer_dir)
-    initial_checkpoint_dir = model_name = model_config = tokenizer_dir = None  # hyperparameters.yaml: checkpoint_dir alone
+    checkpoint_dir = stock_checkpoint_dir(
+        checkpoint_dir, initial_checkpoint_dir, model_name, model_config, tokenizer_dir
+    )
+    initial_checkpoint_dir = model_name = model_config = tokenizer_dir = (
+        None  # hyperparameters.yaml: checkpoint_dir alone
+    )
     out_dir = Path(out_dir)
     data = data_or_default(data)
     hparams = hyperparameters(locals())
@@ -172,21 +199,51 @@ def setup(
     else:
         fabric_strategy = "auto"
     logger = choose_logger(
-        logger_name, out_dir, name=f"inheritune-pretrain-{config.name}", resume=bool(resume_path),
-        log_interval=train.log_interval, log_args={k: v for k, v in asdict(log).items() if v is not None},
+        logger_name,
+        out_dir,
+        name=f"inheritune-pretrain-{config.name}",
+        resume=bool(resume_path),
+        log_interval=train.log_interval,
+        log_args={k: v for k, v in asdict(log).items() if v is not None},
     )
-    loggers = [logger] if logger_name == "csv" else [logger, choose_logger("csv", out_dir, name="", log_interval=train.log_interval)]
+    loggers = (
+        [logger]
+        if logger_name == "csv"
+        else [logger, choose_logger("csv", out_dir, name="", log_interval=train.log_interval)]
+    )
     fabric = L.Fabric(
-        accelerator="auto", devices=devices, num_nodes=num_nodes,
-        strategy=fabric_strategy, precision=precision, loggers=loggers, plugins=[StreamingCheckpointIO()],  # CSV draws loss.png
+        accelerator="auto",
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=fabric_strategy,
+        precision=precision,
+        loggers=loggers,
+        plugins=[StreamingCheckpointIO()],  # CSV draws loss.png
     )
     fabric.launch()
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
     with one_failure_stops_every_rank(fabric):  # an error on one rank ends all of them, with its message
         try:
-            main(fabric, checkpoint_dir, out_dir, config, initialize, resume_path, data, train, eval, optimizer,
-                 activation_checkpointing, compile, seed, hparams, keep_checkpoints, distill, teacher_config)
+            main(
+                fabric,
+                checkpoint_dir,
+                out_dir,
+                config,
+                initialize,
+                resume_path,
+                data,
+                train,
+                eval,
+                optimizer,
+                activation_checkpointing,
+                compile,
+                seed,
+                hparams,
+                keep_checkpoints,
+                distill,
+                teacher_config,
+            )
         finally:
             unlock_out_dir(out_dir)
 
@@ -240,23 +297,53 @@ def main(
     data.setup()
     train_dataloader, val_dataloader = fabric.setup_dataloaders(data.train_dataloader(), data.val_dataloader())
 
-    state = {"model": model, "optimizer": optimizer, "train_dataloader": train_dataloader,
-             "iter_num": 0, "step_count": 0, "epoch": 0, "rng": {}}
+    state = {
+        "model": model,
+        "optimizer": optimizer,
+        "train_dataloader": train_dataloader,
+        "iter_num": 0,
+        "step_count": 0,
+        "epoch": 0,
+        "rng": {},
+    }
     if resume_path is not None:
         fabric.print(f"Resuming from {resume_path}")
         fabric.load(resume_path / "lit_model.pth", state, weights_only=True)
         set_rng_state(state["rng"])
 
-    teacher = None if teacher_config is None else load_teacher(fabric, distill.teacher_dir, teacher_config, model.max_seq_length)
+    teacher = (
+        None
+        if teacher_config is None
+        else load_teacher(fabric, distill.teacher_dir, teacher_config, model.max_seq_length)
+    )
     with StopRequest(fabric, train.max_time) as stop:  # SIGTERM/SIGUSR1 and max_time: a checkpoint, then stop
-        fit(fabric, state, train_dataloader, val_dataloader, out_dir, checkpoint_dir, train, eval, hparams, stop, keep_checkpoints,
-            teacher, distill)
+        fit(
+            fabric,
+            state,
+            train_dataloader,
+            val_dataloader,
+            out_dir,
+            checkpoint_dir,
+            train,
+            eval,
+            hparams,
+            stop,
+            keep_checkpoints,
+            teacher,
+            distill,
+        )
         save_final(fabric, state, out_dir, checkpoint_dir, hparams)
     for logger in fabric.loggers:
         logger.finalize("success")  # flushes the metrics logged since the last periodic write
     if fabric.global_rank == 0:
-        plot_loss(sorted((out_dir / "logs" / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])),
-                  train.global_batch_size * model.max_seq_length, out_dir / "loss.png", f"{config.name}: pretrain loss")
+        plot_loss(
+            sorted(
+                (out_dir / "logs" / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])
+            ),
+            train.global_batch_size * model.max_seq_length,
+            out_dir / "loss.png",
+            f"{config.name}: pretrain loss",
+        )
 
 
 def fit(
@@ -303,7 +390,9 @@ def fit(
     with torch.device("meta"):
         meta_model = GPT(config)
         x = torch.randint(0, 1, (train.micro_batch_size, seq_len))
-        flops_per_iter = measure_flops(meta_model, lambda: meta_model(x), lambda y: chunked_cross_entropy(y, x, chunk_size=0))
+        flops_per_iter = measure_flops(
+            meta_model, lambda: meta_model(x), lambda y: chunked_cross_entropy(y, x, chunk_size=0)
+        )
     throughput = ThroughputMonitor(fabric, window_size=5)
     progress = Progress(fabric, total=max_steps, initial=state["step_count"])
 
@@ -348,19 +437,32 @@ def fit(
             elapsed = time.perf_counter() - start_time - paused
             # Lightning's monitor takes running totals per device, except flops: those since the previous update
             throughput.update(
-                time=elapsed, batches=state["iter_num"], samples=state["iter_num"] * train.micro_batch_size,
+                time=elapsed,
+                batches=state["iter_num"],
+                samples=state["iter_num"] * train.micro_batch_size,
                 lengths=state["iter_num"] * train.micro_batch_size * seq_len,
                 flops=flops_per_iter * accumulation * (step - logged_step),
             )
             logged_step = step
-            metrics = {"loss": loss_value, "learning_rate": lr, "step": step, "epoch": state["epoch"],
-                       "tokens": step * tokens_per_step,
-                       **{f"throughput/{key}": value for key, value in throughput.compute().items()}}
+            metrics = {
+                "loss": loss_value,
+                "learning_rate": lr,
+                "step": step,
+                "epoch": state["epoch"],
+                "tokens": step * tokens_per_step,
+                **{f"throughput/{key}": value for key, value in throughput.compute().items()},
+            }
             metrics["tokens_per_sec"] = (step - start_step) * tokens_per_step / elapsed  # all ranks together
             if teacher is not None:
                 metrics["ce_loss"], metrics["kl_loss"] = fabric.all_reduce(step_parts, reduce_op="mean").tolist()
             fabric.log_dict(metrics, step=step)
-            progress.update(step, loss=loss_value, lr=lr, tokens_per_sec=metrics["tokens_per_sec"], mfu=metrics.get("throughput/device/mfu"))
+            progress.update(
+                step,
+                loss=loss_value,
+                lr=lr,
+                tokens_per_sec=metrics["tokens_per_sec"],
+                mfu=metrics.get("throughput/device/mfu"),
+            )
         t0 = time.perf_counter()  # validation and saving do not count as training time in the throughput
         if eval.interval and step % eval.interval == 0 and step < max_steps:
             log_validation(fabric, model, val_dataloader, eval, state, progress)
@@ -382,18 +484,26 @@ def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:
         return
     if not all(fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()):
         if fabric.global_rank == 0:
-            print(f"Preparing the data on rank 0 while the other {fabric.world_size - 1} ranks wait; run `litgpt inheritune"
-                  " prepare_data` with the same flags before a multi-GPU launch to start training at once", file=sys.stderr)
+            print(
+                f"Preparing the data on rank 0 while the other {fabric.world_size - 1} ranks wait; run `litgpt inheritune"
+                " prepare_data` with the same flags before a multi-GPU launch to start training at once",
+                file=sys.stderr,
+            )
             data.prepare_data()
         else:
-            print(f"rank {fabric.global_rank}: waiting for rank 0 to prepare the data in {data.prepared_dir}", file=sys.stderr)
+            print(
+                f"rank {fabric.global_rank}: waiting for rank 0 to prepare the data in {data.prepared_dir}",
+                file=sys.stderr,
+            )
         # a barrier of its own without the default 30-minute timeout: tokenizing can take hours
         torch.distributed.barrier(group=torch.distributed.new_group(backend="gloo", timeout=timedelta(days=30)))
     seen = fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()
     if not all(seen):
         ranks = ", ".join(str(rank) for rank, ok in enumerate(seen) if not ok)
-        fail(f"ranks {ranks} do not see the prepared data in {data.prepared_dir}; put --data.cache_dir on a shared filesystem"
-             " or run `litgpt inheritune prepare_data` with the same flags on every node (or copy the folder) first")
+        fail(
+            f"ranks {ranks} do not see the prepared data in {data.prepared_dir}; put --data.cache_dir on a shared filesystem"
+            " or run `litgpt inheritune prepare_data` with the same flags on every node (or copy the folder) first"
+        )
 
 
 def scheduled_lr(lr_max: float, step: int, warmup_steps: int, max_steps: int, min_lr: float) -> float:
@@ -436,7 +546,9 @@ def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
     for _ in range(max_iters):
         batch = next(batches, None)
         if fabric.world_size > 1:
-            every_rank_has_one = fabric.all_reduce(torch.tensor(int(batch is not None), device=fabric.device), reduce_op="min")
+            every_rank_has_one = fabric.all_reduce(
+                torch.tensor(int(batch is not None), device=fabric.device), reduce_op="min"
+            )
             batch = batch if int(every_rank_has_one) else None
         if batch is None:
             break
@@ -447,7 +559,9 @@ def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
     model.train()
     if count == 0:
         ranks = f" on at least one of the {fabric.world_size} ranks" if fabric.world_size > 1 else ""
-        fail(f"the validation data holds less than one batch{ranks}; raise --data.val_tokens or lower --train.micro_batch_size")
+        fail(
+            f"the validation data holds less than one batch{ranks}; raise --data.val_tokens or lower --train.micro_batch_size"
+        )
     return fabric.all_reduce(total / count, reduce_op="mean").item()
 
 
@@ -463,7 +577,14 @@ def log_validation(fabric, model, val_dataloader, eval: EvalArgs, state: dict, p
 
 
 def save_on_stop(
-    fabric: L.Fabric, reason: str, state: dict, out_dir: Path, checkpoint_dir: Path, train: TrainArgs, hparams: dict, keep: Optional[int]
+    fabric: L.Fabric,
+    reason: str,
+    state: dict,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    train: TrainArgs,
+    hparams: dict,
+    keep: Optional[int],
 ) -> None:
     """--train.max_time reached or a stop signal received: a step checkpoint to resume from (unless this step has
     one already); a signal then ends the process, max_time goes on to the final checkpoint."""
@@ -472,10 +593,10 @@ def save_on_stop(
     if step > 0 and not (train.save_interval and step % train.save_interval == 0):
         save_step(fabric, state, out_dir, checkpoint_dir, hparams, keep)
     if reason == "time":
-        fabric.print(f"Stopping: --train.max_time {train.max_time} s reached at step {step}; saved {directory} (continue with --resume auto)")
+        fabric.print(
+            f"Stopping: --train.max_time {train.max_time} s reached at step {step}; saved {directory} (continue with --resume auto)"
+        )
         return
     for logger in fabric.loggers:
         logger.finalize("success")  # the metrics logged so far reach the files
     preempted(fabric, reason, step, directory if step > 0 else None)
-
-

@@ -15,7 +15,11 @@ class Progress:
     def __init__(self, fabric: L.Fabric, total: int, initial: int) -> None:
         self.enabled = fabric.global_rank == 0
         self.total, self.start, self.t0 = total, initial, time.perf_counter()
-        self.bar = tqdm(total=total, initial=initial, desc="pretrain", unit="step", file=sys.stderr, dynamic_ncols=True) if self.enabled and sys.stderr.isatty() else None
+        self.bar = (
+            tqdm(total=total, initial=initial, desc="pretrain", unit="step", file=sys.stderr, dynamic_ncols=True)
+            if self.enabled and sys.stderr.isatty()
+            else None
+        )
 
     def update(self, step: int, loss: float, lr: float, tokens_per_sec: float, mfu: Optional[float]) -> None:
         if not self.enabled:

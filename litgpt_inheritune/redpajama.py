@@ -44,7 +44,13 @@ ITEM_TOKENS = 2**20  # tokens per item handed to litdata: no worker holds more t
 SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet", ".txt")
 # Tokens per source of RedPajama-Data-1T (billions, from its dataset card), named as its download folders.
 REDPAJAMA_MIXTURE = {
-    "common_crawl": 878, "c4": 175, "github": 59, "book": 26, "arxiv": 28, "wikipedia": 24, "stackexchange": 20,
+    "common_crawl": 878,
+    "c4": 175,
+    "github": 59,
+    "book": 26,
+    "arxiv": 28,
+    "wikipedia": 24,
+    "stackexchange": 20,
 }
 
 
@@ -149,11 +155,16 @@ class RedPajama(DataModule):
         if not self.data_dir.exists():
             self.missing_data_dir()
         files = sorted(
-            p for p in self.data_dir.rglob("*")
-            if p.name.endswith(SUFFIXES) and p.is_file() and not any(s.startswith(".") for s in p.relative_to(self.data_dir).parts)
+            p
+            for p in self.data_dir.rglob("*")
+            if p.name.endswith(SUFFIXES)
+            and p.is_file()
+            and not any(s.startswith(".") for s in p.relative_to(self.data_dir).parts)
         )
         if not files:
-            fail(f"--data.data_dir {self.data_dir} holds no {', '.join(SUFFIXES)} files; expected documents such as RedPajama's jsonl (one JSON object with '{self.text_field}' per line)")
+            fail(
+                f"--data.data_dir {self.data_dir} holds no {', '.join(SUFFIXES)} files; expected documents such as RedPajama's jsonl (one JSON object with '{self.text_field}' per line)"
+            )
         return files
 
     def source_shares(self, files: list[Path]) -> dict[str, float]:
@@ -164,7 +175,9 @@ class RedPajama(DataModule):
         weights = REDPAJAMA_MIXTURE if self.mixture == "redpajama" else self.mixture
         missing = sorted(set(weights) - set(sources))
         if missing:
-            fail(f"--data.mixture names sources that --data.data_dir {self.data_dir} lacks: {', '.join(missing)}; its subfolders are: {', '.join(sources) or 'none'}")
+            fail(
+                f"--data.mixture names sources that --data.data_dir {self.data_dir} lacks: {', '.join(missing)}; its subfolders are: {', '.join(sources) or 'none'}"
+            )
         total = sum(weights.values())
         return {name: weight / total for name, weight in weights.items()}
 
@@ -207,8 +220,18 @@ class RedPajama(DataModule):
             fraction = shares[source] / max(1, source_bytes[source]) if shares else 1 / max(1, total_bytes)
             for format, start, end, part_bytes in file_parts(path, size, self.txt_documents):
                 share = fraction * part_bytes
-                parts.append(Part(str(path), path.relative_to(self.data_dir).as_posix(), format, start, end,
-                                  budgets["val"] * share, budgets["train"] * share, part_bytes))
+                parts.append(
+                    Part(
+                        str(path),
+                        path.relative_to(self.data_dir).as_posix(),
+                        format,
+                        start,
+                        end,
+                        budgets["val"] * share,
+                        budgets["train"] * share,
+                        part_bytes,
+                    )
+                )
         return parts
 
     def prepare_data(self) -> None:
@@ -237,11 +260,17 @@ class RedPajama(DataModule):
             f" validation tokens at most, {workers} tokenizer processes -> {self.prepared_dir}",
             file=sys.stderr,
         )
-        counts = {split: write_split(parts, split, self.tokenizer, self.seed, self.text_field, staging, workers, budgets[split])
-                  for split in ("val", "train")}
+        counts = {
+            split: write_split(
+                parts, split, self.tokenizer, self.seed, self.text_field, staging, workers, budgets[split]
+            )
+            for split in ("val", "train")
+        }
         for name in ("val", "train"):
             if counts[name]["tokens"] == 0:
-                fail(f"--data.data_dir {self.data_dir} gave no {name} tokens; raise --data.{'val_tokens' if name == 'val' else 'token_budget'} or add data")
+                fail(
+                    f"--data.data_dir {self.data_dir} gave no {name} tokens; raise --data.{'val_tokens' if name == 'val' else 'token_budget'} or add data"
+                )
         if counts["train"]["tokens"] < 0.99 * self.token_budget:  # the seeded coins meet the budget on average
             print(
                 f"warning: {self.data_dir} gave {counts['train']['tokens']:,} training tokens, fewer than"
@@ -249,8 +278,15 @@ class RedPajama(DataModule):
                 " or some parts ran out before their share",
                 file=sys.stderr,
             )
-        return {"data_dir": str(self.data_dir), "files": len({p.path for p in parts}), "parts": len(parts),
-                "seed": self.seed, "mixture": self.source_shares(self.files()), "budgets": budgets, **counts}
+        return {
+            "data_dir": str(self.data_dir),
+            "files": len({p.path for p in parts}),
+            "parts": len(parts),
+            "seed": self.seed,
+            "mixture": self.source_shares(self.files()),
+            "budgets": budgets,
+            **counts,
+        }
 
     def manifest(self) -> dict:
         return json.loads((self.prepared_dir / "manifest.json").read_text())
@@ -282,7 +318,10 @@ class RedPajama(DataModule):
             seed=self.seed,
         )
         return StreamingDataLoader(
-            dataset, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=True,
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            drop_last=True,
             pin_memory=torch.cuda.is_available(),
         )
 
@@ -305,7 +344,9 @@ class RedPajamaSample(RedPajama):
         try:
             snapshot_download(self.repo_id, repo_type="dataset", allow_patterns=["*.jsonl"], local_dir=self.data_dir)
         except Exception as error:
-            fail(f"--data.data_dir {self.data_dir} does not exist and {self.repo_id} could not be downloaded ({type(error).__name__})")
+            fail(
+                f"--data.data_dir {self.data_dir} does not exist and {self.repo_id} could not be downloaded ({type(error).__name__})"
+            )
 
 
 # The command-line default of pretrain, grow and prepare_data: jsonargparse applies `--data.data_dir DIR` (and any
@@ -331,7 +372,9 @@ def file_parts(path: Path, size: int, txt_documents: str) -> Iterator[tuple[str,
         try:
             metadata = pq.ParquetFile(path).metadata
         except Exception as error:
-            fail(f"{path} is not a readable parquet file ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})")
+            fail(
+                f"{path} is not a readable parquet file ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
+            )
         group_bytes = [metadata.row_group(g).total_byte_size for g in range(metadata.num_row_groups)]
         for g, nbytes in enumerate(group_bytes):
             yield "parquet", g, g + 1, max(1, round(size * nbytes / max(1, sum(group_bytes))))
@@ -450,10 +493,14 @@ def json_lines(path: str, lines: Iterator[tuple[int, bytes]], text_field: str) -
         try:
             document = json.loads(line)
         except ValueError as error:
-            raise BadInput(f"{path} line {line_number(path, location)}: not a JSON object ({str(error).splitlines()[0]})") from None
+            raise BadInput(
+                f"{path} line {line_number(path, location)}: not a JSON object ({str(error).splitlines()[0]})"
+            ) from None
         if not isinstance(document, dict) or not isinstance(document.get(text_field), str):
             keys = ", ".join(document) if isinstance(document, dict) else type(document).__name__
-            raise BadInput(f"{path} line {line_number(path, location)}: no text field '{text_field}' (found: {keys}); set --data.text_field") from None
+            raise BadInput(
+                f"{path} line {line_number(path, location)}: no text field '{text_field}' (found: {keys}); set --data.text_field"
+            ) from None
         yield location, document[text_field]
 
 
@@ -462,7 +509,9 @@ def parquet_documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[
 
     parquet = pq.ParquetFile(part.path)
     if text_field not in parquet.schema_arrow.names:
-        raise BadInput(f"{part.path}: no column '{text_field}' (columns: {', '.join(parquet.schema_arrow.names)}); set --data.text_field")
+        raise BadInput(
+            f"{part.path}: no column '{text_field}' (columns: {', '.join(parquet.schema_arrow.names)}); set --data.text_field"
+        )
     rows = parquet.metadata.row_group(part.start).num_rows
     pivot = int(unit_random(seed, part.name, part.start) * rows)
 
@@ -483,7 +532,9 @@ def parquet_documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[
 # ---- tokenizing the sample (litdata.optimize runs tokenize_part once per part, in N worker processes) ----
 
 
-def tokenize_part(part: Part, tokenizer: Tokenizer, split: str, seed: int, text_field: str, progress_dir: str) -> Iterator[torch.Tensor]:
+def tokenize_part(
+    part: Part, tokenizer: Tokenizer, split: str, seed: int, text_field: str, progress_dir: str
+) -> Iterator[torch.Tensor]:
     """Yields the part's tokens of ``split`` in items of about ITEM_TOKENS. Validation takes the documents first,
     up to the part's share; training continues with the next ones up to its own share."""
     shares = {"val": part.val_tokens, "train": part.train_tokens}
@@ -545,8 +596,16 @@ def read_progress(progress_dir: Path) -> dict:
     return totals
 
 
-def write_split(parts: list[Part], split: str, tokenizer: Tokenizer, seed: int, text_field: str, staging: Path,
-                workers: int, budget: int) -> dict:
+def write_split(
+    parts: list[Part],
+    split: str,
+    tokenizer: Tokenizer,
+    seed: int,
+    text_field: str,
+    staging: Path,
+    workers: int,
+    budget: int,
+) -> dict:
     """Runs litdata.optimize over the parts for one split, with a progress bar of documents, tokens, tokens/s and ETA."""
     from litdata import optimize
     from litdata.streaming import TokensLoader
@@ -565,8 +624,15 @@ def write_split(parts: list[Part], split: str, tokenizer: Tokenizer, seed: int, 
             stop = done.wait(0.5 if interactive else 30)
             counts = read_progress(progress_dir)
             if bar is None and (counts["documents"] or stop):
-                bar = tqdm(total=budget, desc=f"tokenizing {split}", unit="tok", unit_scale=True, file=sys.stderr,
-                           dynamic_ncols=True, mininterval=0.5 if interactive else 30)
+                bar = tqdm(
+                    total=budget,
+                    desc=f"tokenizing {split}",
+                    unit="tok",
+                    unit_scale=True,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    mininterval=0.5 if interactive else 30,
+                )
                 bar.start_t = started  # rates and ETA from the start of the split, not of the bar
             if bar is not None:
                 bar.set_postfix_str(f"{counts['documents']:,} documents", refresh=False)
@@ -579,7 +645,14 @@ def write_split(parts: list[Part], split: str, tokenizer: Tokenizer, seed: int, 
     watcher.start()
     try:
         optimize(
-            fn=partial(tokenize_part, tokenizer=tokenizer, split=split, seed=seed, text_field=text_field, progress_dir=str(progress_dir)),
+            fn=partial(
+                tokenize_part,
+                tokenizer=tokenizer,
+                split=split,
+                seed=seed,
+                text_field=text_field,
+                progress_dir=str(progress_dir),
+            ),
             inputs=parts,
             weights=[part.size for part in parts],
             output_dir=str(staging / split),

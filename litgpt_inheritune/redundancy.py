@@ -20,7 +20,10 @@ import torch.nn.functional as F
 def capture_block_inputs(model, sink: Callable[[int, torch.Tensor], None]):
     """While active, every forward pass calls ``sink(l, x_l)`` for l = 0..L, x_L being the final norm's input."""
     blocks = model.transformer.h
-    hooks = [block.register_forward_pre_hook(lambda module, args, layer=layer: sink(layer, args[0])) for layer, block in enumerate(blocks)]
+    hooks = [
+        block.register_forward_pre_hook(lambda module, args, layer=layer: sink(layer, args[0]))
+        for layer, block in enumerate(blocks)
+    ]
     hooks.append(model.transformer.ln_f.register_forward_pre_hook(lambda module, args: sink(len(blocks), args[0])))
     try:
         yield
@@ -31,15 +34,17 @@ def capture_block_inputs(model, sink: Callable[[int, torch.Tensor], None]):
 
 def block_influence(inputs: list[torch.Tensor]) -> torch.Tensor:
     """[L] sums over windows of 1 - cos(x_l, x_{l+1}) averaged over a window's tokens, for inputs x_0..x_L of (B, T, C)."""
-    return torch.stack([(1 - F.cosine_similarity(a.float(), b.float(), dim=-1)).mean(dim=-1).sum() for a, b in zip(inputs, inputs[1:])])
+    return torch.stack(
+        [(1 - F.cosine_similarity(a.float(), b.float(), dim=-1)).mean(dim=-1).sum() for a, b in zip(inputs, inputs[1:])]
+    )
 
 
 def angular_distance(inputs: list[torch.Tensor], n: int) -> torch.Tensor:
     """[L - n + 1] sums over windows of arccos(cos(x_l, x_{l+n})) / pi on the last token, for inputs x_0..x_L."""
     last = [x[:, -1].float() for x in inputs]
-    return torch.stack([
-        torch.arccos(F.cosine_similarity(a, b, dim=-1).clamp(-1, 1)).sum() / math.pi for a, b in zip(last, last[n:])
-    ])
+    return torch.stack(
+        [torch.arccos(F.cosine_similarity(a, b, dim=-1).clamp(-1, 1)).sum() / math.pi for a, b in zip(last, last[n:])]
+    )
 
 
 class _Resume(torch.nn.Module):

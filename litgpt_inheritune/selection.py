@@ -25,8 +25,10 @@ def layer_scores(analysis: dict, measure: str) -> list[float]:
     else:
         values = analysis.get({"rank": "max_rank", "mass": "avg_mass"}.get(measure, measure))
     if values is None:
-        raise ValueError(f"the analysis has no {MEASURES[measure][0].split(':')[0]!r}; rerun `litgpt inheritune analyze`"
-                         + (" with 1 in --window_sizes" if measure == "angular_distance" else ""))
+        raise ValueError(
+            f"the analysis has no {MEASURES[measure][0].split(':')[0]!r}; rerun `litgpt inheritune analyze`"
+            + (" with 1 in --window_sizes" if measure == "angular_distance" else "")
+        )
     return [sum(v) / len(v) if isinstance(v, list) else v for v in values]
 
 
@@ -36,8 +38,10 @@ def window_scores(analysis: dict, measure: str, n: int) -> list[float]:
     if measure == "angular_distance":
         distances = analysis.get("angular_distance", {}).get(str(n))
         if distances is None:
-            raise ValueError(f"the analysis has no angular distance for windows of {n} blocks; rerun `litgpt inheritune"
-                             f" analyze` with {n} in --window_sizes")
+            raise ValueError(
+                f"the analysis has no angular distance for windows of {n} blocks; rerun `litgpt inheritune"
+                f" analyze` with {n} in --window_sizes"
+            )
         return distances
     scores = layer_scores(analysis, measure)
     return [sum(scores[start : start + n]) / n for start in range(len(scores) - n + 1)]

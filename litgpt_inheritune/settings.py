@@ -22,38 +22,59 @@ def default_precision(precision: Optional[str]) -> str:
 
 
 def stock_checkpoint_dir(
-    checkpoint_dir: Optional[Path], initial_checkpoint_dir: Optional[Path], model_name: Optional[str],
-    model_config: Optional[Config], tokenizer_dir: Optional[Path],
+    checkpoint_dir: Optional[Path],
+    initial_checkpoint_dir: Optional[Path],
+    model_name: Optional[str],
+    model_config: Optional[Config],
+    tokenizer_dir: Optional[Path],
 ) -> Path:
     """The checkpoint to train, from our checkpoint_dir or ``litgpt pretrain``'s keys; refuses those keys where they
     would mean something this command cannot do (another architecture, another tokenizer, no checkpoint)."""
-    if checkpoint_dir is not None and initial_checkpoint_dir is not None and Path(checkpoint_dir) != Path(initial_checkpoint_dir):
-        fail(f"checkpoint_dir {checkpoint_dir} and --initial_checkpoint_dir {initial_checkpoint_dir} differ; give one of them")
+    if (
+        checkpoint_dir is not None
+        and initial_checkpoint_dir is not None
+        and Path(checkpoint_dir) != Path(initial_checkpoint_dir)
+    ):
+        fail(
+            f"checkpoint_dir {checkpoint_dir} and --initial_checkpoint_dir {initial_checkpoint_dir} differ; give one of them"
+        )
     given = checkpoint_dir if checkpoint_dir is not None else initial_checkpoint_dir
     if given is None:
-        fail("give the inherited checkpoint to train: checkpoint_dir (positional) or --initial_checkpoint_dir (a LitGPT"
-             " recipe's key); training from scratch is --initialize random on such a checkpoint")
-    checkpoint_dir = resolve_checkpoint_dir(Path(given), "checkpoint_dir" if checkpoint_dir is not None else "--initial_checkpoint_dir")
+        fail(
+            "give the inherited checkpoint to train: checkpoint_dir (positional) or --initial_checkpoint_dir (a LitGPT"
+            " recipe's key); training from scratch is --initialize random on such a checkpoint"
+        )
+    checkpoint_dir = resolve_checkpoint_dir(
+        Path(given), "checkpoint_dir" if checkpoint_dir is not None else "--initial_checkpoint_dir"
+    )
     config = check_checkpoint_dir(checkpoint_dir)
     architecture = lambda c: {k: v for k, v in asdict(c).items() if k not in ("name", "hf_config")}  # noqa: E731
     if model_name is not None and model_name != config.name:
         try:
             named = Config.from_name(model_name)
         except ValueError:
-            fail(f"--model_name {model_name} is not a litgpt model name; the architecture comes from {checkpoint_dir}"
-                 f" ({config.name}): leave --model_name unset or give {config.name}")
+            fail(
+                f"--model_name {model_name} is not a litgpt model name; the architecture comes from {checkpoint_dir}"
+                f" ({config.name}): leave --model_name unset or give {config.name}"
+            )
         if architecture(named) != architecture(config):
-            fail(f"--model_name {model_name} is not the architecture of {checkpoint_dir} ({config.name}, {config.n_layer}"
-                 f" blocks); leave --model_name unset or give {config.name}")
+            fail(
+                f"--model_name {model_name} is not the architecture of {checkpoint_dir} ({config.name}, {config.n_layer}"
+                f" blocks); leave --model_name unset or give {config.name}"
+            )
     if model_config is not None and architecture(model_config) != architecture(config):
-        fail(f"--model_config differs from {checkpoint_dir / 'model_config.yaml'}; the architecture comes from the checkpoint: leave --model_config unset")
+        fail(
+            f"--model_config differs from {checkpoint_dir / 'model_config.yaml'}; the architecture comes from the checkpoint: leave --model_config unset"
+        )
     if tokenizer_dir is not None:
         tokenizer_dir = resolve_checkpoint_dir(Path(tokenizer_dir), "--tokenizer_dir")
         names = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
         read = lambda d, n: (d / n).read_bytes() if (d / n).is_file() else None  # noqa: E731
         if any(read(tokenizer_dir, n) != read(checkpoint_dir, n) for n in names):
-            fail(f"--tokenizer_dir {tokenizer_dir} holds another tokenizer than {checkpoint_dir}, whose tokenizer is used;"
-                 " leave --tokenizer_dir unset or give the checkpoint's folder")
+            fail(
+                f"--tokenizer_dir {tokenizer_dir} holds another tokenizer than {checkpoint_dir}, whose tokenizer is used;"
+                " leave --tokenizer_dir unset or give the checkpoint's folder"
+            )
     return checkpoint_dir
 
 
@@ -65,7 +86,9 @@ def check_checkpoint_dir(checkpoint_dir: Path) -> Config:
 
 def check_train_args(train: TrainArgs, eval: EvalArgs, world_size: int) -> None:
     if train.micro_batch_size < 1 or train.global_batch_size < 1:
-        fail(f"--train.micro_batch_size {train.micro_batch_size} and --train.global_batch_size {train.global_batch_size} must be positive")
+        fail(
+            f"--train.micro_batch_size {train.micro_batch_size} and --train.global_batch_size {train.global_batch_size} must be positive"
+        )
     per_rank = train.global_batch_size // world_size
     if per_rank < train.micro_batch_size or per_rank % train.micro_batch_size or train.global_batch_size % world_size:
         fail(
@@ -85,20 +108,35 @@ def refuse_unused_args(train: TrainArgs, eval: EvalArgs, log: LogArgs, logger_na
     """Stops on a TrainArgs / EvalArgs / LogArgs field that this loop would ignore (as litgpt's validate_args does);
     every other field is honoured."""
     if train.tie_embeddings:
-        fail("--train.tie_embeddings true is not supported: the architecture and weights come from the checkpoint (its embedding and head stay as they are)")
+        fail(
+            "--train.tie_embeddings true is not supported: the architecture and weights come from the checkpoint (its embedding and head stay as they are)"
+        )
     if eval.max_new_tokens is not None:
-        fail(f"--eval.max_new_tokens {eval.max_new_tokens} is not supported: pretraining generates no text (leave it unset)")
+        fail(
+            f"--eval.max_new_tokens {eval.max_new_tokens} is not supported: pretraining generates no text (leave it unset)"
+        )
     if eval.evaluate_example != EvalArgs.evaluate_example:
-        fail(f"--eval.evaluate_example {eval.evaluate_example} is not supported: pretraining generates no examples (leave it unset)")
+        fail(
+            f"--eval.evaluate_example {eval.evaluate_example} is not supported: pretraining generates no examples (leave it unset)"
+        )
     defaults = LogArgs()
-    for name, loggers in (("project", "wandb"), ("run", "wandb"), ("group", "wandb"), ("teamspace", "litlogger"),
-                          ("metadata", "litlogger"), ("log_model", "litlogger"), ("save_logs", "litlogger"),
-                          ("checkpoint_name", "litlogger")):
+    for name, loggers in (
+        ("project", "wandb"),
+        ("run", "wandb"),
+        ("group", "wandb"),
+        ("teamspace", "litlogger"),
+        ("metadata", "litlogger"),
+        ("log_model", "litlogger"),
+        ("save_logs", "litlogger"),
+        ("checkpoint_name", "litlogger"),
+    ):
         if getattr(log, name) != getattr(defaults, name) and logger_name != loggers:
             fail(f"--log.{name} is read only by --logger_name {loggers}, not {logger_name}")
 
 
-def check_one_step(train: TrainArgs, train_dataloader, accumulation: int, world_size: int, seq_len: int, config: Config) -> None:
+def check_one_step(
+    train: TrainArgs, train_dataloader, accumulation: int, world_size: int, seq_len: int, config: Config
+) -> None:
     """Refuses training data that fill less than one optimizer step, naming what sets the step's size."""
     if len(train_dataloader) >= accumulation:
         return
@@ -106,7 +144,11 @@ def check_one_step(train: TrainArgs, train_dataloader, accumulation: int, world_
         sequences = f"{len(train_dataloader.dataset) * world_size}"
     except TypeError:  # an iterable dataset without a length
         sequences = f"at most {len(train_dataloader) * train.micro_batch_size * world_size}"
-    source = "--train.max_seq_length" if train.max_seq_length else f"the model's block size ({config.name}; --train.max_seq_length unset)"
+    source = (
+        "--train.max_seq_length"
+        if train.max_seq_length
+        else f"the model's block size ({config.name}; --train.max_seq_length unset)"
+    )
     fail(
         f"the training data fill {sequences} sequences of {seq_len} tokens, less than one optimizer step of"
         f" --train.global_batch_size {train.global_batch_size} sequences ({train.global_batch_size * seq_len:,} tokens);"
@@ -119,8 +161,18 @@ def check_one_step(train: TrainArgs, train_dataloader, accumulation: int, world_
 # runs, and speed switches that leave the numbers alone. Any other change would alter the data, the model or the
 # learning-rate schedule halfway through a run.
 RESUME_MAY_CHANGE = (
-    "resume", "out_dir", "train.max_time", "train.save_interval", "train.log_interval", "eval.", "log.",
-    "logger_name", "compile", "activation_checkpointing", "data.init_args.num_workers", "data.init_args.cache_dir",
+    "resume",
+    "out_dir",
+    "train.max_time",
+    "train.save_interval",
+    "train.log_interval",
+    "eval.",
+    "log.",
+    "logger_name",
+    "compile",
+    "activation_checkpointing",
+    "data.init_args.num_workers",
+    "data.init_args.cache_dir",
 )
 
 

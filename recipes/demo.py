@@ -41,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", type=Path, default=Path("out/demo"))
     parser.add_argument("--n_layers", type=int, default=10, help="blocks to inherit (the reference has 30)")
-    parser.add_argument("--train_tokens", type=int, default=98304, help="training tokens for each of inherited and random")
+    parser.add_argument(
+        "--train_tokens", type=int, default=98304, help="training tokens for each of inherited and random"
+    )
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--eval_limit", type=int, default=50, help="items per benchmark")
     parser.add_argument("--analysis_sequences", type=int, default=30)
@@ -59,26 +61,56 @@ def main() -> None:
     tasks = offline_tasks(args.cache_dir)
 
     step(f"analyze the reference: {args.analysis_sequences} windows of 100 tokens")
-    analysis = analyze(reference, data_path=data_dir, out_dir=out / "analysis", num_sequences=args.analysis_sequences, seq_len=100,
-                       overwrite=True)
+    analysis = analyze(
+        reference,
+        data_path=data_dir,
+        out_dir=out / "analysis",
+        num_sequences=args.analysis_sequences,
+        seq_len=100,
+        overwrite=True,
+    )
 
     step(f"inherit the first {args.n_layers} of 30 blocks")
-    inherited_init = init(reference, out_dir=out / "checkpoints" / "inherited-init", n_layers=args.n_layers, overwrite=True)
+    inherited_init = init(
+        reference, out_dir=out / "checkpoints" / "inherited-init", n_layers=args.n_layers, overwrite=True
+    )
 
     def data() -> RedPajamaSample:  # all of the corpus: 64 sequences held out for validation, the rest for training
-        return RedPajamaSample(data_dir=data_dir, token_budget=10**9, val_tokens=64 * (args.seq_len + 1), num_workers=0,
-                               cache_dir=out / "data" / "litdata", seed=args.seed)
+        return RedPajamaSample(
+            data_dir=data_dir,
+            token_budget=10**9,
+            val_tokens=64 * (args.seq_len + 1),
+            num_workers=0,
+            cache_dir=out / "data" / "litdata",
+            seed=args.seed,
+        )
 
-    train = TrainArgs(save_interval=None, log_interval=4, global_batch_size=8, micro_batch_size=4, lr_warmup_steps=4,
-                      max_tokens=args.train_tokens, max_seq_length=args.seq_len, max_norm=1.0, min_lr=3e-5)
+    train = TrainArgs(
+        save_interval=None,
+        log_interval=4,
+        global_batch_size=8,
+        micro_batch_size=4,
+        lr_warmup_steps=4,
+        max_tokens=args.train_tokens,
+        max_seq_length=args.seq_len,
+        max_norm=1.0,
+        min_lr=3e-5,
+    )
     runs = {}
     for name, initialize in (("inherited", "checkpoint"), ("random", "random")):
         step(f"pretrain {name} ({initialize} weights) on {args.train_tokens:,} tokens")
         run_dir = out / "runs" / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        pretrain(inherited_init, out_dir=run_dir, initialize=initialize, data=data(), train=train,
-                 eval=EvalArgs(interval=8, max_iters=4, initial_validation=True), seed=args.seed)
+        pretrain(
+            inherited_init,
+            out_dir=run_dir,
+            initialize=initialize,
+            data=data(),
+            train=train,
+            eval=EvalArgs(interval=8, max_iters=4, initial_validation=True),
+            seed=args.seed,
+        )
         runs[name] = run_dir
 
     models = {"reference": reference, "inherited": runs["inherited"] / "final", "random": runs["random"] / "final"}
@@ -89,8 +121,15 @@ def main() -> None:
     scores = {}
     for name, path in models.items():
         step(f"evaluate {name} on {args.eval_limit} items of each benchmark")
-        result = evaluate(path, tasks=TASKS, include_path=tasks, limit=args.eval_limit, out_dir=out / "eval" / name,
-                          paper=False, compare=[out / "eval" / n for n in scores])
+        result = evaluate(
+            path,
+            tasks=TASKS,
+            include_path=tasks,
+            limit=args.eval_limit,
+            out_dir=out / "eval" / name,
+            paper=False,
+            compare=[out / "eval" / n for n in scores],
+        )
         scores[name] = {task: round(100 * result["results"][task]["acc,none"], 2) for task in TASKS.split(",")}
 
     step("report")
@@ -103,7 +142,10 @@ def main() -> None:
         }
         for name, path in models.items()
     }
-    summary["settings"] = {**{k: str(v) for k, v in vars(args).items()}, "minutes": round((time.perf_counter() - started) / 60, 1)}
+    summary["settings"] = {
+        **{k: str(v) for k, v in vars(args).items()},
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_losses(runs, val_losses["reference"], train.global_batch_size * args.seq_len, out / "loss_curves.png")
     (out / "report.md").write_text(report(summary, analysis, runs, out))
@@ -167,10 +209,21 @@ def report(summary: dict, analysis: dict, runs: dict, out: Path) -> str:
     ]
     for name in ("reference", "inherited", "random"):
         s = summary[name]
-        lines.append(f"| {name} | {s['n_layers']} | {s['params'] / 1e6:.1f} M | {s['val_loss']:.3f} | "
-                     + " | ".join(f"{s['scores'][t]:.1f}" for t in tasks) + " |")
-    lines += ["", "Scores: accuracy in % on the first items of each validation set (chance: PIQA 50, ARC-Easy 25,"
-              " BoolQ 62.2 majority, SciQ 25).", "", "## Loss curves", "", "![loss curves](loss_curves.png)", ""]
+        lines.append(
+            f"| {name} | {s['n_layers']} | {s['params'] / 1e6:.1f} M | {s['val_loss']:.3f} | "
+            + " | ".join(f"{s['scores'][t]:.1f}" for t in tasks)
+            + " |"
+        )
+    lines += [
+        "",
+        "Scores: accuracy in % on the first items of each validation set (chance: PIQA 50, ARC-Easy 25,"
+        " BoolQ 62.2 majority, SciQ 25).",
+        "",
+        "## Loss curves",
+        "",
+        "![loss curves](loss_curves.png)",
+        "",
+    ]
     for name, run_dir in runs.items():
         first = next(float(r["val_loss"]) for r in read_metrics(run_dir) if r.get("val_loss"))
         lines.append(f"- {name}: validation loss {first:.3f} before training, {summary[name]['val_loss']:.3f} after.")

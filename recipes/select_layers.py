@@ -48,22 +48,52 @@ def main() -> None:
     reference = smollm2_checkpoint(args.cache_dir)
     data_dir = write_corpus(lee_corpus(args.cache_dir), out / "data" / "lee")
     step(f"analyze the reference: {args.analysis_sequences} windows of 100 tokens, every measure")
-    analysis = analyze(reference, data_path=data_dir, out_dir=out / "analysis", num_sequences=args.analysis_sequences,
-                       seq_len=100, window_sizes=[1, args.n_layers], overwrite=True)
+    analysis = analyze(
+        reference,
+        data_path=data_dir,
+        out_dir=out / "analysis",
+        num_sequences=args.analysis_sequences,
+        seq_len=100,
+        window_sizes=[1, args.n_layers],
+        overwrite=True,
+    )
 
     def data() -> RedPajamaSample:  # the same held-out articles and the same training tokens for every target
-        return RedPajamaSample(data_dir=data_dir, token_budget=10**9, val_tokens=args.val_sequences * (args.seq_len + 1), num_workers=0,
-                               cache_dir=out / "data" / "litdata", seed=args.seed)
+        return RedPajamaSample(
+            data_dir=data_dir,
+            token_budget=10**9,
+            val_tokens=args.val_sequences * (args.seq_len + 1),
+            num_workers=0,
+            cache_dir=out / "data" / "litdata",
+            seed=args.seed,
+        )
 
-    train = TrainArgs(save_interval=None, log_interval=4, global_batch_size=8, micro_batch_size=4, lr_warmup_steps=2,
-                      max_tokens=args.train_tokens, max_seq_length=args.seq_len, max_norm=1.0, min_lr=3e-5)
+    train = TrainArgs(
+        save_interval=None,
+        log_interval=4,
+        global_batch_size=8,
+        micro_batch_size=4,
+        lr_warmup_steps=2,
+        max_tokens=args.train_tokens,
+        max_seq_length=args.seq_len,
+        max_norm=1.0,
+        min_lr=3e-5,
+    )
     meter = LossMeter(reference, data(), train, EvalArgs(max_iters=10**9), precision=None)  # every held-out batch
     results = {"reference": {"layers": list(range(30)), "val_loss_before": None, "val_loss": meter(reference)}}
     for measure in args.measures:
-        selection = dict(select="first") if measure == "first" else dict(select=measure, keep=args.keep, analysis=out / "analysis")
-        target = init(reference, out_dir=out / "checkpoints" / measure, n_layers=args.n_layers, overwrite=True, **selection)
+        selection = (
+            dict(select="first")
+            if measure == "first"
+            else dict(select=measure, keep=args.keep, analysis=out / "analysis")
+        )
+        target = init(
+            reference, out_dir=out / "checkpoints" / measure, n_layers=args.n_layers, overwrite=True, **selection
+        )
         layers = json.loads((target / "provenance.json").read_text())["layers"]
-        same = next((name for name, result in results.items() if name != "reference" and result["layers"] == layers), None)
+        same = next(
+            (name for name, result in results.items() if name != "reference" and result["layers"] == layers), None
+        )
         if same is not None:  # the same blocks trained on the same tokens with the same seed: the same model
             step(f"{measure}: blocks {layers}, as chosen by {same}: its result stands")
             results[measure] = dict(results[same], same_as=same)
@@ -72,13 +102,25 @@ def main() -> None:
         run_dir = out / "runs" / measure
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        pretrain(target, out_dir=run_dir, data=data(), train=train, eval=EvalArgs(interval=10**6, final_validation=False),
-                 seed=args.seed)
+        pretrain(
+            target,
+            out_dir=run_dir,
+            data=data(),
+            train=train,
+            eval=EvalArgs(interval=10**6, final_validation=False),
+            seed=args.seed,
+        )
         results[measure] = {"layers": layers, "val_loss_before": meter(target), "val_loss": meter(run_dir / "final")}
         print(f"{measure}: {results[measure]}", file=sys.stderr)
 
-    summary = {"results": results, "lazy_layers": analysis["lazy_layers"],
-               "settings": {**{k: str(v) for k, v in vars(args).items()}, "minutes": round((time.perf_counter() - started) / 60, 1)}}
+    summary = {
+        "results": results,
+        "lazy_layers": analysis["lazy_layers"],
+        "settings": {
+            **{k: str(v) for k, v in vars(args).items()},
+            "minutes": round((time.perf_counter() - started) / 60, 1),
+        },
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(results, args, out / "val_loss.png")
     (out / "report.md").write_text(report(summary, args))
@@ -93,10 +135,21 @@ def plot(results: dict, args, path: Path) -> None:
 
     names = [name for name in results if name != "reference"]
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    ax.bar(names, [results[n]["val_loss_before"] for n in names], color="tab:blue", alpha=0.3, label="inherited, before training")
-    ax.bar(names, [results[n]["val_loss"] for n in names], color="tab:blue", label=f"after {args.train_tokens:,} tokens")
+    ax.bar(
+        names,
+        [results[n]["val_loss_before"] for n in names],
+        color="tab:blue",
+        alpha=0.3,
+        label="inherited, before training",
+    )
+    ax.bar(
+        names, [results[n]["val_loss"] for n in names], color="tab:blue", label=f"after {args.train_tokens:,} tokens"
+    )
     ax.axhline(results["reference"]["val_loss"], color="black", linestyle="--", label="reference (30 blocks)")
-    ax.set(ylabel="validation loss", title=f"{args.n_layers} of SmolLM2-135M's 30 blocks chosen by each measure (--keep {args.keep})")
+    ax.set(
+        ylabel="validation loss",
+        title=f"{args.n_layers} of SmolLM2-135M's 30 blocks chosen by each measure (--keep {args.keep})",
+    )
     ax.set_ylim(bottom=min(r["val_loss"] for r in results.values()) - 0.5)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.legend(fontsize=8)
@@ -106,12 +159,23 @@ def plot(results: dict, args, path: Path) -> None:
 
 
 def report(summary: dict, args) -> str:
-    lines = ["# Layer selection by measure: SmolLM2-135M-Instruct on the Lee corpus", "",
-             f"Settings: {json.dumps(summary['settings'])}", "", f"Lazy layers of the reference: {summary['lazy_layers']}", "",
-             "| choice | blocks | validation loss before training | after |", "|---|---|---|---|"]
+    lines = [
+        "# Layer selection by measure: SmolLM2-135M-Instruct on the Lee corpus",
+        "",
+        f"Settings: {json.dumps(summary['settings'])}",
+        "",
+        f"Lazy layers of the reference: {summary['lazy_layers']}",
+        "",
+        "| choice | blocks | validation loss before training | after |",
+        "|---|---|---|---|",
+    ]
     for name, result in sorted(summary["results"].items(), key=lambda item: item[1]["val_loss"]):
         before = "" if result["val_loss_before"] is None else f"{result['val_loss_before']:.3f}"
-        blocks = "0-29" if name == "reference" else str(result["layers"]) + (f" (as {result['same_as']})" if "same_as" in result else "")
+        blocks = (
+            "0-29"
+            if name == "reference"
+            else str(result["layers"]) + (f" (as {result['same_as']})" if "same_as" in result else "")
+        )
         lines.append(f"| {name} | {blocks} | {before} | {result['val_loss']:.3f} |")
     return "\n".join(lines + ["", "![validation loss per choice](val_loss.png)", ""])
 

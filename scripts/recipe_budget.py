@@ -123,9 +123,21 @@ def budget(recipe: dict, gpu: str) -> dict:
     step_bytes = params * 3 * weight_bytes
     saves = steps // train["save_interval"] if train.get("save_interval") else 0
     kept = min(saves, recipe["keep_checkpoints"]) if recipe.get("keep_checkpoints") else saves
-    disk = max(min(saves, kept + 1) * step_bytes, kept * step_bytes + params * weight_bytes)  # +1 while the next is written
-    return {"params": params, "tokens": tokens, "steps": steps, "flops": flops, "hours": hours, "memory_gb": memory / 1e9,
-            "gpu": gpu, "devices": devices, "step_gb": step_bytes / 1e9, "disk_gb": disk / 1e9}
+    disk = max(
+        min(saves, kept + 1) * step_bytes, kept * step_bytes + params * weight_bytes
+    )  # +1 while the next is written
+    return {
+        "params": params,
+        "tokens": tokens,
+        "steps": steps,
+        "flops": flops,
+        "hours": hours,
+        "memory_gb": memory / 1e9,
+        "gpu": gpu,
+        "devices": devices,
+        "step_gb": step_bytes / 1e9,
+        "disk_gb": disk / 1e9,
+    }
 
 
 def expected_line(b: dict) -> str:

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 "${VENV:-.venv}/bin/ruff" check .
+"${VENV:-.venv}/bin/ruff" format --check .
 exec "${VENV:-.venv}/bin/python" -m pytest "$@"

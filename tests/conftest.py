@@ -23,21 +23,58 @@ TEXT = (
 # biases, Gemma-2 with post-norms, sliding windows on some layers and soft-capping.
 TINY_CONFIGS = {
     "llama-gqa": dict(
-        name="tiny-llama", block_size=64, vocab_size=320, padding_multiple=32, n_layer=6, n_embd=32, n_head=4,
-        n_query_groups=2, rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm",
-        mlp_class_name="LLaMAMLP", intermediate_size=48,
+        name="tiny-llama",
+        block_size=64,
+        vocab_size=320,
+        padding_multiple=32,
+        n_layer=6,
+        n_embd=32,
+        n_head=4,
+        n_query_groups=2,
+        rotary_percentage=1.0,
+        parallel_residual=False,
+        bias=False,
+        norm_class_name="RMSNorm",
+        mlp_class_name="LLaMAMLP",
+        intermediate_size=48,
     ),
     "gpt-neox": dict(
-        name="tiny-pythia", block_size=64, vocab_size=320, padding_multiple=32, n_layer=5, n_embd=32, n_head=4,
-        rotary_percentage=0.25, parallel_residual=True, bias=True, norm_class_name="LayerNorm",
+        name="tiny-pythia",
+        block_size=64,
+        vocab_size=320,
+        padding_multiple=32,
+        n_layer=5,
+        n_embd=32,
+        n_head=4,
+        rotary_percentage=0.25,
+        parallel_residual=True,
+        bias=True,
+        norm_class_name="LayerNorm",
         mlp_class_name="GptNeoxMLP",
     ),
     "gemma-2": dict(
-        name="tiny-gemma-2", block_size=64, vocab_size=320, padding_multiple=32, n_layer=6, n_embd=32, n_head=4,
-        n_query_groups=1, head_size=16, rotary_percentage=1.0, parallel_residual=False, bias=False,
-        norm_class_name="RMSNorm", mlp_class_name="GemmaMLP", intermediate_size=48, scale_embeddings=True,
-        post_attention_norm=True, post_mlp_norm=True, attention_logit_softcapping=50.0,
-        final_logit_softcapping=30.0, sliding_window_size=8, sliding_window_indices=[1, 0, 1, 0, 1, 0],
+        name="tiny-gemma-2",
+        block_size=64,
+        vocab_size=320,
+        padding_multiple=32,
+        n_layer=6,
+        n_embd=32,
+        n_head=4,
+        n_query_groups=1,
+        head_size=16,
+        rotary_percentage=1.0,
+        parallel_residual=False,
+        bias=False,
+        norm_class_name="RMSNorm",
+        mlp_class_name="GemmaMLP",
+        intermediate_size=48,
+        scale_embeddings=True,
+        post_attention_norm=True,
+        post_mlp_norm=True,
+        attention_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        sliding_window_size=8,
+        sliding_window_indices=[1, 0, 1, 0, 1, 0],
     ),
 }
 
@@ -50,13 +87,22 @@ def write_tokenizer(out_dir: Path, vocab_size: int) -> None:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator([TEXT] * 4, trainer)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     (out_dir / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": False, "tokenizer_class": "PreTrainedTokenizerFast"})
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "add_bos_token": False,
+                "tokenizer_class": "PreTrainedTokenizerFast",
+            }
+        )
     )
 
 
@@ -76,8 +122,14 @@ def make_reference(out_dir: Path, style: str = "llama-gqa", seed: int = 0, hf_co
     write_tokenizer(out_dir, config.vocab_size)
     if hf_config:
         (out_dir / "config.json").write_text(
-            json.dumps({"model_type": "llama", "num_hidden_layers": config.n_layer, "hidden_size": config.n_embd,
-                        "layer_types": [f"type{i}" for i in range(config.n_layer)]})
+            json.dumps(
+                {
+                    "model_type": "llama",
+                    "num_hidden_layers": config.n_layer,
+                    "hidden_size": config.n_embd,
+                    "layer_types": [f"type{i}" for i in range(config.n_layer)],
+                }
+            )
         )
     return out_dir
 
@@ -123,7 +175,9 @@ def run_in_process(*argv: str) -> tuple[int, str, str]:
     return code, stdout.getvalue(), stderr.getvalue()
 
 
-def write_jsonl_corpus(out_dir: Path, n_documents: int = 400, seed: int = 0, documents: list[str] | None = None) -> Path:
+def write_jsonl_corpus(
+    out_dir: Path, n_documents: int = 400, seed: int = 0, documents: list[str] | None = None
+) -> Path:
     """RedPajama-style jsonl: one {"text", "meta"} object per line, ``documents`` or else documents of 20-80 words
     drawn from TEXT."""
     import random
@@ -184,19 +238,42 @@ def sentencepiece_reference(lee_text, tmp_path_factory) -> Path:
     model_file = sentencepiece_tokenizer(out_dir, lee_text, vocab_size=2000)
     vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(model_file)).vocab_size()
     config = Config(
-        name="open_llama_tiny", block_size=128, vocab_size=vocab_size, padding_multiple=64, n_layer=4, n_embd=64,
-        n_head=4, rotary_percentage=1.0, parallel_residual=False, bias=False, norm_class_name="RMSNorm",
-        norm_eps=1e-6, mlp_class_name="LLaMAMLP", intermediate_size=172,
+        name="open_llama_tiny",
+        block_size=128,
+        vocab_size=vocab_size,
+        padding_multiple=64,
+        n_layer=4,
+        n_embd=64,
+        n_head=4,
+        rotary_percentage=1.0,
+        parallel_residual=False,
+        bias=False,
+        norm_class_name="RMSNorm",
+        norm_eps=1e-6,
+        mlp_class_name="LLaMAMLP",
+        intermediate_size=172,
     )
     torch.manual_seed(0)
     torch.save(GPT(config).state_dict(), out_dir / "lit_model.pth")
     save_config(config, out_dir)
-    (out_dir / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": config.padded_vocab_size,
-        "hidden_size": config.n_embd, "intermediate_size": config.intermediate_size, "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head, "max_position_embeddings": config.block_size, "rms_norm_eps": 1e-6,
-        "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False,
-    }))
+    (out_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "vocab_size": config.padded_vocab_size,
+                "hidden_size": config.n_embd,
+                "intermediate_size": config.intermediate_size,
+                "num_hidden_layers": config.n_layer,
+                "num_attention_heads": config.n_head,
+                "max_position_embeddings": config.block_size,
+                "rms_norm_eps": 1e-6,
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
     return out_dir
 
 

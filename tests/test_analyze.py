@@ -35,7 +35,12 @@ def eager_attention(block, x: torch.Tensor, config: Config) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) [soft-capped] + causal [+ sliding window] mask), heads expanded from their KV groups."""
     B, T, _ = x.shape
     q, k, _ = block.attn.qkv(block.norm_1(x)).split(
-        (config.n_head * config.head_size, config.n_query_groups * config.head_size, config.n_query_groups * config.head_size), dim=-1
+        (
+            config.n_head * config.head_size,
+            config.n_query_groups * config.head_size,
+            config.n_query_groups * config.head_size,
+        ),
+        dim=-1,
     )
     q = rope(q.view(B, T, config.n_head, config.head_size).transpose(1, 2))
     k = rope(k.view(B, T, config.n_query_groups, config.head_size).transpose(1, 2))
@@ -109,8 +114,23 @@ def test_lazy_layers_and_suggestions():
 
 def test_cli_writes_tables_and_plots(tiny_references, jsonl_corpus, tmp_path):
     out_dir = tmp_path / "analysis"
-    run_cli("litgpt", "inheritune", "analyze", str(tiny_references["gemma-2"]), "--data_path", str(jsonl_corpus),
-            "--num_sequences", "12", "--seq_len", "24", "--batch_size", "5", "--out_dir", str(out_dir), check=True)
+    run_cli(
+        "litgpt",
+        "inheritune",
+        "analyze",
+        str(tiny_references["gemma-2"]),
+        "--data_path",
+        str(jsonl_corpus),
+        "--num_sequences",
+        "12",
+        "--seq_len",
+        "24",
+        "--batch_size",
+        "5",
+        "--out_dir",
+        str(out_dir),
+        check=True,
+    )
     result = json.loads((out_dir / "attention.json").read_text())
     assert len(result["max_rank"]) == len(result["avg_mass"]) == len(result["rank"]) == 6
     assert all(len(heads) == 4 for heads in result["rank"])
@@ -128,10 +148,15 @@ def test_cli_writes_tables_and_plots(tiny_references, jsonl_corpus, tmp_path):
     assert [float(r["sink_mass"]) for r in rows] == pytest.approx([sum(h) / 4 for h in result["sink_mass"]], rel=1e-5)
     with open(out_dir / "windows.csv") as f:
         windows = list(csv.DictReader(f))
-    assert len(windows) == 6 + 5 + 4 + 3 + 2 + 1 and all(int(w["stop"]) - int(w["start"]) == int(w["n"]) for w in windows)
-    assert [float(w["angular_distance"]) for w in windows if w["n"] == "2"] == pytest.approx(result["angular_distance"]["2"], rel=1e-5)
+    assert len(windows) == 6 + 5 + 4 + 3 + 2 + 1 and all(
+        int(w["stop"]) - int(w["start"]) == int(w["n"]) for w in windows
+    )
+    assert [float(w["angular_distance"]) for w in windows if w["n"] == "2"] == pytest.approx(
+        result["angular_distance"]["2"], rel=1e-5
+    )
     assert {k: result["settings"][k] for k in ("device", "precision", "dtype", "seed", "skip_sequences")} == dict(
-        device="cpu", precision="32-true", dtype="float32", seed=42, skip_sequences=1)  # one window in 32 by default
+        device="cpu", precision="32-true", dtype="float32", seed=42, skip_sequences=1
+    )  # one window in 32 by default
     for name in ("max_rank", "avg_mass", "rank_heatmap", "attention_maps", "measures"):
         assert (out_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -142,7 +167,15 @@ def test_same_numbers_as_a_direct_computation(tiny_references, jsonl_corpus, tmp
     from litgpt.tokenizer import Tokenizer
 
     reference = tiny_references["llama-gqa"]
-    result = analyze(reference, data_path=jsonl_corpus, out_dir=tmp_path / "a", num_sequences=6, seq_len=16, batch_size=4, plots=False)
+    result = analyze(
+        reference,
+        data_path=jsonl_corpus,
+        out_dir=tmp_path / "a",
+        num_sequences=6,
+        seq_len=16,
+        batch_size=4,
+        plots=False,
+    )
     windows = sample_windows(Tokenizer(reference), jsonl_corpus, 6, 16, 42)
     model = load_model(reference)
     per_layer = {}
@@ -166,11 +199,19 @@ def test_checkpoints_across_training(tiny_target, jsonl_corpus, tmp_path, capsys
     from litgpt_inheritune.redpajama import RedPajamaSample
 
     run = tmp_path / "run"
-    pretrain(tiny_target, out_dir=run, data=RedPajamaSample(data_dir=jsonl_corpus, token_budget=20_000, val_tokens=2_000, num_workers=0),
-             train=TrainArgs(save_interval=2, global_batch_size=8, micro_batch_size=4, max_steps=4, max_norm=1.0, max_seq_length=32),
-             eval=EvalArgs(final_validation=False))
+    pretrain(
+        tiny_target,
+        out_dir=run,
+        data=RedPajamaSample(data_dir=jsonl_corpus, token_budget=20_000, val_tokens=2_000, num_workers=0),
+        train=TrainArgs(
+            save_interval=2, global_batch_size=8, micro_batch_size=4, max_steps=4, max_norm=1.0, max_seq_length=32
+        ),
+        eval=EvalArgs(final_validation=False),
+    )
     capsys.readouterr()
-    results = analyze(run, data_path=jsonl_corpus, out_dir=tmp_path / "a", num_sequences=4, seq_len=16, checkpoints=[tiny_target])
+    results = analyze(
+        run, data_path=jsonl_corpus, out_dir=tmp_path / "a", num_sequences=4, seq_len=16, checkpoints=[tiny_target]
+    )
     assert list(results) == ["llama-3L", "step-00000002", "step-00000004", "final"]  # the starting point first
     lines = [line for line in capsys.readouterr().err.splitlines() if "layers, MaxRank" in line]
     assert [line.split(":")[0] for line in lines] == list(results)  # each console line names its checkpoint
@@ -199,8 +240,15 @@ def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path):
 
 def test_real_model_has_lazy_layers(smollm2, lee_text, tmp_path):
     """SmolLM2-135M on real news text: the early layers are potent, some deep layers have collapsed."""
-    result = analyze(smollm2, data_path=lee_text, out_dir=tmp_path / "smol", num_sequences=10, seq_len=100, plots=False,
-                     window_sizes=[1])
+    result = analyze(
+        smollm2,
+        data_path=lee_text,
+        out_dir=tmp_path / "smol",
+        num_sequences=10,
+        seq_len=100,
+        plots=False,
+        window_sizes=[1],
+    )
     assert len(result["max_rank"]) == 30 and len(result["rank"][0]) == 9
     assert min(result["max_rank"][:3]) > 10
     assert result["lazy_layers"] and min(result["lazy_layers"]) >= 15
@@ -212,9 +260,14 @@ def transformers_copy(checkpoint):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     state_dict = {}
-    copy_weights_llama(Config.from_file(checkpoint / "model_config.yaml"), state_dict,
-                       torch.load(checkpoint / "lit_model.pth", weights_only=True, mmap=True))
-    model = LlamaForCausalLM(LlamaConfig.from_pretrained(checkpoint, attn_implementation="eager", torch_dtype=torch.float32))
+    copy_weights_llama(
+        Config.from_file(checkpoint / "model_config.yaml"),
+        state_dict,
+        torch.load(checkpoint / "lit_model.pth", weights_only=True, mmap=True),
+    )
+    model = LlamaForCausalLM(
+        LlamaConfig.from_pretrained(checkpoint, attn_implementation="eager", torch_dtype=torch.float32)
+    )
     model.load_state_dict(state_dict, strict=False)  # lm_head is tied to the embedding
     return model.float().eval()
 
@@ -226,8 +279,17 @@ def test_measures_equal_transformers_on_a_real_gqa_model(smollm2, lee_text, tmp_
 
     from litgpt_inheritune.analyze import sample_windows
 
-    result = analyze(smollm2, data_path=lee_text, out_dir=tmp_path / "a", num_sequences=3, seq_len=32, batch_size=2,
-                     window_sizes=[1, 3, 30], skip_sequences=2, plots=False)
+    result = analyze(
+        smollm2,
+        data_path=lee_text,
+        out_dir=tmp_path / "a",
+        num_sequences=3,
+        seq_len=32,
+        batch_size=2,
+        window_sizes=[1, 3, 30],
+        skip_sequences=2,
+        plots=False,
+    )
     windows = sample_windows(Tokenizer(smollm2), lee_text, 3, 32, 42)
     hf = transformers_copy(smollm2)
     norm_input = []
@@ -243,7 +305,10 @@ def test_measures_equal_transformers_on_a_real_gqa_model(smollm2, lee_text, tmp_
     influence = [(1 - cosine(hidden[l], hidden[l + 1])).mean().item() for l in range(30)]
     assert result["block_influence"] == pytest.approx(influence, abs=2e-4)
     for n in (1, 3, 30):
-        angles = [(torch.arccos(cosine(hidden[l][:, -1], hidden[l + n][:, -1]).clamp(-1, 1)) / math.pi).mean().item() for l in range(31 - n)]
+        angles = [
+            (torch.arccos(cosine(hidden[l][:, -1], hidden[l + n][:, -1]).clamp(-1, 1)) / math.pi).mean().item()
+            for l in range(31 - n)
+        ]
         assert result["angular_distance"][str(n)] == pytest.approx(angles, abs=2e-4)
     attentions = torch.stack(out.attentions).double()  # (L, B, H, T, T)
     entropy = -(attentions * attentions.clamp(min=1e-300).log()).sum(-1).mean(-1).mean(1)
@@ -312,7 +377,9 @@ def test_precisions_and_devices_agree_on_a_real_model(smollm2, lee_text, tmp_pat
     """bfloat16 against float32 on the CPU (and on CUDA when there is one): same windows, measures within the stated
     tolerances (bf16 keeps 8 bits of mantissa, so k* of a window can move by one and losses by a few hundredths)."""
     options = dict(data_path=lee_text, num_sequences=2, seq_len=24, window_sizes=[1, 4], skip_sequences=1, plots=False)
-    runs = [("cpu", "32-true"), ("cpu", "bf16-true")] + ([("cuda", "32-true"), ("cuda", "bf16-true")] if torch.cuda.is_available() else [])
+    runs = [("cpu", "32-true"), ("cpu", "bf16-true")] + (
+        [("cuda", "32-true"), ("cuda", "bf16-true")] if torch.cuda.is_available() else []
+    )
     results = [analyze(smollm2, out_dir=tmp_path / f"{d}-{p}", device=d, precision=p, **options) for d, p in runs]
     reference = results[0]
     assert reference["settings"]["dtype"] == "float32" and results[1]["settings"]["dtype"] == "bfloat16"

@@ -15,9 +15,22 @@ def step_dirs(out_dir):
 
 def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_corpus, tmp_path):
     out_dir = tmp_path / "run"
-    command = cli_args(tiny_target, jsonl_corpus, out_dir, "--train.max_steps", "80", "--train.save_interval", "10",
-                       "--train.log_interval", "50", "--keep_checkpoints", "2")
-    process = subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = cli_args(
+        tiny_target,
+        jsonl_corpus,
+        out_dir,
+        "--train.max_steps",
+        "80",
+        "--train.save_interval",
+        "10",
+        "--train.log_interval",
+        "50",
+        "--keep_checkpoints",
+        "2",
+    )
+    process = subprocess.Popen(
+        [str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     seen = set()
     while not (out_dir / "step-00000030").exists() and process.poll() is None:
         seen.add(len(step_dirs(out_dir)) if out_dir.exists() else 0)
@@ -29,8 +42,23 @@ def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_cor
     assert len(kept) == 2 and kept[-1] >= "step-00000030"
 
     # the resume in this process (the kill needs the child process; an interpreter start costs seconds here)
-    code, stdout, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, out_dir, "--train.max_steps", "80", "--train.save_interval",
-                                                    "10", "--train.log_interval", "50", "--keep_checkpoints", "2", "--resume", "auto")[2:])
+    code, stdout, stderr = run_in_process(
+        *cli_args(
+            tiny_target,
+            jsonl_corpus,
+            out_dir,
+            "--train.max_steps",
+            "80",
+            "--train.save_interval",
+            "10",
+            "--train.log_interval",
+            "50",
+            "--keep_checkpoints",
+            "2",
+            "--resume",
+            "auto",
+        )[2:]
+    )
     assert code == 0, stderr
     assert f"Resuming from {out_dir / kept[-1]}" in stdout + stderr
     assert step_dirs(out_dir) == ["step-00000070", "step-00000080"]
@@ -51,7 +79,9 @@ def test_prune_keeps_the_newest_and_the_one_just_written(tmp_path):
 
 
 def test_keep_checkpoints_below_one_is_refused(tiny_target, jsonl_corpus, tmp_path):
-    code, _, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, tmp_path / "run", "--train.max_steps", "2", "--keep_checkpoints", "0")[2:])
+    code, _, stderr = run_in_process(
+        *cli_args(tiny_target, jsonl_corpus, tmp_path / "run", "--train.max_steps", "2", "--keep_checkpoints", "0")[2:]
+    )
     assert code != 0 and "Traceback" not in stderr
     assert "--keep_checkpoints 0 must be at least 1" in stderr
     assert not (tmp_path / "run").exists()
@@ -71,7 +101,12 @@ def test_step_checkpoints_are_streamed_to_disk_not_buffered_in_memory(tiny_targe
         raise AssertionError("checkpoint serialised into memory")
 
     monkeypatch.setattr(torch_io, "_atomic_save", buffered)
-    pretrain(tiny_target, out_dir=tmp_path / "run", data=data_module(jsonl_corpus), train=train_args(max_steps=2, save_interval=1),
-             eval=EvalArgs(interval=1000, max_iters=1))
+    pretrain(
+        tiny_target,
+        out_dir=tmp_path / "run",
+        data=data_module(jsonl_corpus),
+        train=train_args(max_steps=2, save_interval=1),
+        eval=EvalArgs(interval=1000, max_iters=1),
+    )
     state = torch.load(tmp_path / "run" / "step-00000002" / "lit_model.pth", weights_only=True)
     assert state["step_count"] == 2 and state["optimizer"]["state"]

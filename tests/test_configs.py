@@ -37,7 +37,9 @@ def test_gpt2_rope_families(family):
     assert reference.intermediate_size == 4 * n_embd and reference.bias is False
     assert reference.rope_n_elem == reference.head_size  # RoPE over the whole head (no learned positions in LitGPT)
     assert reference.padded_vocab_size == 50304 and reference.block_size == 1024
-    derived = sorted(int(n.rsplit("-", 1)[1][:-1]) for n in name_to_config if n.startswith(f"gpt2-rope-{family}-inheritune-"))
+    derived = sorted(
+        int(n.rsplit("-", 1)[1][:-1]) for n in name_to_config if n.startswith(f"gpt2-rope-{family}-inheritune-")
+    )
     assert derived == [n for n in (12, 14, 16, 18, 24) if n < n_layer]
 
 
@@ -66,9 +68,21 @@ def test_litgpt_pretrain_resolves_a_registered_name(tmp_path):
     """`litgpt pretrain <name>` builds the registered model; it stops later only because the data folder is empty."""
     (tmp_path / "data").mkdir()
     result = run_cli(
-        "litgpt", "pretrain", "gpt2-rope-medium-inheritune-12L", "--out_dir", str(tmp_path / "out"),
-        "--data", "TextFiles", "--data.train_data_path", str(tmp_path / "data"), "--logger_name", "csv",
-        "--train.max_tokens", "1", "--precision", "32-true",
+        "litgpt",
+        "pretrain",
+        "gpt2-rope-medium-inheritune-12L",
+        "--out_dir",
+        str(tmp_path / "out"),
+        "--data",
+        "TextFiles",
+        "--data.train_data_path",
+        str(tmp_path / "data"),
+        "--logger_name",
+        "csv",
+        "--train.max_tokens",
+        "1",
+        "--precision",
+        "32-true",
     )
     # parameters counted by hand: 12 blocks of (2 LayerNorms with bias, qkv, proj, 4x GELU MLP), wte, lm_head, ln_f
     n_embd, vocab = 1024, 50304

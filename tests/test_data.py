@@ -42,7 +42,9 @@ def stored_documents(data: RedPajama, split: str) -> list[tuple[int, ...]]:
 
 
 def texts_of(folder: Path) -> list[str]:
-    return [json.loads(line)["text"] for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()]
+    return [
+        json.loads(line)["text"] for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()
+    ]
 
 
 def split_corpus(tmp_path: Path, n_files: int = 4, n_documents: int = 100) -> Path:
@@ -59,13 +61,24 @@ def test_whole_documents_seeded_and_the_same_for_any_number_of_workers(tiny_targ
     tokenizer = Tokenizer(tiny_target)
     corpus = split_corpus(tmp_path)
     encoded = {tuple(tokenizer.encode(text, eos=True).tolist()) for text in texts_of(corpus)}
-    runs = {workers: prepared(corpus, tokenizer, tmp_path / f"cache-{workers}", token_budget=6_000, val_tokens=600,
-                              prepare_workers=workers) for workers in (1, 2)}
+    runs = {
+        workers: prepared(
+            corpus,
+            tokenizer,
+            tmp_path / f"cache-{workers}",
+            token_budget=6_000,
+            val_tokens=600,
+            prepare_workers=workers,
+        )
+        for workers in (1, 2)
+    }
     one, two = runs[1], runs[2]
 
     # the number of workers is not part of the cache key, and the tokens are the same (chunks may come in another order)
     assert one.prepared_dir.name == two.prepared_dir.name
-    chunks = [chunk["filename"] for chunk in json.loads((two.prepared_dir / "train" / "index.json").read_text())["chunks"]]
+    chunks = [
+        chunk["filename"] for chunk in json.loads((two.prepared_dir / "train" / "index.json").read_text())["chunks"]
+    ]
     assert chunks == ["chunk-0-0.bin", "chunk-1-0.bin"]  # each worker wrote its slice of the parts
     for split in ("val", "train"):
         assert sorted(stored_documents(one, split)) == sorted(stored_documents(two, split))
@@ -120,8 +133,12 @@ def test_every_format_and_txt_documents(tiny_target, tmp_path):
     folder = tmp_path / "mixed"
     (folder / "deep").mkdir(parents=True)
     (folder / "a.jsonl").write_text("".join(json.dumps({"text": t, "meta": {}}) + "\n" for t in texts[:10]))
-    (folder / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress("".join(json.dumps({"text": t}) + "\n" for t in texts[10:20]).encode()))
-    pq.write_table(pa.table({"text": texts[20:30], "id": list(range(10))}), folder / "deep" / "c.parquet", row_group_size=4)
+    (folder / "b.jsonl.zst").write_bytes(
+        zstandard.ZstdCompressor().compress("".join(json.dumps({"text": t}) + "\n" for t in texts[10:20]).encode())
+    )
+    pq.write_table(
+        pa.table({"text": texts[20:30], "id": list(range(10))}), folder / "deep" / "c.parquet", row_group_size=4
+    )
     for i, text in enumerate(texts[30:40]):
         (folder / "deep" / f"{i}.txt").write_text(text)
     data = prepared(folder, tokenizer, tmp_path / "cache", module=RedPajamaSample, token_budget=10**9, val_tokens=1_000)
@@ -154,7 +171,9 @@ def test_source_mixture(tiny_target, tmp_path):
             shutil.move(corpus / "sample.jsonl", folder / name / f"{k}.jsonl")
             for text in texts_of(folder / name):
                 source_of[tuple(tokenizer.encode(text, eos=True).tolist())] = name
-    data = prepared(folder, tokenizer, tmp_path / "cache", token_budget=8_000, val_tokens=400, mixture={"small": 3, "large": 1})
+    data = prepared(
+        folder, tokenizer, tmp_path / "cache", token_budget=8_000, val_tokens=400, mixture={"small": 3, "large": 1}
+    )
     tokens = Counter()
     for document in stored_documents(data, "train"):
         tokens[source_of[document]] += len(document)
@@ -172,7 +191,9 @@ def test_bad_documents_name_file_and_line_and_leave_no_cache(tiny_target, tmp_pa
     (corpus / "sample.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(SystemExit) as error:
         prepared(corpus, tokenizer, tmp_path / "cache", token_budget=10**9, val_tokens=100)
-    assert str(error.value).startswith(f"error: {corpus / 'sample.jsonl'} line 17: not a JSON object") and "\n" not in str(error.value)
+    assert str(error.value).startswith(
+        f"error: {corpus / 'sample.jsonl'} line 17: not a JSON object"
+    ) and "\n" not in str(error.value)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing half-written
 
     lines[16] = json.dumps({"content": "the text under another name"})
@@ -183,11 +204,22 @@ def test_bad_documents_name_file_and_line_and_leave_no_cache(tiny_target, tmp_pa
         prepared(tmp_path / "absent", tokenizer, tmp_path / "cache")
 
 
-def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(tiny_target, jsonl_corpus, tmp_path, monkeypatch):
+def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(
+    tiny_target, jsonl_corpus, tmp_path, monkeypatch
+):
     """`prepare_data` with a pretrain recipe and `--data.data_dir` alone (the default module); pretrain then reuses it."""
     recipe = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "tiny-cpu.yaml"
-    flags = [str(tiny_target), "--config", str(recipe), "--data.data_dir", str(jsonl_corpus), "--data.cache_dir", str(tmp_path / "cache"),
-             "--out_dir", str(tmp_path / "run")]
+    flags = [
+        str(tiny_target),
+        "--config",
+        str(recipe),
+        "--data.data_dir",
+        str(jsonl_corpus),
+        "--data.cache_dir",
+        str(tmp_path / "cache"),
+        "--out_dir",
+        str(tmp_path / "run"),
+    ]
     result = run_cli("litgpt", "inheritune", "prepare_data", *flags, check=True)
     assert "tokenizing train" in result.stderr and "documents" in result.stderr and "Data prepared in" in result.stdout
     assert not (tmp_path / "run").exists()
@@ -195,7 +227,9 @@ def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(tiny_ta
     manifest = json.loads((prepared_dir / "manifest.json").read_text())
     assert manifest["budgets"] == {"train": 20_000, "val": 2_000}  # the recipe's data settings
 
-    code, _, stderr = run_in_process("pretrain", *flags, "--train.max_steps", "2")  # in this process: no interpreter start
+    code, _, stderr = run_in_process(
+        "pretrain", *flags, "--train.max_steps", "2"
+    )  # in this process: no interpreter start
     assert code == 0, stderr
     assert "Preparing" not in stderr and "tokenizing" not in stderr
     saved = yaml.safe_load((tmp_path / "run" / "final" / "hyperparameters.yaml").read_text())
@@ -203,7 +237,19 @@ def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(tiny_ta
     assert saved["data"]["init_args"]["data_dir"] == str(jsonl_corpus)
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no download in tests: the attempt fails at once
-    code, _, stderr = run_in_process("prepare_data", str(tiny_target), "--data.data_dir", str(tmp_path / "nowhere"),
-                                     "--data.repo_id", "nobody/nothing")
+    code, _, stderr = run_in_process(
+        "prepare_data",
+        str(tiny_target),
+        "--data.data_dir",
+        str(tmp_path / "nowhere"),
+        "--data.repo_id",
+        "nobody/nothing",
+    )
     assert code == 1 and "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith(f"error: --data.data_dir {tmp_path / 'nowhere'} does not exist and nobody/nothing could not be downloaded")
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: --data.data_dir {tmp_path / 'nowhere'} does not exist and nobody/nothing could not be downloaded"
+        )
+    )

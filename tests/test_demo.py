@@ -14,16 +14,37 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_runs_the_whole_method(tmp_path):
     out_dir = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "demo.py"), "--out_dir", str(out_dir), "--cache_dir", str(MATERIALS),
-         "--n_layers", "4", "--train_tokens", "2048", "--eval_limit", "3", "--analysis_sequences", "2",
-         # 32-token sequences: the validation loss of the 30-block reference on every held-out sequence is most of the
-         # run's time at the default 128, and nothing below depends on the length
-         "--seq_len", "32"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "demo.py"),
+            "--out_dir",
+            str(out_dir),
+            "--cache_dir",
+            str(MATERIALS),
+            "--n_layers",
+            "4",
+            "--train_tokens",
+            "2048",
+            "--eval_limit",
+            "3",
+            "--analysis_sequences",
+            "2",
+            # 32-token sequences: the validation loss of the 30-block reference on every held-out sequence is most of the
+            # run's time at the default 128, and nothing below depends on the length
+            "--seq_len",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out_dir / "summary.json").read_text())
-    assert {k: summary[k]["n_layers"] for k in ("reference", "inherited", "random")} == {"reference": 30, "inherited": 4, "random": 4}
+    assert {k: summary[k]["n_layers"] for k in ("reference", "inherited", "random")} == {
+        "reference": 30,
+        "inherited": 4,
+        "random": 4,
+    }
     assert summary["inherited"]["params"] == summary["random"]["params"] < summary["reference"]["params"]
     for name in ("reference", "inherited", "random"):
         assert summary[name]["val_loss"] > 0
@@ -34,5 +55,12 @@ def test_demo_runs_the_whole_method(tmp_path):
     assert "| reference | 30 |" in report and "| random | 4 |" in report
     for picture in ("loss_curves.png", "analysis/max_rank.png"):
         assert (out_dir / picture).read_bytes()[:4] == b"\x89PNG"
-    for stage in ("analyze the reference", "inherit the first 4 of 30 blocks", "pretrain inherited", "pretrain random", "evaluate random", "report"):
+    for stage in (
+        "analyze the reference",
+        "inherit the first 4 of 30 blocks",
+        "pretrain inherited",
+        "pretrain random",
+        "evaluate random",
+        "report",
+    ):
         assert f"=== {stage}" in result.stderr

@@ -54,8 +54,12 @@ def held_out_ce(checkpoint, corpus) -> float:
     model.load_state_dict(torch.load(checkpoint / "lit_model.pth", weights_only=True))
     model.eval()
     with torch.no_grad():
-        losses = [torch.nn.functional.cross_entropy(model(b[:, :SEQ].long()).flatten(0, 1), b[:, 1 : SEQ + 1].long().flatten()).item()
-                  for b, _ in zip(data.val_dataloader(), range(5))]
+        losses = [
+            torch.nn.functional.cross_entropy(
+                model(b[:, :SEQ].long()).flatten(0, 1), b[:, 1 : SEQ + 1].long().flatten()
+            ).item()
+            for b, _ in zip(data.val_dataloader(), range(5))
+        ]
     return sum(losses) / len(losses)
 
 
@@ -71,9 +75,15 @@ def test_short_run_logs_ce_and_kl_apart_and_the_kl_falls(tiny_references, tiny_t
     torch.save(weights, teacher / "lit_model.pth")
     before = torch.load(teacher / "lit_model.pth", weights_only=True)
     out_dir = tmp_path / "run"
-    pretrain(tiny_target, out_dir=out_dir, data=data_module(jsonl_corpus), train=train_args(max_steps=12),
-             optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-3}}, eval=EvalArgs(max_iters=5),
-             distill=DistillArgs(teacher_dir=teacher, alpha=0.6, temperature=1.0))
+    pretrain(
+        tiny_target,
+        out_dir=out_dir,
+        data=data_module(jsonl_corpus),
+        train=train_args(max_steps=12),
+        optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-3}},
+        eval=EvalArgs(max_iters=5),
+        distill=DistillArgs(teacher_dir=teacher, alpha=0.6, temperature=1.0),
+    )
     rows = [r for r in metrics(out_dir) if r["loss"]]
     assert len(rows) == 12
     for r in rows:
@@ -93,23 +103,45 @@ def test_bad_distillation_input_is_one_line(tiny_references, tiny_target, jsonl_
 
     def fails(message, **distill):
         with pytest.raises(SystemExit) as error:
-            pretrain(tiny_target, out_dir=tmp_path / "out", data=data_module(jsonl_corpus), train=train_args(max_steps=2),
-                     distill=DistillArgs(**distill))
+            pretrain(
+                tiny_target,
+                out_dir=tmp_path / "out",
+                data=data_module(jsonl_corpus),
+                train=train_args(max_steps=2),
+                distill=DistillArgs(**distill),
+            )
         assert message in str(error.value) and "\n" not in str(error.value)
 
     fails("--distill.alpha 1.5 is outside [0, 1]", teacher_dir=teacher, alpha=1.5)
     fails("--distill.alpha -0.1 is outside [0, 1]", teacher_dir=teacher, alpha=-0.1)
     fails("--distill.temperature -1.0 must be above 0", teacher_dir=teacher, temperature=-1.0)
-    fails(f"--distill.teacher_dir '{tmp_path}' is missing the files: ['lit_model.pth', 'model_config.yaml']", teacher_dir=tmp_path)
+    fails(
+        f"--distill.teacher_dir '{tmp_path}' is missing the files: ['lit_model.pth', 'model_config.yaml']",
+        teacher_dir=tmp_path,
+    )
     other = tmp_path / "other-vocabulary"
     shutil.copytree(teacher, other)
     config = yaml.safe_load((other / "model_config.yaml").read_text())
     config.update(vocab_size=400, padded_vocab_size=416)
     (other / "model_config.yaml").write_text(yaml.safe_dump(config))
-    fails(f"--distill.teacher_dir {other} has another vocabulary (400 tokens, padded 416) than the student (320, padded 320)", teacher_dir=other)
+    fails(
+        f"--distill.teacher_dir {other} has another vocabulary (400 tokens, padded 416) than the student (320, padded 320)",
+        teacher_dir=other,
+    )
     assert not (tmp_path / "out").exists()
 
-    code, _, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, tmp_path / "cli", "--train.max_steps", "2",
-                                               "--distill.teacher_dir", str(teacher), "--distill.temperature", "0")[2:])
+    code, _, stderr = run_in_process(
+        *cli_args(
+            tiny_target,
+            jsonl_corpus,
+            tmp_path / "cli",
+            "--train.max_steps",
+            "2",
+            "--distill.teacher_dir",
+            str(teacher),
+            "--distill.temperature",
+            "0",
+        )[2:]
+    )
     assert code == 1 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "error: --distill.temperature 0.0 must be above 0 (the paper: 1.0)"

@@ -31,8 +31,11 @@ def test_scores_equal_lm_evals_hugging_face_backend(smollm2, offline_tasks, tmp_
     ours = evaluate(smollm2, tasks=OFFLINE, include_path=offline_tasks, limit=20, out_dir=tmp_path / "ours")
     hf_dir = export(smollm2, out_dir=tmp_path / "hf", dtype="float32")
     theirs = evaluator.simple_evaluate(
-        model=HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32"), tasks=OFFLINE.split(","),
-        limit=20, task_manager=TaskManager(include_path=str(offline_tasks)), random_seed=1234,
+        model=HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32"),
+        tasks=OFFLINE.split(","),
+        limit=20,
+        task_manager=TaskManager(include_path=str(offline_tasks)),
+        random_seed=1234,
     )
     for task in OFFLINE.split(","):
         for metric in ("acc,none", "acc_norm,none"):
@@ -44,27 +47,48 @@ def test_results_table_and_compare(tiny_references, offline_tasks, tmp_path):
     reference = tiny_references["llama-gqa"]
     first = tmp_path / "reference"
     evaluate(reference, tasks="piqa_offline,boolq_offline", include_path=offline_tasks, limit=4, out_dir=first)
-    code, stdout, stderr = run_in_process("evaluate", str(tiny_references["gpt-neox"]), "--tasks", "piqa_offline,boolq_offline",
-                                          "--include_path", str(offline_tasks), "--limit", "4", "--out_dir", str(tmp_path / "other"),
-                                          "--compare", f"[{first}]")
+    code, stdout, stderr = run_in_process(
+        "evaluate",
+        str(tiny_references["gpt-neox"]),
+        "--tasks",
+        "piqa_offline,boolq_offline",
+        "--include_path",
+        str(offline_tasks),
+        "--limit",
+        "4",
+        "--out_dir",
+        str(tmp_path / "other"),
+        "--compare",
+        f"[{first}]",
+    )
     assert code == 0, stderr
     table = (tmp_path / "other" / "results.md").read_text()
     header, _, piqa, boolq = table.splitlines()[:4]
-    assert header == ("| task | shots | metric | tiny-pythia (5 layers) | tiny-llama (6 layers) | chance |"
-                      " OpenLLaMA-3B (paper) † | Inheritune 1.5B (paper) † |")
+    assert header == (
+        "| task | shots | metric | tiny-pythia (5 layers) | tiny-llama (6 layers) | chance |"
+        " OpenLLaMA-3B (paper) † | Inheritune 1.5B (paper) † |"
+    )
     ours = json.loads((tmp_path / "other" / "results.json").read_text())["results"]["piqa_offline"]
     theirs = json.loads((first / "results.json").read_text())["results"]["piqa_offline"]
-    assert piqa == (f"| piqa_offline | 0 | acc | {100 * ours['acc,none']:.2f} ± {100 * ours['acc_stderr,none']:.2f}"
-                    f" | {100 * theirs['acc,none']:.2f} ± {100 * theirs['acc_stderr,none']:.2f} | 50.00 | 74.97 | 56.47 |")
+    assert piqa == (
+        f"| piqa_offline | 0 | acc | {100 * ours['acc,none']:.2f} ± {100 * ours['acc_stderr,none']:.2f}"
+        f" | {100 * theirs['acc,none']:.2f} ± {100 * theirs['acc_stderr,none']:.2f} | 50.00 | 74.97 | 56.47 |"
+    )
     assert boolq.split(" | ")[5] == "62.20"  # majority class: 62.2% of BoolQ's validation answers are "yes"
     assert table in stdout
 
 
 def test_models_sharing_a_name_are_told_apart_by_their_paths():
-    models = [{"name": "m-10L", "n_layer": 10, "checkpoint_dir": "/runs/inherited/final"},
-              {"name": "m-10L", "n_layer": 10, "checkpoint_dir": "/runs/random/final"},
-              {"name": "m", "n_layer": 30, "checkpoint_dir": "/checkpoints/m"}]
-    assert column_labels(models) == ["m-10L (10 layers) inherited/final", "m-10L (10 layers) random/final", "m (30 layers)"]
+    models = [
+        {"name": "m-10L", "n_layer": 10, "checkpoint_dir": "/runs/inherited/final"},
+        {"name": "m-10L", "n_layer": 10, "checkpoint_dir": "/runs/random/final"},
+        {"name": "m", "n_layer": 30, "checkpoint_dir": "/checkpoints/m"},
+    ]
+    assert column_labels(models) == [
+        "m-10L (10 layers) inherited/final",
+        "m-10L (10 layers) random/final",
+        "m (30 layers)",
+    ]
 
 
 def test_low_data_suite_and_shots():
@@ -103,9 +127,13 @@ def test_loglikelihoods_equal_a_direct_computation(tiny_references):
     # several texts in one call (windows batched together) score as each text alone; a short window makes several
     short = LitGPTLM(reference, batch_size=4, max_length=6)
     texts = [text, "lazy layers", "a small model can inherit the potent blocks of a large one and train briefly"]
-    together = short.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)])
+    together = short.loglikelihood_rolling(
+        [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)]
+    )
     for t, score in zip(texts, together):
-        assert score == pytest.approx(short.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), 0)])[0], abs=1e-5)
+        assert score == pytest.approx(
+            short.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (t,), 0)])[0], abs=1e-5
+        )
     assert together[0] != pytest.approx(rolling, abs=1e-3)  # 6-token windows see less context than one whole window
 
 
@@ -115,8 +143,12 @@ def test_requests_with_the_same_input_share_one_row(tiny_references):
     lm = LitGPTLM(reference, batch_size=2)
     alone = LitGPTLM(reference, batch_size=1)
     requests = [  # inputs: [5, 6, 7] three times, [5, 6, 7, 8] twice, [9, 10] once
-        (None, [5, 6, 7], [8]), (None, [5, 6, 7], [11]), (None, [5, 6], [7, 12]),
-        (None, [5, 6, 7, 8], [3]), (None, [5, 6, 7], [8, 4]), (None, [9], [10, 2]),
+        (None, [5, 6, 7], [8]),
+        (None, [5, 6, 7], [11]),
+        (None, [5, 6], [7, 12]),
+        (None, [5, 6, 7, 8], [3]),
+        (None, [5, 6, 7], [8, 4]),
+        (None, [9], [10, 2]),
     ]
     rows = []
     handle = lm.model.transformer.wte.register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
@@ -143,11 +175,15 @@ def test_generate_until_is_greedy_and_stops(tiny_references):
     with torch.no_grad():
         for _ in range(6):
             tokens.append(int(lm.model(torch.tensor([tokens]))[0, -1].argmax()))
-    expected = lm.tok_decode(tokens[len(prompt):])
-    [text] = lm.generate_until([Instance("generate_until", {}, ("the early layers", {"until": [], "max_gen_toks": 6}), 0)])
+    expected = lm.tok_decode(tokens[len(prompt) :])
+    [text] = lm.generate_until(
+        [Instance("generate_until", {}, ("the early layers", {"until": [], "max_gen_toks": 6}), 0)]
+    )
     assert text == expected
     stop = expected[2:4]
-    [cut] = lm.generate_until([Instance("generate_until", {}, ("the early layers", {"until": [stop], "max_gen_toks": 6}), 0)])
+    [cut] = lm.generate_until(
+        [Instance("generate_until", {}, ("the early layers", {"until": [stop], "max_gen_toks": 6}), 0)]
+    )
     assert cut == expected.split(stop)[0]
 
 
@@ -172,8 +208,17 @@ def test_bf16_checkpoint_on_cpu_scores_in_float32_and_logs_samples(tmp_path, off
     torch.save({k: v.bfloat16() for k, v in weights.items()}, checkpoint / "lit_model.pth")
 
     def item_loglikelihoods(out_dir, **kwargs):
-        results = evaluate(checkpoint, tasks="piqa_offline", include_path=offline_tasks, limit=3, out_dir=out_dir,
-                           paper=False, log_samples=True, device="cpu", **kwargs)
+        results = evaluate(
+            checkpoint,
+            tasks="piqa_offline",
+            include_path=offline_tasks,
+            limit=3,
+            out_dir=out_dir,
+            paper=False,
+            log_samples=True,
+            device="cpu",
+            **kwargs,
+        )
         (samples,) = out_dir.glob("samples_piqa_offline_*.jsonl")
         records = [json.loads(line) for line in samples.read_text().splitlines()]
         assert [r["doc_id"] for r in records] == [0, 1, 2] and {"arguments", "resps", "acc"} <= set(records[0])

@@ -25,9 +25,19 @@ def litgpt_logits(checkpoint_dir, idx):
 
 @pytest.mark.parametrize(("style", "layers"), [("llama-gqa", None), ("llama-gqa", "4,1"), ("gpt-neox", None)])
 def test_transformers_reproduces_litgpt_logits(tiny_references, tmp_path, style, layers):
-    checkpoint = tiny_references[style] if layers is None else init(tiny_references[style], out_dir=tmp_path / "t", layers=layers)
+    checkpoint = (
+        tiny_references[style]
+        if layers is None
+        else init(tiny_references[style], out_dir=tmp_path / "t", layers=layers)
+    )
     out_dir = export(checkpoint, out_dir=tmp_path / "hf", dtype="float32")
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} <= {p.name for p in out_dir.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    } <= {p.name for p in out_dir.iterdir()}
     hf = AutoModelForCausalLM.from_pretrained(out_dir).eval()
     assert hf.config.num_hidden_layers == (2 if layers else Config.from_file(checkpoint / "model_config.yaml").n_layer)
     idx = torch.randint(0, 320, (2, 24), generator=torch.Generator().manual_seed(0))
@@ -46,7 +56,9 @@ def test_real_inherited_model_exports_in_bfloat16(smollm2, tmp_path):
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["num_hidden_layers"] == 6 and config["num_key_value_heads"] == 3 and config["dtype"] == "bfloat16"
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
-    idx = AutoTokenizer.from_pretrained(tmp_path / "hf")("The capital of France is Paris, and the capital", return_tensors="pt").input_ids
+    idx = AutoTokenizer.from_pretrained(tmp_path / "hf")(
+        "The capital of France is Paris, and the capital", return_tensors="pt"
+    ).input_ids
     expected = litgpt_logits(target, idx)
     with torch.no_grad():
         actual = hf(idx).logits
@@ -55,7 +67,9 @@ def test_real_inherited_model_exports_in_bfloat16(smollm2, tmp_path):
 
 
 def test_bad_inputs(tiny_references, tmp_path):
-    with pytest.raises(SystemExit, match="cannot be exported to a Hugging Face architecture yet \\(it uses scale_embeddings"):
+    with pytest.raises(
+        SystemExit, match="cannot be exported to a Hugging Face architecture yet \\(it uses scale_embeddings"
+    ):
         export(tiny_references["gemma-2"], out_dir=tmp_path / "g")
     with pytest.raises(SystemExit, match=r"is missing the files: \['lit_model.pth', 'model_config.yaml'\]"):
         export(tmp_path, out_dir=tmp_path / "x")
@@ -81,8 +95,16 @@ def test_llama_3_rope_scaling_exports(tmp_path):
     """A Llama-3.2-shaped model (llama3 RoPE frequency scaling, GQA), scaled down: transformers reads
     the rope_scaling it is given and its logits equal LitGPT's."""
     config = Config.from_name(
-        "Llama-3.2-1B", n_layer=2, n_embd=64, n_head=4, n_query_groups=2, head_size=16,
-        intermediate_size=96, vocab_size=320, padded_vocab_size=320, block_size=256,
+        "Llama-3.2-1B",
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_query_groups=2,
+        head_size=16,
+        intermediate_size=96,
+        vocab_size=320,
+        padded_vocab_size=320,
+        block_size=256,
     )
     assert config.rope_adjustments["original_max_seq_len"] == 8192 and config.rope_base == 500000
     checkpoint = tmp_path / "llama-3.2"
@@ -93,7 +115,10 @@ def test_llama_3_rope_scaling_exports(tmp_path):
     write_tokenizer(checkpoint, config.vocab_size)
     out_dir = export(checkpoint, out_dir=tmp_path / "hf")
     assert json.loads((out_dir / "config.json").read_text())["rope_scaling"] == {
-        "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192,
     }
     hf = AutoModelForCausalLM.from_pretrained(out_dir).eval()

@@ -23,12 +23,37 @@ RECIPE = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "t
 # data module), --train.max_seq_length below 1 in grow (division by zero in the data module's loader), evaluate's
 # --device / --dtype given a blank (torch raises), pretrain's --optimizer "" (litgpt raises AttributeError), analyze's
 # --out_dir naming a file and --data_path with a truncated jsonl line. Those flags are left out below.
-KNOWN = {("pretrain", "--train.lr_warmup_fraction"), ("grow", "--train.lr_warmup_fraction"), ("pretrain", "--data.seed"),
-         ("grow", "--data.seed"), ("grow", "--train.max_seq_length"), ("evaluate", "--device"), ("evaluate", "--dtype"),
-         ("pretrain", "--optimizer"), ("analyze", "--out_dir"), ("analyze", "--data_path")}
+KNOWN = {
+    ("pretrain", "--train.lr_warmup_fraction"),
+    ("grow", "--train.lr_warmup_fraction"),
+    ("pretrain", "--data.seed"),
+    ("grow", "--data.seed"),
+    ("grow", "--train.max_seq_length"),
+    ("evaluate", "--device"),
+    ("evaluate", "--dtype"),
+    ("pretrain", "--optimizer"),
+    ("analyze", "--out_dir"),
+    ("analyze", "--data_path"),
+}
 EXAMPLES = {"init": 25, "pretrain": 15, "analyze": 25, "grow": 8, "evaluate": 5, "export": 15, "convert_gguf": 15}
-NUMBERS = ["-1", "0", "-99999999999999999999", "99999999999999999999", "1e400", "nan", "inf", "-inf", "abc", "", "1.5",
-           "0x10", "[]", "{}", "null", "true"]
+NUMBERS = [
+    "-1",
+    "0",
+    "-99999999999999999999",
+    "99999999999999999999",
+    "1e400",
+    "nan",
+    "inf",
+    "-inf",
+    "abc",
+    "",
+    "1.5",
+    "0x10",
+    "[]",
+    "{}",
+    "null",
+    "true",
+]
 FRACTIONS = ["-1", "0", "1.5", "nan", "inf", "abc", "", "1e-400", "99999999999999999999"]
 STRINGS = ["", " ", "nonsense", "{", "null", "[1", "ü", "a,b,,c"]
 BOOLEANS = ["maybe", "", "2", "null"]
@@ -84,44 +109,177 @@ def text_file(jsonl_corpus, tmp_path_factory) -> Path:
     import json
 
     path = tmp_path_factory.mktemp("text") / "text.txt"
-    path.write_text("\n".join(json.loads(line)["text"] for line in (jsonl_corpus / "sample.jsonl").read_text().splitlines()))
+    path.write_text(
+        "\n".join(json.loads(line)["text"] for line in (jsonl_corpus / "sample.jsonl").read_text().splitlines())
+    )
     return path
 
 
 def command_lines(tiny_target, tiny_references, jsonl_corpus, text_file, offline_tasks, bad_files) -> dict:
     """Per command: a base command line that runs, and for each flag the values to try."""
     files = list(bad_files.values())
-    data = ["--data", "RedPajamaSample", "--data.data_dir", str(jsonl_corpus), "--data.token_budget", "20000",
-            "--data.val_tokens", "2000", "--data.num_workers", "0"]
-    training = {f"--train.{name}": NUMBERS for name in (
-        "max_steps", "global_batch_size", "micro_batch_size", "save_interval", "log_interval", "lr_warmup_steps",
-        "max_seq_length", "epochs", "max_tokens")}
-    training.update({"--train.max_norm": FRACTIONS, "--train.min_lr": FRACTIONS, "--train.max_time": FRACTIONS,
-                     "--train.lr_warmup_fraction": FRACTIONS, "--eval.interval": NUMBERS, "--eval.max_iters": NUMBERS})
-    data_flags = {"--data.data_dir": files, "--data.token_budget": NUMBERS, "--data.val_tokens": NUMBERS,
-                  "--data.seed": NUMBERS, "--data": STRINGS}
+    data = [
+        "--data",
+        "RedPajamaSample",
+        "--data.data_dir",
+        str(jsonl_corpus),
+        "--data.token_budget",
+        "20000",
+        "--data.val_tokens",
+        "2000",
+        "--data.num_workers",
+        "0",
+    ]
+    training = {
+        f"--train.{name}": NUMBERS
+        for name in (
+            "max_steps",
+            "global_batch_size",
+            "micro_batch_size",
+            "save_interval",
+            "log_interval",
+            "lr_warmup_steps",
+            "max_seq_length",
+            "epochs",
+            "max_tokens",
+        )
+    }
+    training.update(
+        {
+            "--train.max_norm": FRACTIONS,
+            "--train.min_lr": FRACTIONS,
+            "--train.max_time": FRACTIONS,
+            "--train.lr_warmup_fraction": FRACTIONS,
+            "--eval.interval": NUMBERS,
+            "--eval.max_iters": NUMBERS,
+        }
+    )
+    data_flags = {
+        "--data.data_dir": files,
+        "--data.token_budget": NUMBERS,
+        "--data.val_tokens": NUMBERS,
+        "--data.seed": NUMBERS,
+        "--data": STRINGS,
+    }
     return {
-        "init": ([str(tiny_references["llama-gqa"]), "--n_layers", "2"], {
-            "reference_dir": files, "--n_layers": NUMBERS, "--layers": LAYERS, "--select": STRINGS, "--analysis": files,
-            "--overwrite": BOOLEANS, "--allow_repeats": BOOLEANS, "--out_dir": files}),
-        "pretrain": ([str(tiny_target), *data, "--train.max_seq_length", "32", "--train.global_batch_size", "8",
-                      "--train.micro_batch_size", "4", "--train.max_steps", "1", "--eval.max_iters", "1"], {
-            "checkpoint_dir": files, "--precision": STRINGS, "--initialize": STRINGS, "--resume": [*STRINGS, *files],
-            "--optimizer": STRINGS, "--devices": ["0", "-5", "abc", "", "1.5"], "--num_nodes": ["0", "-1", "abc", ""],
-            "--strategy": STRINGS, "--logger_name": STRINGS, "--seed": NUMBERS, "--out_dir": files, **training, **data_flags}),
-        "analyze": ([str(tiny_target), "--data_path", str(text_file), "--num_sequences", "2", "--seq_len", "8", "--plots", "false"], {
-            "checkpoint_dir": files, "--data_path": files, "--num_sequences": NUMBERS, "--seq_len": NUMBERS,
-            "--tau": FRACTIONS, "--eta": FRACTIONS, "--lazy_threshold": FRACTIONS, "--batch_size": NUMBERS,
-            "--seed": NUMBERS, "--checkpoints": [f"[{f}]" for f in files], "--plots": BOOLEANS, "--out_dir": files}),
-        "grow": ([str(tiny_references["llama-gqa"]), "--config", str(RECIPE), "--data.data_dir", str(jsonl_corpus), "--train.max_steps", "1"], {
-            "reference_dir": files, "--n_layers": NUMBERS, "--grow_by": NUMBERS, "--max_layers": NUMBERS,
-            "--baselines": STRINGS, "--tolerance": FRACTIONS, "--precision": STRINGS, "--out_dir": files, **training, **data_flags}),
-        "evaluate": ([str(tiny_target), "--tasks", "piqa_offline", "--include_path", str(offline_tasks), "--limit", "2"], {
-            "checkpoint_dir": files, "--tasks": STRINGS, "--num_fewshot": NUMBERS, "--limit": FRACTIONS,
-            "--include_path": files, "--batch_size": NUMBERS, "--device": STRINGS, "--dtype": STRINGS,
-            "--compare": [f"[{f}]" for f in files], "--seed": NUMBERS, "--out_dir": files}),
-        "export": ([str(tiny_target)], {"checkpoint_dir": files, "--dtype": STRINGS, "--overwrite": BOOLEANS, "--out_dir": files}),
-        "convert_gguf": ([bad_files["latin1"]], {"gguf_file": files, "--model_name": STRINGS, "--dtype": STRINGS, "--out_dir": files}),
+        "init": (
+            [str(tiny_references["llama-gqa"]), "--n_layers", "2"],
+            {
+                "reference_dir": files,
+                "--n_layers": NUMBERS,
+                "--layers": LAYERS,
+                "--select": STRINGS,
+                "--analysis": files,
+                "--overwrite": BOOLEANS,
+                "--allow_repeats": BOOLEANS,
+                "--out_dir": files,
+            },
+        ),
+        "pretrain": (
+            [
+                str(tiny_target),
+                *data,
+                "--train.max_seq_length",
+                "32",
+                "--train.global_batch_size",
+                "8",
+                "--train.micro_batch_size",
+                "4",
+                "--train.max_steps",
+                "1",
+                "--eval.max_iters",
+                "1",
+            ],
+            {
+                "checkpoint_dir": files,
+                "--precision": STRINGS,
+                "--initialize": STRINGS,
+                "--resume": [*STRINGS, *files],
+                "--optimizer": STRINGS,
+                "--devices": ["0", "-5", "abc", "", "1.5"],
+                "--num_nodes": ["0", "-1", "abc", ""],
+                "--strategy": STRINGS,
+                "--logger_name": STRINGS,
+                "--seed": NUMBERS,
+                "--out_dir": files,
+                **training,
+                **data_flags,
+            },
+        ),
+        "analyze": (
+            [
+                str(tiny_target),
+                "--data_path",
+                str(text_file),
+                "--num_sequences",
+                "2",
+                "--seq_len",
+                "8",
+                "--plots",
+                "false",
+            ],
+            {
+                "checkpoint_dir": files,
+                "--data_path": files,
+                "--num_sequences": NUMBERS,
+                "--seq_len": NUMBERS,
+                "--tau": FRACTIONS,
+                "--eta": FRACTIONS,
+                "--lazy_threshold": FRACTIONS,
+                "--batch_size": NUMBERS,
+                "--seed": NUMBERS,
+                "--checkpoints": [f"[{f}]" for f in files],
+                "--plots": BOOLEANS,
+                "--out_dir": files,
+            },
+        ),
+        "grow": (
+            [
+                str(tiny_references["llama-gqa"]),
+                "--config",
+                str(RECIPE),
+                "--data.data_dir",
+                str(jsonl_corpus),
+                "--train.max_steps",
+                "1",
+            ],
+            {
+                "reference_dir": files,
+                "--n_layers": NUMBERS,
+                "--grow_by": NUMBERS,
+                "--max_layers": NUMBERS,
+                "--baselines": STRINGS,
+                "--tolerance": FRACTIONS,
+                "--precision": STRINGS,
+                "--out_dir": files,
+                **training,
+                **data_flags,
+            },
+        ),
+        "evaluate": (
+            [str(tiny_target), "--tasks", "piqa_offline", "--include_path", str(offline_tasks), "--limit", "2"],
+            {
+                "checkpoint_dir": files,
+                "--tasks": STRINGS,
+                "--num_fewshot": NUMBERS,
+                "--limit": FRACTIONS,
+                "--include_path": files,
+                "--batch_size": NUMBERS,
+                "--device": STRINGS,
+                "--dtype": STRINGS,
+                "--compare": [f"[{f}]" for f in files],
+                "--seed": NUMBERS,
+                "--out_dir": files,
+            },
+        ),
+        "export": (
+            [str(tiny_target)],
+            {"checkpoint_dir": files, "--dtype": STRINGS, "--overwrite": BOOLEANS, "--out_dir": files},
+        ),
+        "convert_gguf": (
+            [bad_files["latin1"]],
+            {"gguf_file": files, "--model_name": STRINGS, "--dtype": STRINGS, "--out_dir": files},
+        ),
     }
 
 
@@ -135,20 +293,28 @@ def snapshot(*folders: Path) -> str:
 
 
 @pytest.mark.parametrize("command", ["init", "pretrain", "analyze", "grow", "evaluate", "export", "convert_gguf"])
-def test_fuzzed_command_lines_never_end_in_a_traceback(command, tiny_target, tiny_references, jsonl_corpus, text_file,
-                                                       offline_tasks, bad_files, tmp_path, monkeypatch):
+def test_fuzzed_command_lines_never_end_in_a_traceback(
+    command, tiny_target, tiny_references, jsonl_corpus, text_file, offline_tasks, bad_files, tmp_path, monkeypatch
+):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("litgpt_inheritune.pretrain.fit", accepted)
     monkeypatch.setattr("litgpt_inheritune.grow.train_run", accepted)
     monkeypatch.setattr("lm_eval.evaluator.simple_evaluate", accepted)
-    base, flags = command_lines(tiny_target, tiny_references, jsonl_corpus, text_file, offline_tasks, bad_files)[command]
+    base, flags = command_lines(tiny_target, tiny_references, jsonl_corpus, text_file, offline_tasks, bad_files)[
+        command
+    ]
     inputs = (tiny_target, tiny_references["llama-gqa"], jsonl_corpus, text_file.parent)
     before = snapshot(*inputs)
     names = sorted(flag for flag in flags if (command, flag) not in KNOWN)
 
-    @settings(max_examples=EXAMPLES[command], deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=EXAMPLES[command],
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(st.lists(st.tuples(st.sampled_from(names), st.data()), min_size=1, max_size=2, unique_by=lambda c: c[0]))
     def check(changes):
         argv = list(base)
@@ -183,7 +349,13 @@ def test_fuzzed_command_lines_never_end_in_a_traceback(command, tiny_target, tin
 def test_console_script_matches_the_in_process_harness(tiny_target, bad_files):
     """A refusal found by the harness, as a user of the console script sees it: exit 1, one line, nothing written."""
     out_dir = Path(bad_files["empty"]) / "child"
-    result = run_cli("litgpt-inheritune", "pretrain", str(tiny_target), "--out_dir", str(out_dir), "--train.max_steps", "1")
+    result = run_cli(
+        "litgpt-inheritune", "pretrain", str(tiny_target), "--out_dir", str(out_dir), "--train.max_steps", "1"
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: --out_dir {out_dir} cannot be a folder (Not a directory)")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: --out_dir {out_dir} cannot be a folder (Not a directory)")
+    )
     assert Path(bad_files["empty"]).read_text() == ""

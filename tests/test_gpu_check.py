@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def gpu_check(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *args], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), *args], capture_output=True, text=True, env=env
+    )
 
 
 def numbers(pattern: str, text: str) -> list[float]:
@@ -42,7 +44,9 @@ def test_without_cuda_it_says_so_and_exits_0_and_bad_flags_are_refused(tmp_path,
     monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--report", str(tmp_path / "report.md")])
     gpu_check_module.main()  # returns: exit code 0
     assert "no CUDA device on this machine" in capsys.readouterr().out
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--dry-run", "--steps", "3", "--report", str(tmp_path / "report.md")])
+    monkeypatch.setattr(
+        sys, "argv", ["gpu_check.py", "--dry-run", "--steps", "3", "--report", str(tmp_path / "report.md")]
+    )
     with pytest.raises(SystemExit, match="--steps 3 --repeats 1: need at least 4 steps"):
         gpu_check_module.main()
     assert not (tmp_path / "report.md").exists()
@@ -53,8 +57,14 @@ def test_dry_run_writes_every_section(tmp_path):
     result = gpu_check("--dry-run", "--report", str(report_path), "--cache_dir", str(MATERIALS), "--peak_tflops", "1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = report_path.read_text()
-    for section in ("(a) Throughput", "(b) Peak memory", "(c) bf16-true vs bf16-mixed", "(d) SIGKILL + --resume auto",
-                    "(e) evaluate on GPU vs CPU", "(f) Several GPUs"):
+    for section in (
+        "(a) Throughput",
+        "(b) Peak memory",
+        "(c) bf16-true vs bf16-mixed",
+        "(d) SIGKILL + --resume auto",
+        "(e) evaluate on GPU vs CPU",
+        "(f) Several GPUs",
+    ):
         assert f"## {section}" in report
 
     # (a) MFU = tokens/s x FLOPs per token / peak; per token 6 x parameters + 12 x layers x width x sequence
@@ -66,13 +76,19 @@ def test_dry_run_writes_every_section(tmp_path):
     assert number(r"x ([\d.]+) GFLOP/token", report) == float(f"{per_token / 1e9:.6g}")
     ours, stock = number(r"\| ours \| ([\d,.]+) \|", report), number(r"\| stock \| ([\d,.]+) \|", report)
     assert ours > 0 and stock > 0
-    assert abs(number(r"\| ours \| [\d,.]+ \| ([\d.]+)% \|", report) - 100 * ours * per_token / 1e12) <= 0.051  # shown to 0.1%
+    assert (
+        abs(number(r"\| ours \| [\d,.]+ \| ([\d.]+)% \|", report) - 100 * ours * per_token / 1e12) <= 0.051
+    )  # shown to 0.1%
     assert number(r"ratio ours/stock: \*\*([\d.]+)\*\*", report) == round(ours / stock, 3)
 
     # (b) a peak and an estimate for both precisions
     for precision in ("bf16-true", "bf16-mixed"):
-        measured, estimate, ratio = numbers(rf"\| {precision} \| ([\d.]+) \| n/a \| n/a \| ([\d.]+) \| ([\d.]+) \|", report)
-        assert 0.05 < measured < 5 and 0.05 < estimate < 5 and abs(ratio - measured / estimate) <= 0.011  # all shown rounded
+        measured, estimate, ratio = numbers(
+            rf"\| {precision} \| ([\d.]+) \| n/a \| n/a \| ([\d.]+) \| ([\d.]+) \|", report
+        )
+        assert (
+            0.05 < measured < 5 and 0.05 < estimate < 5 and abs(ratio - measured / estimate) <= 0.011
+        )  # all shown rounded
 
     # (c) both precisions learn from the same start and end close together
     true_loss = number(r"\| bf16-true \| 6 \| ([\d.]+) \|", report)

@@ -24,8 +24,18 @@ RECIPE = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "t
 def trained_reference(tiny_references, jsonl_corpus, tmp_path_factory) -> Path:
     """The tiny 6-block LLaMA trained for one epoch, so that a briefly trained prefix of it is worse than it."""
     out_dir = tmp_path_factory.mktemp("reference-run")
-    code, _, stderr = run_in_process("pretrain", str(tiny_references["llama-gqa"]), "--config", str(RECIPE),
-                                     "--data.data_dir", str(jsonl_corpus), "--out_dir", str(out_dir), "--train.save_interval", "1000")
+    code, _, stderr = run_in_process(
+        "pretrain",
+        str(tiny_references["llama-gqa"]),
+        "--config",
+        str(RECIPE),
+        "--data.data_dir",
+        str(jsonl_corpus),
+        "--out_dir",
+        str(out_dir),
+        "--train.save_interval",
+        "1000",
+    )
     assert code == 0, stderr
     return out_dir / "final"
 
@@ -33,8 +43,22 @@ def trained_reference(tiny_references, jsonl_corpus, tmp_path_factory) -> Path:
 def grow(reference: Path, corpus: Path, out_dir: Path, *args: str, console_script: bool = False):
     """`litgpt inheritune grow` on the tiny recipe: in this process (an interpreter start costs seconds here), or
     through the console script; each round's pretrain is a child process either way, unless rounds_in_this_process."""
-    argv = (str(reference), "--config", str(RECIPE), "--data.data_dir", str(corpus), "--out_dir", str(out_dir),
-            "--train.max_steps", "2", "--train.save_interval", "1000", "--eval.interval", "1000", *args)
+    argv = (
+        str(reference),
+        "--config",
+        str(RECIPE),
+        "--data.data_dir",
+        str(corpus),
+        "--out_dir",
+        str(out_dir),
+        "--train.max_steps",
+        "2",
+        "--train.save_interval",
+        "1000",
+        "--eval.interval",
+        "1000",
+        *args,
+    )
     if console_script:
         return run_cli("litgpt", "inheritune", "grow", *argv)
     code, stdout, stderr = run_in_process("grow", *argv)
@@ -80,7 +104,9 @@ def held_out_loss(checkpoint: Path, corpus: Path, tmp_path: Path) -> float:
 
 
 def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, tmp_path, rounds_in_this_process):
-    result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", "")
+    result = grow(
+        trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", ""
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "grow" / "grow.json").read_text())
     reference = report["reference"]["val_loss"]
@@ -95,7 +121,9 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
     for entry in rounds:
         checkpoint = Path(entry["checkpoint"])
         assert Config.from_file(checkpoint / "model_config.yaml").n_layer == entry["n_layers"]
-        assert json.loads((checkpoint.parent.parent / "init" / "provenance.json").read_text())["layers"] == list(range(entry["n_layers"]))
+        assert json.loads((checkpoint.parent.parent / "init" / "provenance.json").read_text())["layers"] == list(
+            range(entry["n_layers"])
+        )
         assert entry["val_loss"] == pytest.approx(held_out_loss(checkpoint, jsonl_corpus, tmp_path), abs=1e-4)
     table = (tmp_path / "grow" / "grow.md").read_text()
     assert f"| reference | 6 | all | {reference:.4f} | |" in table
@@ -104,11 +132,25 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
     else:
         assert report["result"] is None and "Grown model: none: no round matched the reference." in table
 
-    again = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", "")
-    assert again.returncode == 0 and again.stdout.count("grow: reusing") == len(rounds)  # finished rounds are not retrained
+    again = grow(
+        trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", ""
+    )
+    assert again.returncode == 0 and again.stdout.count("grow: reusing") == len(
+        rounds
+    )  # finished rounds are not retrained
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"] == rounds
 
-    other = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--baselines", "", "--train.max_steps", "3")
+    other = grow(
+        trained_reference,
+        jsonl_corpus,
+        tmp_path / "grow",
+        "--n_layers",
+        "2",
+        "--baselines",
+        "",
+        "--train.max_steps",
+        "3",
+    )
     assert other.returncode == 1 and "was trained with --train.max_steps 2 but this run asks for 3" in other.stderr
     assert "validation loss" not in other.stdout  # refused before measuring the reference
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"] == rounds  # nothing changed on disk
@@ -116,8 +158,17 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
 
 def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path, rounds_in_this_process):
     """A generous tolerance ends growth after the first round; the baselines are trained at its size."""
-    result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "3", "--tolerance", "100",
-                  "--baselines", "random,lazy,hybrid_stacking,stacking")  # lazy: the old name of last_n
+    result = grow(
+        trained_reference,
+        jsonl_corpus,
+        tmp_path / "grow",
+        "--n_layers",
+        "3",
+        "--tolerance",
+        "100",
+        "--baselines",
+        "random,lazy,hybrid_stacking,stacking",
+    )  # lazy: the old name of last_n
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "grow" / "grow.json").read_text())
     assert [r["n_layers"] for r in report["rounds"]] == [3] and report["rounds"][0]["matched"]
@@ -128,21 +179,27 @@ def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path, 
     random_run = yaml_of(tmp_path / "grow" / "baselines" / "random-3L" / "pretrain.yaml")
     assert random_run["initialize"] == "random" and random_run["train"]["max_steps"] == 2
     inherited = torch.load(Path(report["rounds"][0]["checkpoint"]) / "lit_model.pth", weights_only=True)
-    random_final = torch.load(tmp_path / "grow" / "baselines" / "random-3L" / "train" / "final" / "lit_model.pth", weights_only=True)
+    random_final = torch.load(
+        tmp_path / "grow" / "baselines" / "random-3L" / "train" / "final" / "lit_model.pth", weights_only=True
+    )
     assert not torch.allclose(inherited["transformer.wte.weight"], random_final["transformer.wte.weight"])
     hybrid = tmp_path / "grow" / "baselines" / "hybrid_stacking-3L"
     assert json.loads((hybrid / "init" / "provenance.json").read_text())["layers"] == [0, 1, 0]
     stacking = tmp_path / "grow" / "baselines" / "stacking-3L"
     assert yaml_of(stacking / "half" / "pretrain.yaml")["initialize"] == "random"
     stacked = json.loads((stacking / "init" / "provenance.json").read_text())
-    assert stacked["layers"] == [0, 1, 0] and stacked["reference"]["path"] == str((stacking / "half" / "train" / "final").resolve())
+    assert stacked["layers"] == [0, 1, 0] and stacked["reference"]["path"] == str(
+        (stacking / "half" / "train" / "final").resolve()
+    )
     half = torch.load(stacking / "half" / "train" / "final" / "lit_model.pth", weights_only=True)
     start = torch.load(stacking / "init" / "lit_model.pth", weights_only=True)
     assert torch.equal(start["transformer.h.2.attn.qkv.weight"], half["transformer.h.0.attn.qkv.weight"])
     for name in ("random", "last_n", "hybrid_stacking", "stacking"):
         entry = report["baselines"][name]
         assert entry["n_layers"] == 3
-        assert entry["val_loss"] == pytest.approx(held_out_loss(Path(entry["checkpoint"]), jsonl_corpus, tmp_path), abs=1e-4)
+        assert entry["val_loss"] == pytest.approx(
+            held_out_loss(Path(entry["checkpoint"]), jsonl_corpus, tmp_path), abs=1e-4
+        )
         assert f"| baseline: {name} | 3 |" in (tmp_path / "grow" / "grow.md").read_text()
 
 
@@ -152,12 +209,18 @@ def yaml_of(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--n_layers", "9"], "--n_layers 9 is out of range; valid: 1..6"),
-    (["--n_layers", "4", "--max_layers", "3"], "--max_layers 3 is out of range; valid: 4..6"),
-    (["--grow_by", "0"], "--grow_by 0 must be 1 or more"),
-    (["--baselines", "random,distillation"], "unknown baseline 'distillation'; valid: random, last_n, hybrid_stacking, stacking, half_width"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n_layers", "9"], "--n_layers 9 is out of range; valid: 1..6"),
+        (["--n_layers", "4", "--max_layers", "3"], "--max_layers 3 is out of range; valid: 4..6"),
+        (["--grow_by", "0"], "--grow_by 0 must be 1 or more"),
+        (
+            ["--baselines", "random,distillation"],
+            "unknown baseline 'distillation'; valid: random, last_n, hybrid_stacking, stacking, half_width",
+        ),
+    ],
+)
 def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
     result = grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", *args)
     assert result.returncode == 1 and message in result.stderr
@@ -166,8 +229,20 @@ def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
 
 def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_path):
     """--devices 2 reaches each round's pretrain, which Fabric's launcher runs as two DDP processes (gloo on a CPU)."""
-    result = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "6", "--baselines", "",
-                  "--devices", "2", "--train.micro_batch_size", "2", console_script=True)
+    result = grow(
+        trained_reference,
+        jsonl_corpus,
+        tmp_path / "grow",
+        "--n_layers",
+        "6",
+        "--baselines",
+        "",
+        "--devices",
+        "2",
+        "--train.micro_batch_size",
+        "2",
+        console_script=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "2 micro-batches of 2 per rank on 2 ranks" in result.stdout
     assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"][0]["n_layers"] == 6
@@ -178,14 +253,34 @@ def test_interrupted_grow_continues_to_the_same_result(trained_reference, tiny_r
     stops; grow exits 75 and the same command continues. A kill after the baseline, before its measurement, loses
     nothing either. Each run ends with the weights an uninterrupted pretrain of the same settings gives."""
     out_dir = tmp_path / "grow"
-    args = (str(trained_reference), "--config", str(RECIPE), "--data.data_dir", str(jsonl_corpus), "--out_dir", str(out_dir),
-            "--train.max_steps", "2", "--train.save_interval", "1", "--eval.interval", "1000", "--n_layers", "2",
-            "--max_layers", "2", "--baselines", "random")
+    args = (
+        str(trained_reference),
+        "--config",
+        str(RECIPE),
+        "--data.data_dir",
+        str(jsonl_corpus),
+        "--out_dir",
+        str(out_dir),
+        "--train.max_steps",
+        "2",
+        "--train.save_interval",
+        "1",
+        "--eval.interval",
+        "1000",
+        "--n_layers",
+        "2",
+        "--max_layers",
+        "2",
+        "--baselines",
+        "random",
+    )
 
     def grow_stopped_at(marker: Path) -> tuple[int, str]:
         """Runs grow in this process and sends this process SIGTERM once ``marker`` exists (grow passes it on)."""
         noted = []
-        previous = signal.signal(signal.SIGTERM, lambda number, frame: noted.append(number))  # in case grow has no handler then
+        previous = signal.signal(
+            signal.SIGTERM, lambda number, frame: noted.append(number)
+        )  # in case grow has no handler then
 
         def watch() -> None:
             while not marker.exists():
@@ -204,7 +299,10 @@ def test_interrupted_grow_continues_to_the_same_result(trained_reference, tiny_r
 
     code, stderr = grow_stopped_at(out_dir / "2L" / "train" / "step-00000001")
     assert code == PREEMPTED_EXIT_CODE, stderr
-    assert f"grow: stopped by SIGTERM while training {out_dir / '2L'}; run the same grow command again to continue" in stderr
+    assert (
+        f"grow: stopped by SIGTERM while training {out_dir / '2L'}; run the same grow command again to continue"
+        in stderr
+    )
     assert not (out_dir / "grow.json").exists()
     code, stderr = grow_stopped_at(out_dir / "baselines" / "random-2L" / "train" / "step-00000001")
     assert code == PREEMPTED_EXIT_CODE, stderr
@@ -217,7 +315,9 @@ def test_interrupted_grow_continues_to_the_same_result(trained_reference, tiny_r
 
     for run_dir in (out_dir / "2L", out_dir / "baselines" / "random-2L"):
         straight = tmp_path / "straight" / run_dir.name
-        code, _, stderr = run_in_process("pretrain", "--config", str(run_dir / "pretrain.yaml"), "--out_dir", str(straight), "--resume", "false")
+        code, _, stderr = run_in_process(
+            "pretrain", "--config", str(run_dir / "pretrain.yaml"), "--out_dir", str(straight), "--resume", "false"
+        )
         assert code == 0, stderr
         interrupted = torch.load(run_dir / "train" / "final" / "lit_model.pth", weights_only=True)
         uninterrupted = torch.load(straight / "final" / "lit_model.pth", weights_only=True)
@@ -227,7 +327,9 @@ def test_interrupted_grow_continues_to_the_same_result(trained_reference, tiny_r
     other = tiny_references["llama-gqa"]
     code, _, stderr = run_in_process("grow", str(other), *args[1:])
     assert code == 1 and "Traceback" not in stderr
-    assert f"error: {out_dir / '2L'} was inherited from reference {trained_reference.resolve()} (sha256-zipdir:" in stderr
+    assert (
+        f"error: {out_dir / '2L'} was inherited from reference {trained_reference.resolve()} (sha256-zipdir:" in stderr
+    )
     assert f"not from {other.resolve()} (sha256-zipdir:" in stderr
     assert json.loads((out_dir / "grow.json").read_text()) == report
 
@@ -241,10 +343,23 @@ def test_new_baselines_are_built_as_the_paper_describes(tiny_references, monkeyp
         grow_module.main(tiny_references["llama-gqa"], out_dir=tmp_path / "g", distill=DistillArgs(teacher_dir="x"))
 
     calls = {}
-    monkeypatch.setattr(grow_module, "train_run", lambda ref, layers, run_dir, args, initialize, init_options=None, previous=None:
-                        calls.setdefault(run_dir.name, (layers, init_options, initialize, args.get("distill"))) and run_dir)
+    monkeypatch.setattr(
+        grow_module,
+        "train_run",
+        lambda ref, layers, run_dir, args, initialize, init_options=None, previous=None: (
+            calls.setdefault(run_dir.name, (layers, init_options, initialize, args.get("distill"))) and run_dir
+        ),
+    )
     distill = {"teacher_dir": "REF", "alpha": 0.6, "temperature": 1.0}
-    for name in ("half_width", "attn", "mlp", "attn_mlp_no_norm", "distill_random", "distill_alternate", "inherit_distill"):
+    for name in (
+        "half_width",
+        "attn",
+        "mlp",
+        "attn_mlp_no_norm",
+        "distill_random",
+        "distill_alternate",
+        "inherit_distill",
+    ):
         grow_module.train_baseline(name, Path("REF"), 16, 24, tmp_path / name, {"seed": 1}, distill)
     assert calls["half_width"] == (list(range(24)), {"half_width": True}, "checkpoint", None)
     assert calls["attn"] == (list(range(16)), {"parts": "attn,attn_norm"}, "checkpoint", None)
@@ -252,21 +367,41 @@ def test_new_baselines_are_built_as_the_paper_describes(tiny_references, monkeyp
     assert calls["attn_mlp_no_norm"] == (list(range(16)), {"parts": "attn,mlp"}, "checkpoint", None)
     assert calls["distill_random"] == (list(range(16)), None, "random", distill)
     # Appendix B: a 16-block student of the 24-block GPT-2 medium: blocks 0, 2, ..., 22, then 18, 19, 20, 21
-    assert calls["distill_alternate"] == ([0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 18, 19, 20, 21], None, "checkpoint", distill)
+    assert calls["distill_alternate"] == (
+        [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 18, 19, 20, 21],
+        None,
+        "checkpoint",
+        distill,
+    )
     assert calls["inherit_distill"] == (list(range(16)), None, "checkpoint", distill)
     assert grow_module.alternate_layers(12, 24) == list(range(0, 24, 2))  # the 12-block DistilBERT student (Figure 16)
     assert grow_module.alternate_layers(6, 6) == [0, 2, 4, 1, 2, 3] and grow_module.alternate_layers(3, 3) == [0, 2, 0]
 
 
-def test_grow_from_trained_with_baselines_report_plot_and_compare(trained_reference, jsonl_corpus, tmp_path, rounds_in_this_process):
+def test_grow_from_trained_with_baselines_report_plot_and_compare(
+    trained_reference, jsonl_corpus, tmp_path, rounds_in_this_process
+):
     from litgpt_inheritune import grow as grow_module
 
     analysis = tmp_path / "analysis"
     analysis.mkdir()
     (analysis / "attention.json").write_text(json.dumps({"max_rank": [9, 9, 9, 1, 9, 1], "lazy_layers": [3, 5]}))
     out = tmp_path / "grow"
-    result = grow(trained_reference, jsonl_corpus, out, "--n_layers", "2", "--max_layers", "4", "--grow_from", "trained",
-                  "--baselines", "half_width,inherit_distill", "--analysis", str(analysis))
+    result = grow(
+        trained_reference,
+        jsonl_corpus,
+        out,
+        "--n_layers",
+        "2",
+        "--max_layers",
+        "4",
+        "--grow_from",
+        "trained",
+        "--baselines",
+        "half_width,inherit_distill",
+        "--analysis",
+        str(analysis),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "grow.json").read_text())
     assert [r["n_layers"] for r in report["rounds"]] == [2, 4]
@@ -279,14 +414,18 @@ def test_grow_from_trained_with_baselines_report_plot_and_compare(trained_refere
     for key in [k for k in reference if k.startswith(("transformer.h.2.", "transformer.h.3."))]:
         assert torch.equal(start[key], reference[key]), key
     assert not torch.equal(trained["transformer.h.0.attn.qkv.weight"], reference["transformer.h.0.attn.qkv.weight"])
-    assert json.loads((out / "4L" / "init" / "provenance.json").read_text())["grown_from"] == str(out / "2L" / "train" / "final")
+    assert json.loads((out / "4L" / "init" / "provenance.json").read_text())["grown_from"] == str(
+        out / "2L" / "train" / "final"
+    )
 
     half = Config.from_file(out / "baselines" / "half_width-4L" / "train" / "final" / "model_config.yaml")
     assert (half.n_layer, half.n_embd, half.n_head, half.n_query_groups) == (6, 16, 2, 1)
     assert report["baselines"]["half_width"]["n_layers"] == 6
     distilled = yaml_of(out / "baselines" / "inherit_distill-4L" / "pretrain.yaml")["distill"]
     assert distilled == {"teacher_dir": str(trained_reference), "alpha": 0.6, "temperature": 1.0}
-    log = (out / "baselines" / "inherit_distill-4L" / "train" / "logs" / "csv" / "version_0" / "metrics.csv").read_text()
+    log = (
+        out / "baselines" / "inherit_distill-4L" / "train" / "logs" / "csv" / "version_0" / "metrics.csv"
+    ).read_text()
     assert "kl_loss" in log.splitlines()[0]
 
     table = (out / "grow.md").read_text()
@@ -301,8 +440,18 @@ def test_grow_from_trained_with_baselines_report_plot_and_compare(trained_refere
     assert (out / "grow.png").stat().st_size > 10_000
 
     runs = [out / "2L" / "train", out / "baselines" / "half_width-4L" / "train"]
-    result = run_cli("litgpt", "inheritune", "compare", f"[{runs[0]},{runs[1]}]", "--labels", "[inherited,half width]",
-                     "--reference_loss", str(report["reference"]["val_loss"]), "--out_dir", str(tmp_path / "compare"))
+    result = run_cli(
+        "litgpt",
+        "inheritune",
+        "compare",
+        f"[{runs[0]},{runs[1]}]",
+        "--labels",
+        "[inherited,half width]",
+        "--reference_loss",
+        str(report["reference"]["val_loss"]),
+        "--out_dir",
+        str(tmp_path / "compare"),
+    )
     assert result.returncode == 0, result.stderr
     compared = json.loads((tmp_path / "compare" / "compare.json").read_text())
     for run, run_dir in zip(compared["runs"], runs):

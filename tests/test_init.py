@@ -63,7 +63,9 @@ def test_target_tensors_and_logits_match_reference(tiny_references, tmp_path, st
         assert torch.equal(target_sd[key], reference_sd[key])
     for new, old in enumerate(layers):
         for key in block_keys:
-            assert torch.equal(target_sd[key.replace("h.0.", f"h.{new}.", 1)], reference_sd[key.replace("h.0.", f"h.{old}.", 1)])
+            assert torch.equal(
+                target_sd[key.replace("h.0.", f"h.{new}.", 1)], reference_sd[key.replace("h.0.", f"h.{old}.", 1)]
+            )
 
     config = yaml.safe_load((out_dir / "model_config.yaml").read_text())
     assert config["n_layer"] == len(layers)
@@ -107,10 +109,16 @@ def test_side_files_and_provenance(tiny_references, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(reference_dir, copy)
     second = init(copy, out_dir=tmp_path / "again", layers="2,3")
-    assert json.loads((second / "provenance.json").read_text())["reference"]["checksum"] == provenance["reference"]["checksum"]
+    assert (
+        json.loads((second / "provenance.json").read_text())["reference"]["checksum"]
+        == provenance["reference"]["checksum"]
+    )
     changed = make_reference(tmp_path / "changed", "llama-gqa", seed=7)
     third = init(changed, out_dir=tmp_path / "third", layers="2,3")
-    assert json.loads((third / "provenance.json").read_text())["reference"]["checksum"] != provenance["reference"]["checksum"]
+    assert (
+        json.loads((third / "provenance.json").read_text())["reference"]["checksum"]
+        != provenance["reference"]["checksum"]
+    )
 
 
 def test_reads_pretrain_style_checkpoint_and_defaults_out_dir(tmp_path):
@@ -142,7 +150,10 @@ BAD_INPUTS = [
     (dict(layers="5-3"), "runs backwards"),
     (dict(), "give exactly one of --n_layers N or --layers i,j,k"),
     (dict(n_layers=2, layers="0,1"), "give exactly one of --n_layers N or --layers i,j,k"),
-    (dict(layers="0,1", select="rank"), "--select rank chooses --n_layers blocks from an analysis; it cannot be combined with --layers 0,1"),
+    (
+        dict(layers="0,1", select="rank"),
+        "--select rank chooses --n_layers blocks from an analysis; it cannot be combined with --layers 0,1",
+    ),
     (dict(n_layers=2, select="rnak"), "--select rnak is not a measure; valid: first, rank, mass, block_influence"),
 ]
 
@@ -201,16 +212,23 @@ def test_refuses_to_unpickle_objects(tmp_path):
         init(reference_dir, out_dir=tmp_path / "t", n_layers=1)
 
 
-@pytest.mark.parametrize("entry", [("litgpt", "inheritune", "init"), ("litgpt-inheritune", "init"), ("python", "-m", "litgpt_inheritune", "init")])
+@pytest.mark.parametrize(
+    "entry",
+    [("litgpt", "inheritune", "init"), ("litgpt-inheritune", "init"), ("python", "-m", "litgpt_inheritune", "init")],
+)
 def test_cli_entry_points(tiny_references, tmp_path, entry):
     out_dir = tmp_path / "target"
-    result = run_cli(*entry, str(tiny_references["llama-gqa"]), "--out_dir", str(out_dir), "--n_layers", "3", check=True)
+    result = run_cli(
+        *entry, str(tiny_references["llama-gqa"]), "--out_dir", str(out_dir), "--n_layers", "3", check=True
+    )
     assert f"Inherited blocks [0, 1, 2] of tiny-llama (6 blocks) into {out_dir}" in result.stdout
     assert yaml.safe_load((out_dir / "model_config.yaml").read_text())["n_layer"] == 3
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tiny_references, tmp_path):
-    code, _, stderr = run_in_process("init", str(tiny_references["llama-gqa"]), "--out_dir", str(tmp_path / "t"), "--layers", "0,9")
+    code, _, stderr = run_in_process(
+        "init", str(tiny_references["llama-gqa"]), "--out_dir", str(tmp_path / "t"), "--layers", "0,9"
+    )
     assert code != 0
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "error: layer 9 is out of range; the reference has 6 blocks: 0..5"
@@ -229,12 +247,16 @@ def test_select_by_rank_takes_the_best_window_of_an_analysis(tiny_references, tm
     analysis.mkdir()
     max_rank = [2.0, 3.0, 9.0, 8.0, 1.0, 1.0]
     windows = {"2": [2, 3], "3": [1, 2, 3]}
-    (analysis / "attention.json").write_text(json.dumps({"max_rank": max_rank, "suggested_layers": {"best_window": windows}}))
+    (analysis / "attention.json").write_text(
+        json.dumps({"max_rank": max_rank, "suggested_layers": {"best_window": windows}})
+    )
     out_dir = init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=2, select="rank", analysis=analysis)
     assert json.loads((out_dir / "provenance.json").read_text())["layers"] == [2, 3]
     with pytest.raises(SystemExit, match="--select rank needs --analysis DIR"):
         init(tiny_references["llama-gqa"], out_dir=tmp_path / "u", n_layers=2, select="rank")
-    (analysis / "attention.json").write_text(json.dumps({"max_rank": [1.0] * 4, "suggested_layers": {"best_window": windows}}))
+    (analysis / "attention.json").write_text(
+        json.dumps({"max_rank": [1.0] * 4, "suggested_layers": {"best_window": windows}})
+    )
     with pytest.raises(SystemExit, match="describes 4 layers but the reference has 6"):
         init(tiny_references["llama-gqa"], out_dir=tmp_path / "u", n_layers=2, select="rank", analysis=analysis)
 
@@ -245,17 +267,20 @@ def hand_built_analysis(folder, **measures):
     return folder
 
 
-@pytest.mark.parametrize(("measure", "keep", "expected"), [
-    ("block_influence", "window", [3, 4, 5]),  # best mean 0.5 + 0.6 + 0.45
-    ("block_influence", "best", [0, 3, 4]),    # 0.7, 0.6, 0.5, in model order
-    ("block_influence", "prefix", [0, 1, 2]),
-    ("sink_mass", "best", [1, 2, 5]),          # lowest sink share is best
-    ("sink_mass", "window", [1, 2, 3]),         # means 0.2, 0.2, 0.8 beat 0.9, 0.2, 0.2
-    ("entropy", "best", [0, 1, 2]),           # mean over heads: 2.0, 1.5, 1.5 (tie broken by the earlier)
-    ("angular_distance", "window", [2, 3, 4]),  # d(l, 3) of the window itself, not its blocks' d(l, 1)
-    ("angular_distance", "best", [0, 1, 5]),
-    ("skip_loss", "window", [1, 2, 3]),
-])
+@pytest.mark.parametrize(
+    ("measure", "keep", "expected"),
+    [
+        ("block_influence", "window", [3, 4, 5]),  # best mean 0.5 + 0.6 + 0.45
+        ("block_influence", "best", [0, 3, 4]),  # 0.7, 0.6, 0.5, in model order
+        ("block_influence", "prefix", [0, 1, 2]),
+        ("sink_mass", "best", [1, 2, 5]),  # lowest sink share is best
+        ("sink_mass", "window", [1, 2, 3]),  # means 0.2, 0.2, 0.8 beat 0.9, 0.2, 0.2
+        ("entropy", "best", [0, 1, 2]),  # mean over heads: 2.0, 1.5, 1.5 (tie broken by the earlier)
+        ("angular_distance", "window", [2, 3, 4]),  # d(l, 3) of the window itself, not its blocks' d(l, 1)
+        ("angular_distance", "best", [0, 1, 5]),
+        ("skip_loss", "window", [1, 2, 3]),
+    ],
+)
 def test_select_by_a_measure_on_a_hand_built_analysis(tiny_references, tmp_path, measure, keep, expected):
     analysis = hand_built_analysis(
         tmp_path / "analysis",
@@ -265,7 +290,9 @@ def test_select_by_a_measure_on_a_hand_built_analysis(tiny_references, tmp_path,
         angular_distance={"1": [0.9, 0.8, 0.1, 0.1, 0.1, 0.7], "3": [0.2, 0.3, 0.6, 0.5]},
         skip_loss=[0.3, 0.3, 0.4, 5.0, 0.1, 0.2],
     )
-    out_dir = init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=3, select=measure, keep=keep, analysis=analysis)
+    out_dir = init(
+        tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=3, select=measure, keep=keep, analysis=analysis
+    )
     provenance = json.loads((out_dir / "provenance.json").read_text())
     assert provenance["layers"] == expected
     selection = provenance["selection"]
@@ -275,8 +302,23 @@ def test_select_by_a_measure_on_a_hand_built_analysis(tiny_references, tmp_path,
 
 def test_select_refuses_a_measure_the_analysis_lacks(tiny_references, tmp_path):
     analysis = hand_built_analysis(tmp_path / "analysis", angular_distance={"1": [0.1] * 6})
-    with pytest.raises(SystemExit, match="no angular distance for windows of 3 blocks; rerun .* with 3 in --window_sizes"):
-        init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=3, select="angular_distance", analysis=analysis)
+    with pytest.raises(
+        SystemExit, match="no angular distance for windows of 3 blocks; rerun .* with 3 in --window_sizes"
+    ):
+        init(
+            tiny_references["llama-gqa"],
+            out_dir=tmp_path / "t",
+            n_layers=3,
+            select="angular_distance",
+            analysis=analysis,
+        )
     with pytest.raises(SystemExit, match="the analysis has no 'skip_loss'"):
-        init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=3, select="skip_loss", keep="best", analysis=analysis)
+        init(
+            tiny_references["llama-gqa"],
+            out_dir=tmp_path / "t",
+            n_layers=3,
+            select="skip_loss",
+            keep="best",
+            analysis=analysis,
+        )
     assert not (tmp_path / "t").exists()

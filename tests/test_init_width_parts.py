@@ -51,7 +51,13 @@ def test_half_width_copies_the_first_heads_groups_and_channels(tiny_references, 
         assert torch.equal(target[key], expected_half(reference, key, cfg)), key
     config = yaml.safe_load((out_dir / "model_config.yaml").read_text())
     halved = {"llama-gqa": (16, 2, 1, 8, 24), "gpt-neox": (16, 2, 2, 8, 64), "gemma-2": (16, 2, 1, 16, 24)}[style]
-    assert (config["n_embd"], config["n_head"], config["n_query_groups"], config["head_size"], config["intermediate_size"]) == halved
+    assert (
+        config["n_embd"],
+        config["n_head"],
+        config["n_query_groups"],
+        config["head_size"],
+        config["intermediate_size"],
+    ) == halved
     assert config["n_layer"] == cfg["n_layer"]
     provenance = json.loads((out_dir / "provenance.json").read_text())
     assert provenance["half_width"] is True and provenance["layers"] == list(range(cfg["n_layer"]))
@@ -69,25 +75,41 @@ def test_half_width_forward_equals_transformers_on_the_narrow_weights(tiny_refer
     cfg = TINY_CONFIGS["llama-gqa"]
     reference = load(reference_dir)
     hs, d2 = 8, 16  # 4 heads of 8 in 32 channels, 2 groups -> 2 heads (1 group) in 16 channels
-    hf = LlamaForCausalLM(LlamaConfig(
-        vocab_size=320, hidden_size=d2, intermediate_size=24, num_hidden_layers=3, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=hs, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000,
-        tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
-    )).eval()
-    sd = {"model.embed_tokens.weight": reference["transformer.wte.weight"][:, :d2],
-          "model.norm.weight": reference["transformer.ln_f.weight"][:d2],
-          "lm_head.weight": reference["lm_head.weight"][:, :d2]}
+    hf = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=320,
+            hidden_size=d2,
+            intermediate_size=24,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=hs,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-5,
+            rope_theta=10000,
+            tie_word_embeddings=False,
+            attention_bias=False,
+            mlp_bias=False,
+        )
+    ).eval()
+    sd = {
+        "model.embed_tokens.weight": reference["transformer.wte.weight"][:, :d2],
+        "model.norm.weight": reference["transformer.ln_f.weight"][:d2],
+        "lm_head.weight": reference["lm_head.weight"][:, :d2],
+    }
     for i in range(3):
         qkv = reference[f"transformer.h.{i}.attn.qkv.weight"]  # rows: 4 query heads, 2 key heads, 2 value heads
-        sd |= {f"model.layers.{i}.self_attn.q_proj.weight": qkv[0:16, :d2],
-               f"model.layers.{i}.self_attn.k_proj.weight": qkv[32:40, :d2],
-               f"model.layers.{i}.self_attn.v_proj.weight": qkv[48:56, :d2],
-               f"model.layers.{i}.self_attn.o_proj.weight": reference[f"transformer.h.{i}.attn.proj.weight"][:d2, :16],
-               f"model.layers.{i}.mlp.gate_proj.weight": reference[f"transformer.h.{i}.mlp.fc_1.weight"][:24, :d2],
-               f"model.layers.{i}.mlp.up_proj.weight": reference[f"transformer.h.{i}.mlp.fc_2.weight"][:24, :d2],
-               f"model.layers.{i}.mlp.down_proj.weight": reference[f"transformer.h.{i}.mlp.proj.weight"][:d2, :24],
-               f"model.layers.{i}.input_layernorm.weight": reference[f"transformer.h.{i}.norm_1.weight"][:d2],
-               f"model.layers.{i}.post_attention_layernorm.weight": reference[f"transformer.h.{i}.norm_2.weight"][:d2]}
+        sd |= {
+            f"model.layers.{i}.self_attn.q_proj.weight": qkv[0:16, :d2],
+            f"model.layers.{i}.self_attn.k_proj.weight": qkv[32:40, :d2],
+            f"model.layers.{i}.self_attn.v_proj.weight": qkv[48:56, :d2],
+            f"model.layers.{i}.self_attn.o_proj.weight": reference[f"transformer.h.{i}.attn.proj.weight"][:d2, :16],
+            f"model.layers.{i}.mlp.gate_proj.weight": reference[f"transformer.h.{i}.mlp.fc_1.weight"][:24, :d2],
+            f"model.layers.{i}.mlp.up_proj.weight": reference[f"transformer.h.{i}.mlp.fc_2.weight"][:24, :d2],
+            f"model.layers.{i}.mlp.down_proj.weight": reference[f"transformer.h.{i}.mlp.proj.weight"][:d2, :24],
+            f"model.layers.{i}.input_layernorm.weight": reference[f"transformer.h.{i}.norm_1.weight"][:d2],
+            f"model.layers.{i}.post_attention_layernorm.weight": reference[f"transformer.h.{i}.norm_2.weight"][:d2],
+        }
     hf.load_state_dict(sd, strict=True)
     model = GPT(Config.from_file(out_dir / "model_config.yaml"))
     model.load_state_dict(load(out_dir))
@@ -100,7 +122,13 @@ def test_half_width_of_smollm2_keeps_whole_query_groups(smollm2, tmp_path):
     """SmolLM2-135M: 9 query heads in 3 groups of 3 -> 1 group with its 3 query heads; 576 -> 288 channels."""
     out_dir = init(smollm2, out_dir=tmp_path / "half", layers="0,1", half_width=True)
     config = yaml.safe_load((out_dir / "model_config.yaml").read_text())
-    assert (config["n_embd"], config["n_head"], config["n_query_groups"], config["head_size"], config["intermediate_size"]) == (288, 3, 1, 64, 768)
+    assert (
+        config["n_embd"],
+        config["n_head"],
+        config["n_query_groups"],
+        config["head_size"],
+        config["intermediate_size"],
+    ) == (288, 3, 1, 64, 768)
     reference, target = load(smollm2), load(out_dir)
     qkv = reference["transformer.h.1.attn.qkv.weight"]  # 9 query heads, 3 key heads, 3 value heads of 64
     expected = torch.cat((qkv[: 3 * 64], qkv[9 * 64 : 10 * 64], qkv[12 * 64 : 13 * 64]))[:, :288]
@@ -143,10 +171,21 @@ def test_parts_inherit_only_the_named_sub_modules(tiny_references, tmp_path, par
 
 
 def test_bad_parts_are_one_line(tiny_references, tmp_path):
-    code, _, stderr = run_in_process("init", str(tiny_references["llama-gqa"]), "--out_dir", str(tmp_path / "t"),
-                                     "--n_layers", "2", "--parts", "attn,ffn")
+    code, _, stderr = run_in_process(
+        "init",
+        str(tiny_references["llama-gqa"]),
+        "--out_dir",
+        str(tmp_path / "t"),
+        "--n_layers",
+        "2",
+        "--parts",
+        "attn,ffn",
+    )
     assert code == 1 and "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == "error: --parts 'attn,ffn': unknown part 'ffn'; valid: a comma list of attn, attn_norm, mlp, mlp_norm"
+    assert (
+        stderr.strip().splitlines()[-1]
+        == "error: --parts 'attn,ffn': unknown part 'ffn'; valid: a comma list of attn, attn_norm, mlp, mlp_norm"
+    )
     with pytest.raises(SystemExit, match="--parts '': names no part"):
         init(tiny_references["llama-gqa"], out_dir=tmp_path / "t", n_layers=2, parts="")
     assert not (tmp_path / "t").exists()

@@ -13,16 +13,27 @@ from litgpt_inheritune.init import main as init
 
 
 def test_litgpt_chat_answers_and_quits(tiny_target):
-    result = run_cli("litgpt", "chat", str(tiny_target), "--max_new_tokens", "4", "--temperature", "0",
-                     input="the early layers\n!quit\n", check=True)
+    result = run_cli(
+        "litgpt",
+        "chat",
+        str(tiny_target),
+        "--max_new_tokens",
+        "4",
+        "--temperature",
+        "0",
+        input="the early layers\n!quit\n",
+        check=True,
+    )
     assert "Now chatting with tiny-llama-inheritune-3L" in result.stdout
     assert ">> Reply:" in result.stdout
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_litgpt_finetune_trains_the_target(tiny_target, tmp_path, monkeypatch, method):
-    examples = [{"instruction": f"repeat the word {word}", "input": "", "output": word}
-                for word in "early layers carry most knowledge while deeper ones are lazy".split()]
+    examples = [
+        {"instruction": f"repeat the word {word}", "input": "", "output": word}
+        for word in "early layers carry most knowledge while deeper ones are lazy".split()
+    ]
     (tmp_path / "data.json").write_text(json.dumps(examples))
     out_dir = tmp_path / "out"
     # litgpt's own main with this command line, in this process (an interpreter start costs seconds here; chat and
@@ -31,12 +42,43 @@ def test_litgpt_finetune_trains_the_target(tiny_target, tmp_path, monkeypatch, m
 
     from litgpt.__main__ import main as litgpt
 
-    monkeypatch.setattr(sys, "argv", [
-        "litgpt", f"finetune_{method}", str(tiny_target), "--out_dir", str(out_dir), "--precision", "32-true",
-        "--data", "JSON", "--data.json_path", str(tmp_path / "data.json"), "--data.val_split_fraction", "0.2",
-        "--train.max_steps", "2", "--train.global_batch_size", "2", "--train.micro_batch_size", "1",
-        "--train.lr_warmup_steps", "1", "--train.max_seq_length", "48", "--eval.interval", "100", "--eval.max_iters", "1", "--eval.max_new_tokens", "2",
-        "--eval.final_validation", "false"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "litgpt",
+            f"finetune_{method}",
+            str(tiny_target),
+            "--out_dir",
+            str(out_dir),
+            "--precision",
+            "32-true",
+            "--data",
+            "JSON",
+            "--data.json_path",
+            str(tmp_path / "data.json"),
+            "--data.val_split_fraction",
+            "0.2",
+            "--train.max_steps",
+            "2",
+            "--train.global_batch_size",
+            "2",
+            "--train.micro_batch_size",
+            "1",
+            "--train.lr_warmup_steps",
+            "1",
+            "--train.max_seq_length",
+            "48",
+            "--eval.interval",
+            "100",
+            "--eval.max_iters",
+            "1",
+            "--eval.max_new_tokens",
+            "2",
+            "--eval.final_validation",
+            "false",
+        ],
+    )
     litgpt()
     final = out_dir / "final"
     state = torch.load(final / "lit_model.pth", weights_only=True, mmap=True)
@@ -60,7 +102,9 @@ def test_litgpt_convert_from_litgpt_loads_in_transformers(smollm2_4l, tmp_path):
 
     out_dir = tmp_path / "hf"
     run_cli("litgpt", "convert_from_litgpt", str(smollm2_4l), str(out_dir), check=True)
-    (out_dir / "config.json").write_text((smollm2_4l / "config.json").read_text())  # the derived config.json, as litgpt's docs say
+    (out_dir / "config.json").write_text(
+        (smollm2_4l / "config.json").read_text()
+    )  # the derived config.json, as litgpt's docs say
     hf = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out_dir), torch_dtype=torch.float32)
     hf.load_state_dict(torch.load(out_dir / "model.pth", weights_only=True))
     assert hf.config.num_hidden_layers == 4
@@ -83,10 +127,23 @@ def test_litgpt_evaluate_agrees_with_ours(smollm2_4l, offline_tasks, tmp_path, m
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(lm_eval.evaluator, "TaskManager", partial(TaskManager, include_path=str(offline_tasks)))
-    convert_and_evaluate(smollm2_4l, tasks="piqa_offline,boolq_offline", out_dir=tmp_path / "litgpt", limit=10,
-                         batch_size=4, device="cpu", dtype="float32")
+    convert_and_evaluate(
+        smollm2_4l,
+        tasks="piqa_offline,boolq_offline",
+        out_dir=tmp_path / "litgpt",
+        limit=10,
+        batch_size=4,
+        device="cpu",
+        dtype="float32",
+    )
     theirs = json.loads((tmp_path / "litgpt" / "results.json").read_text())["results"]
-    ours = evaluate(smollm2_4l, tasks="piqa_offline,boolq_offline", include_path=offline_tasks, limit=10,
-                    out_dir=tmp_path / "ours", paper=False)["results"]
+    ours = evaluate(
+        smollm2_4l,
+        tasks="piqa_offline,boolq_offline",
+        include_path=offline_tasks,
+        limit=10,
+        out_dir=tmp_path / "ours",
+        paper=False,
+    )["results"]
     for task in ("piqa_offline", "boolq_offline"):
         assert abs(ours[task]["acc,none"] - theirs[task]["acc,none"]) <= 0.1 + 1e-9, task

@@ -48,7 +48,10 @@ def test_org_model_names_and_downloads_as_in_litgpt(tmp_path, monkeypatch):
 
     assert export("org/new", out_dir=tmp_path / "hf-new").joinpath("config.json").is_file()
     assert downloads == ["org/new"] and (tmp_path / "checkpoints" / "org" / "new" / "lit_model.pth").is_file()
-    with pytest.raises(SystemExit, match=r"org/gated is neither a folder nor checkpoints/org/gated, and downloading it .* \(gated repository\)"):
+    with pytest.raises(
+        SystemExit,
+        match=r"org/gated is neither a folder nor checkpoints/org/gated, and downloading it .* \(gated repository\)",
+    ):
         init("org/gated", n_layers=2)
     assert downloads == ["org/new", "org/gated"]
 
@@ -76,16 +79,58 @@ def test_stock_litgpt_pretrain_takes_a_derived_checkpoint_by_its_registered_name
     corpus = write_jsonl_corpus(tmp_path / "corpus", n_documents=40)
     for i, line in enumerate((corpus / "sample.jsonl").read_text().splitlines()):
         (texts / f"{i:03d}.txt").write_text(json.loads(line)["text"])
-    monkeypatch.setattr("sys.argv", [
-        "litgpt", "pretrain", "tiny-llama-inheritune-3L", "--initial_checkpoint_dir", str(target), "--tokenizer_dir",
-        str(target), "--out_dir", str(tmp_path / "stock"), "--data", "TextFiles", "--data.train_data_path", str(texts),
-        "--data.num_workers", "1", "--devices", "1", "--logger_name", "csv", "--precision", "32-true",
-        "--optimizer", '{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.0}}', "--train.save_interval", "null",
-        "--train.log_interval", "1", "--train.global_batch_size", "2", "--train.micro_batch_size", "2",
-        "--train.max_tokens", "200", "--train.max_seq_length", "32", "--train.lr_warmup_steps", "1",
-        "--train.max_norm", "1.0", "--train.min_lr", "0.0", "--eval.interval", "1000", "--eval.max_iters", "1",
-        "--eval.final_validation", "false",
-    ])
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "litgpt",
+            "pretrain",
+            "tiny-llama-inheritune-3L",
+            "--initial_checkpoint_dir",
+            str(target),
+            "--tokenizer_dir",
+            str(target),
+            "--out_dir",
+            str(tmp_path / "stock"),
+            "--data",
+            "TextFiles",
+            "--data.train_data_path",
+            str(texts),
+            "--data.num_workers",
+            "1",
+            "--devices",
+            "1",
+            "--logger_name",
+            "csv",
+            "--precision",
+            "32-true",
+            "--optimizer",
+            '{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.0}}',
+            "--train.save_interval",
+            "null",
+            "--train.log_interval",
+            "1",
+            "--train.global_batch_size",
+            "2",
+            "--train.micro_batch_size",
+            "2",
+            "--train.max_tokens",
+            "200",
+            "--train.max_seq_length",
+            "32",
+            "--train.lr_warmup_steps",
+            "1",
+            "--train.max_norm",
+            "1.0",
+            "--train.min_lr",
+            "0.0",
+            "--eval.interval",
+            "1000",
+            "--eval.max_iters",
+            "1",
+            "--eval.final_validation",
+            "false",
+        ],
+    )
     litgpt_main()
     trained = torch.load(tmp_path / "stock" / "final" / "lit_model.pth", weights_only=True)
     trained = trained.get("model", trained)

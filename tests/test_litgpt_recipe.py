@@ -86,8 +86,20 @@ logger_name: csv
 # The random seed to use for reproducibility.
 seed: 42
 """
-SCALED_DOWN = ["--train.global_batch_size", "4", "--train.micro_batch_size", "2", "--train.max_seq_length", str(SEQ),
-               "--train.max_tokens", str(3 * 4 * SEQ), "--train.lr_warmup_steps", "1", "--eval.max_iters", "2"]
+SCALED_DOWN = [
+    "--train.global_batch_size",
+    "4",
+    "--train.micro_batch_size",
+    "2",
+    "--train.max_seq_length",
+    str(SEQ),
+    "--train.max_tokens",
+    str(3 * 4 * SEQ),
+    "--train.lr_warmup_steps",
+    "1",
+    "--eval.max_iters",
+    "2",
+]
 
 
 def write_recipe(path: Path, **values) -> Path:
@@ -98,7 +110,9 @@ def write_recipe(path: Path, **values) -> Path:
 def test_a_stock_pretrain_recipe_runs_on_the_inherited_checkpoint(tiny_target, jsonl_corpus, tmp_path):
     name = yaml.safe_load((tiny_target / "model_config.yaml").read_text())["name"]
     out_dir = tmp_path / "out"
-    recipe = write_recipe(tmp_path / "R.yaml", model_name=name, out_dir=out_dir, checkpoint=tiny_target, corpus=jsonl_corpus)
+    recipe = write_recipe(
+        tmp_path / "R.yaml", model_name=name, out_dir=out_dir, checkpoint=tiny_target, corpus=jsonl_corpus
+    )
     code, _, stderr = run_in_process("pretrain", "--config", str(recipe), *SCALED_DOWN)
     assert code == 0, stderr
     hparams = yaml.safe_load((out_dir / "final" / "hyperparameters.yaml").read_text())
@@ -110,20 +124,41 @@ def test_a_stock_pretrain_recipe_runs_on_the_inherited_checkpoint(tiny_target, j
     inherited = torch.load(tiny_target / "lit_model.pth", weights_only=True)
     assert set(trained) == set(inherited)
     # started from the inherited weights: 3 AdamW steps at lr <= 6e-4 move each weight by at most 3 * 6e-4 (plus decay)
-    assert all((trained[k] - inherited[k]).abs().max() < 3 * 6e-4 * 1.01 + 1e-3 * inherited[k].abs().max() for k in inherited)
+    assert all(
+        (trained[k] - inherited[k]).abs().max() < 3 * 6e-4 * 1.01 + 1e-3 * inherited[k].abs().max() for k in inherited
+    )
     assert any(not torch.equal(trained[k], inherited[k]) for k in inherited)
 
 
 def test_recipe_keys_it_cannot_honour_are_refused_by_name(tiny_target, jsonl_corpus, tmp_path):
     other_tokenizer = tmp_path / "other-tokenizer"
     other_tokenizer.mkdir()
-    (other_tokenizer / "tokenizer.json").write_text((tiny_target / "tokenizer.json").read_text().replace("<unk>", "<UNK>"))
-    recipe = write_recipe(tmp_path / "R.yaml", model_name="pythia-14m", out_dir=tmp_path / "out", checkpoint=tiny_target, corpus=jsonl_corpus)
+    (other_tokenizer / "tokenizer.json").write_text(
+        (tiny_target / "tokenizer.json").read_text().replace("<unk>", "<UNK>")
+    )
+    recipe = write_recipe(
+        tmp_path / "R.yaml",
+        model_name="pythia-14m",
+        out_dir=tmp_path / "out",
+        checkpoint=tiny_target,
+        corpus=jsonl_corpus,
+    )
     code, _, stderr = run_in_process("pretrain", "--config", str(recipe), *SCALED_DOWN)
     assert code == 1 and stderr.count("\n") == 1
     assert stderr.startswith("error: --model_name pythia-14m is not the architecture of") and "Traceback" not in stderr
-    code, _, stderr = run_in_process("pretrain", "--config", str(recipe), "--model_name", "null", "--tokenizer_dir", str(other_tokenizer), *SCALED_DOWN)
+    code, _, stderr = run_in_process(
+        "pretrain",
+        "--config",
+        str(recipe),
+        "--model_name",
+        "null",
+        "--tokenizer_dir",
+        str(other_tokenizer),
+        *SCALED_DOWN,
+    )
     assert code == 1 and stderr.startswith(f"error: --tokenizer_dir {other_tokenizer} holds another tokenizer")
-    code, _, stderr = run_in_process("pretrain", "--config", str(recipe), "--model_name", "null", "--initial_checkpoint_dir", "null", *SCALED_DOWN)
+    code, _, stderr = run_in_process(
+        "pretrain", "--config", str(recipe), "--model_name", "null", "--initial_checkpoint_dir", "null", *SCALED_DOWN
+    )
     assert code == 1 and stderr.startswith("error: give the inherited checkpoint to train")
     assert not (tmp_path / "out").exists()

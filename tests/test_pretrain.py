@@ -23,8 +23,16 @@ SEQ = 32
 
 
 def train_args(**overrides) -> TrainArgs:
-    values = dict(save_interval=None, log_interval=1, global_batch_size=8, micro_batch_size=4, lr_warmup_steps=2,
-                  max_norm=1.0, min_lr=3e-5, max_seq_length=SEQ)
+    values = dict(
+        save_interval=None,
+        log_interval=1,
+        global_batch_size=8,
+        micro_batch_size=4,
+        lr_warmup_steps=2,
+        max_norm=1.0,
+        min_lr=3e-5,
+        max_seq_length=SEQ,
+    )
     values.update(overrides)
     return TrainArgs(**values)
 
@@ -42,18 +50,48 @@ def metrics(out_dir: Path) -> list[dict]:
 
 def cli_args(target: Path, corpus: Path, out_dir: Path, *extra: str) -> list[str]:
     return [
-        "litgpt", "inheritune", "pretrain", str(target), "--out_dir", str(out_dir), "--data", "RedPajamaSample",
-        "--data.data_dir", str(corpus), "--data.token_budget", "20000", "--data.val_tokens", "2000",
-        "--data.num_workers", "0", "--train.max_seq_length", str(SEQ), "--train.global_batch_size", "8",
-        "--train.micro_batch_size", "4", "--train.lr_warmup_steps", "5", "--eval.interval", "1000",
-        "--eval.max_iters", "5", *extra,
+        "litgpt",
+        "inheritune",
+        "pretrain",
+        str(target),
+        "--out_dir",
+        str(out_dir),
+        "--data",
+        "RedPajamaSample",
+        "--data.data_dir",
+        str(corpus),
+        "--data.token_budget",
+        "20000",
+        "--data.val_tokens",
+        "2000",
+        "--data.num_workers",
+        "0",
+        "--train.max_seq_length",
+        str(SEQ),
+        "--train.global_batch_size",
+        "8",
+        "--train.micro_batch_size",
+        "4",
+        "--train.lr_warmup_steps",
+        "5",
+        "--eval.interval",
+        "1000",
+        "--eval.max_iters",
+        "5",
+        *extra,
     ]
 
 
 def test_epochs_over_the_token_budget_and_a_plain_final_checkpoint(tiny_target, jsonl_corpus, tmp_path):
     data = data_module(jsonl_corpus)
     out_dir = tmp_path / "run"
-    pretrain(tiny_target, out_dir=out_dir, data=data, train=train_args(epochs=2), eval=EvalArgs(interval=10, max_iters=5, initial_validation=True))
+    pretrain(
+        tiny_target,
+        out_dir=out_dir,
+        data=data,
+        train=train_args(epochs=2),
+        eval=EvalArgs(interval=10, max_iters=5, initial_validation=True),
+    )
 
     # steps: 2 epochs of (train tokens // (SEQ + 1)) blocks, in micro-batches of 4, 2 micro-batches per step
     manifest = data.manifest()
@@ -74,7 +112,9 @@ def test_epochs_over_the_token_budget_and_a_plain_final_checkpoint(tiny_target, 
     reference = torch.load(tiny_target / "lit_model.pth", weights_only=True)
     assert set(state_dict) == set(reference)  # a bare state dict, as `litgpt download` writes
     assert not torch.equal(state_dict["transformer.h.0.attn.qkv.weight"], reference["transformer.h.0.attn.qkv.weight"])
-    assert yaml.safe_load((final / "model_config.yaml").read_text()) == yaml.safe_load((tiny_target / "model_config.yaml").read_text())
+    assert yaml.safe_load((final / "model_config.yaml").read_text()) == yaml.safe_load(
+        (tiny_target / "model_config.yaml").read_text()
+    )
     assert (final / "tokenizer.json").read_bytes() == (tiny_target / "tokenizer.json").read_bytes()
     hparams = yaml.safe_load((final / "hyperparameters.yaml").read_text())
     assert hparams["train"]["epochs"] == 2 and hparams["data"]["init_args"]["token_budget"] == 20_000
@@ -85,8 +125,16 @@ def test_epochs_over_the_token_budget_and_a_plain_final_checkpoint(tiny_target, 
 
 def test_final_checkpoint_works_with_litgpt_and_init(tiny_target, jsonl_corpus, tmp_path):
     out_dir = tmp_path / "run"
-    pretrain(tiny_target, out_dir=out_dir, data=data_module(jsonl_corpus), train=train_args(max_steps=3, save_interval=3), eval=EvalArgs(interval=100, max_iters=2))
-    result = run_cli("litgpt", "generate", str(out_dir / "final"), "--prompt", "the early", "--max_new_tokens", "4", check=True)
+    pretrain(
+        tiny_target,
+        out_dir=out_dir,
+        data=data_module(jsonl_corpus),
+        train=train_args(max_steps=3, save_interval=3),
+        eval=EvalArgs(interval=100, max_iters=2),
+    )
+    result = run_cli(
+        "litgpt", "generate", str(out_dir / "final"), "--prompt", "the early", "--max_new_tokens", "4", check=True
+    )
     assert result.stdout.strip().splitlines()[-1].startswith("the early")
     # a step checkpoint holds the whole training state, and our init reads its model
     step = torch.load(out_dir / "step-00000003" / "lit_model.pth", weights_only=True)
@@ -95,7 +143,10 @@ def test_final_checkpoint_works_with_litgpt_and_init(tiny_target, jsonl_corpus, 
     from litgpt_inheritune.init import main as init
 
     grown = init(out_dir / "step-00000003", out_dir=tmp_path / "two", n_layers=2)
-    assert torch.equal(torch.load(grown / "lit_model.pth", weights_only=True)["transformer.h.1.mlp.fc_1.weight"], step["model"]["transformer.h.1.mlp.fc_1.weight"])
+    assert torch.equal(
+        torch.load(grown / "lit_model.pth", weights_only=True)["transformer.h.1.mlp.fc_1.weight"],
+        step["model"]["transformer.h.1.mlp.fc_1.weight"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -114,14 +165,33 @@ def test_total_steps_is_the_first_limit(limits, expected):
 
 
 def test_max_tokens_and_max_steps_stop_the_run(tiny_target, jsonl_corpus, tmp_path):
-    pretrain(tiny_target, out_dir=tmp_path / "a", data=data_module(jsonl_corpus), train=train_args(max_tokens=5 * 8 * SEQ), eval=EvalArgs(final_validation=False))
+    pretrain(
+        tiny_target,
+        out_dir=tmp_path / "a",
+        data=data_module(jsonl_corpus),
+        train=train_args(max_tokens=5 * 8 * SEQ),
+        eval=EvalArgs(final_validation=False),
+    )
     assert max(int(float(r["step"])) for r in metrics(tmp_path / "a")) == 5
-    pretrain(tiny_target, out_dir=tmp_path / "b", data=data_module(jsonl_corpus), train=train_args(max_steps=4, epochs=5), eval=EvalArgs(final_validation=False))
+    pretrain(
+        tiny_target,
+        out_dir=tmp_path / "b",
+        data=data_module(jsonl_corpus),
+        train=train_args(max_steps=4, epochs=5),
+        eval=EvalArgs(final_validation=False),
+    )
     assert max(int(float(r["step"])) for r in metrics(tmp_path / "b")) == 4
 
 
 def test_random_initialisation_baseline(tiny_target, jsonl_corpus, tmp_path):
-    pretrain(tiny_target, out_dir=tmp_path / "r", initialize="random", data=data_module(jsonl_corpus), train=train_args(max_steps=1, lr_warmup_steps=1, min_lr=0.0), eval=EvalArgs(final_validation=False))
+    pretrain(
+        tiny_target,
+        out_dir=tmp_path / "r",
+        initialize="random",
+        data=data_module(jsonl_corpus),
+        train=train_args(max_steps=1, lr_warmup_steps=1, min_lr=0.0),
+        eval=EvalArgs(final_validation=False),
+    )
     trained = torch.load(tmp_path / "r" / "final" / "lit_model.pth", weights_only=True)
     inherited = torch.load(tiny_target / "lit_model.pth", weights_only=True)
     # the first step has lr 0 (warm-up), so the weights are the random initialisation: unrelated to the checkpoint's
@@ -139,7 +209,9 @@ def test_sigkill_and_resume_gives_the_same_weights(tiny_target, jsonl_corpus, tm
     assert code == 0, stderr
 
     command = cli_args(tiny_target, jsonl_corpus, tmp_path / "killed", *common)
-    process = subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     while not (tmp_path / "killed" / "step-00000020").exists() and process.poll() is None:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
@@ -148,7 +220,9 @@ def test_sigkill_and_resume_gives_the_same_weights(tiny_target, jsonl_corpus, tm
     completed = sorted(p.name for p in (tmp_path / "killed").glob("step-*"))
     assert completed[-1] < "step-00000060"
 
-    code, stdout, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, tmp_path / "killed", *common, "--resume", "auto")[2:])
+    code, stdout, stderr = run_in_process(
+        *cli_args(tiny_target, jsonl_corpus, tmp_path / "killed", *common, "--resume", "auto")[2:]
+    )
     assert code == 0, stderr
     assert f"Resuming from {tmp_path / 'killed' / completed[-1]}" in stdout + stderr
     straight = torch.load(tmp_path / "straight" / "final" / "lit_model.pth", weights_only=True)
@@ -159,12 +233,32 @@ def test_sigkill_and_resume_gives_the_same_weights(tiny_target, jsonl_corpus, tm
 
 def test_two_processes_ddp_on_cpu(tiny_target, jsonl_corpus, tmp_path):
     """--devices 2 on a CPU: two processes, DDP over gloo, each rank its own shard of the data."""
-    result = run_cli(*cli_args(tiny_target, jsonl_corpus, tmp_path / "ddp", "--devices", "2", "--train.micro_batch_size", "2",
-                               "--train.max_steps", "6", "--train.save_interval", "3", "--train.log_interval", "1",
-                               "--data.cache_dir", str(tmp_path / "cache")), check=True)
+    result = run_cli(
+        *cli_args(
+            tiny_target,
+            jsonl_corpus,
+            tmp_path / "ddp",
+            "--devices",
+            "2",
+            "--train.micro_batch_size",
+            "2",
+            "--train.max_steps",
+            "6",
+            "--train.save_interval",
+            "3",
+            "--train.log_interval",
+            "1",
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+        ),
+        check=True,
+    )
     output = result.stdout + result.stderr
     # the data are prepared once, on rank 0, while the other rank says that it waits
-    assert "Preparing the data on rank 0 while the other 1 ranks wait" in output and output.count(f"Preparing {jsonl_corpus}: ") == 1
+    assert (
+        "Preparing the data on rank 0 while the other 1 ranks wait" in output
+        and output.count(f"Preparing {jsonl_corpus}: ") == 1
+    )
     assert f"rank 1: waiting for rank 0 to prepare the data in {tmp_path / 'cache'}" in output
     assert "distributed_backend=gloo" in output and "Starting with 2 processes" in output
     assert "2 micro-batches of 2 per rank on 2 ranks" in output
@@ -182,9 +276,26 @@ def test_litgpt_textfiles_data_module(tiny_target, tmp_path):
     texts.mkdir()
     for i, line in enumerate((corpus / "sample.jsonl").read_text().splitlines()):
         (texts / f"{i:03d}.txt").write_text(json.loads(line)["text"])
-    code, stdout, stderr = run_in_process("pretrain", str(tiny_target), "--out_dir", str(tmp_path / "run"), "--data", "TextFiles",
-                                          "--data.train_data_path", str(texts), "--data.num_workers", "0", "--train.max_seq_length", str(SEQ),
-                                          "--train.global_batch_size", "4", "--train.micro_batch_size", "4", "--train.max_steps", "3")
+    code, stdout, stderr = run_in_process(
+        "pretrain",
+        str(tiny_target),
+        "--out_dir",
+        str(tmp_path / "run"),
+        "--data",
+        "TextFiles",
+        "--data.train_data_path",
+        str(texts),
+        "--data.num_workers",
+        "0",
+        "--train.max_seq_length",
+        str(SEQ),
+        "--train.global_batch_size",
+        "4",
+        "--train.micro_batch_size",
+        "4",
+        "--train.max_steps",
+        "3",
+    )
     assert code == 0, stderr
     assert "Training 3 optimizer steps" in stdout
     assert (tmp_path / "run" / "final" / "lit_model.pth").is_file()
@@ -210,39 +321,69 @@ def test_bad_inputs_fail_with_one_line(tiny_target, jsonl_corpus, tmp_path, monk
     empty.mkdir()
     fails(f"--data.data_dir {empty} holds no .jsonl, .jsonl.zst, .parquet, .txt files", data=data_module(empty))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    fails(f"--data.data_dir {tmp_path / 'absent'} does not exist and togethercomputer/RedPajama-Data-1T-Sample could not be downloaded", data=data_module(tmp_path / "absent"))
+    fails(
+        f"--data.data_dir {tmp_path / 'absent'} does not exist and togethercomputer/RedPajama-Data-1T-Sample could not be downloaded",
+        data=data_module(tmp_path / "absent"),
+    )
     assert not (tmp_path / "out").exists()
 
-    pretrain(tiny_target, out_dir=tmp_path / "done", data=data_module(jsonl_corpus), train=train_args(max_steps=2, save_interval=1), eval=EvalArgs(final_validation=False))
+    pretrain(
+        tiny_target,
+        out_dir=tmp_path / "done",
+        data=data_module(jsonl_corpus),
+        train=train_args(max_steps=2, save_interval=1),
+        eval=EvalArgs(final_validation=False),
+    )
     before = sorted(p.name for p in (tmp_path / "done").iterdir())
     fails("holds a previous run (step-00000002); pass --resume auto", out_dir=tmp_path / "done")
     fails("holds no complete checkpoint", out_dir=tmp_path / "fresh", resume=True)
     assert sorted(p.name for p in (tmp_path / "done").iterdir()) == before
 
-    code, _, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, tmp_path / "cli", "--train.max_steps", "2", "--train.micro_batch_size", "16")[2:])
+    code, _, stderr = run_in_process(
+        *cli_args(
+            tiny_target, jsonl_corpus, tmp_path / "cli", "--train.max_steps", "2", "--train.micro_batch_size", "16"
+        )[2:]
+    )
     assert code == 1 and "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1].startswith("error: --train.global_batch_size 8 must split into whole micro-batches")
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: --train.global_batch_size 8 must split into whole micro-batches")
+    )
 
 
 def test_activation_checkpointing_and_optimizer_by_class_path(tiny_target, jsonl_corpus, tmp_path):
     """Recomputing activations changes memory, not results; any torch optimizer can be named by class path."""
     sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05, "momentum": 0.9}}
     for name, checkpointing in (("plain", False), ("recompute", True)):
-        pretrain(tiny_target, out_dir=tmp_path / name, data=data_module(jsonl_corpus), optimizer=sgd,
-                 activation_checkpointing=checkpointing, train=train_args(max_steps=3, save_interval=3),
-                 eval=EvalArgs(final_validation=False))
+        pretrain(
+            tiny_target,
+            out_dir=tmp_path / name,
+            data=data_module(jsonl_corpus),
+            optimizer=sgd,
+            activation_checkpointing=checkpointing,
+            train=train_args(max_steps=3, save_interval=3),
+            eval=EvalArgs(final_validation=False),
+        )
     plain = torch.load(tmp_path / "plain" / "final" / "lit_model.pth", weights_only=True)
     recompute = torch.load(tmp_path / "recompute" / "final" / "lit_model.pth", weights_only=True)
     assert set(plain) == set(recompute)  # no checkpoint-wrapper prefixes leak into the saved names
     assert max((plain[k] - recompute[k]).abs().max().item() for k in plain) <= 1e-6
-    groups = torch.load(tmp_path / "plain" / "step-00000003" / "lit_model.pth", weights_only=True)["optimizer"]["param_groups"]
+    groups = torch.load(tmp_path / "plain" / "step-00000003" / "lit_model.pth", weights_only=True)["optimizer"][
+        "param_groups"
+    ]
     assert groups[0]["momentum"] == 0.9 and "betas" not in groups[0]
 
 
 def test_every_logged_step_reaches_the_csv(tiny_target, jsonl_corpus, tmp_path):
     """The CSV logger writes every log_interval rows; the ones after the last write must be flushed at the end."""
-    pretrain(tiny_target, out_dir=tmp_path / "run", data=data_module(jsonl_corpus), train=train_args(max_steps=3, log_interval=2),
-             eval=EvalArgs(final_validation=True))
+    pretrain(
+        tiny_target,
+        out_dir=tmp_path / "run",
+        data=data_module(jsonl_corpus),
+        train=train_args(max_steps=3, log_interval=2),
+        eval=EvalArgs(final_validation=True),
+    )
     rows = metrics(tmp_path / "run")
     assert [int(float(r["step"])) for r in rows if r["loss"]] == [2, 3]
     assert any(r["val_loss"] for r in rows)
@@ -258,9 +399,17 @@ def test_train_eval_log_fields_are_honoured_or_refused(tiny_target, tiny_referen
         (dict(eval=EvalArgs(max_new_tokens=5)), "--eval.max_new_tokens 5 is not supported"),
         (dict(eval=EvalArgs(evaluate_example="random")), "--eval.evaluate_example random is not supported"),
         (dict(log=LogArgs(project="p")), "--log.project is read only by --logger_name wandb, not csv"),
-        (dict(log=LogArgs(teamspace="t"), logger_name="tensorboard"), "--log.teamspace is read only by --logger_name litlogger, not tensorboard"),
+        (
+            dict(log=LogArgs(teamspace="t"), logger_name="tensorboard"),
+            "--log.teamspace is read only by --logger_name litlogger, not tensorboard",
+        ),
     ]:
-        arguments = {"out_dir": tmp_path / "refused", "data": data_module(jsonl_corpus), "train": train_args(max_steps=2), **kwargs}
+        arguments = {
+            "out_dir": tmp_path / "refused",
+            "data": data_module(jsonl_corpus),
+            "train": train_args(max_steps=2),
+            **kwargs,
+        }
         with pytest.raises(SystemExit, match=message):
             pretrain(tiny_target, **arguments)
         with pytest.raises(SystemExit, match=message):
@@ -268,8 +417,13 @@ def test_train_eval_log_fields_are_honoured_or_refused(tiny_target, tiny_referen
     assert not (tmp_path / "refused").exists()
 
     data = data_module(jsonl_corpus)
-    pretrain(tiny_target, out_dir=tmp_path / "warmup", data=data, eval=EvalArgs(max_iters=1, final_validation=False),
-             train=train_args(epochs=1, lr_warmup_steps=None, lr_warmup_fraction=0.5))
+    pretrain(
+        tiny_target,
+        out_dir=tmp_path / "warmup",
+        data=data,
+        eval=EvalArgs(max_iters=1, final_validation=False),
+        train=train_args(epochs=1, lr_warmup_steps=None, lr_warmup_fraction=0.5),
+    )
     micro_batches = data.manifest()["train"]["tokens"] // (SEQ + 1) // 4  # len(train_dataloader): one epoch
     warmup = math.ceil(0.5 * micro_batches / 2)  # in optimizer steps of 2 micro-batches
     lrs = [float(r["learning_rate"]) for r in metrics(tmp_path / "warmup") if r["loss"]]

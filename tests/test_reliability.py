@@ -34,8 +34,14 @@ def max_difference(a: dict, b: dict) -> float:
 
 def start(command: list[str], **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen([str(BIN / command[0]), *command[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, **kwargs)
+    return subprocess.Popen(
+        [str(BIN / command[0]), *command[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
 
 
 def wait_for_line(process: subprocess.Popen, text: str) -> None:
@@ -57,8 +63,14 @@ def children(pid: int) -> list[int]:
 
 def same_run(tiny_target, jsonl_corpus, out_dir: Path, **kwargs) -> None:
     """In this process, the run that cli_args(..., *STEPS) starts (subprocesses cost seconds of imports each)."""
-    pretrain(tiny_target, out_dir=out_dir, data=data_module(jsonl_corpus), eval=EvalArgs(interval=1000, max_iters=5),
-             train=train_args(max_steps=12, save_interval=4, lr_warmup_steps=5), **kwargs)
+    pretrain(
+        tiny_target,
+        out_dir=out_dir,
+        data=data_module(jsonl_corpus),
+        eval=EvalArgs(interval=1000, max_iters=5),
+        train=train_args(max_steps=12, save_interval=4, lr_warmup_steps=5),
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +81,9 @@ def straight(tiny_target, jsonl_corpus, tmp_path_factory) -> Path:
     return out_dir
 
 
-def test_sigterm_stops_at_a_step_checkpoint_and_resume_is_exact_and_a_second_run_is_locked_out(tiny_target, jsonl_corpus, straight, tmp_path):
+def test_sigterm_stops_at_a_step_checkpoint_and_resume_is_exact_and_a_second_run_is_locked_out(
+    tiny_target, jsonl_corpus, straight, tmp_path
+):
     out_dir = tmp_path / "run"
     command = cli_args(tiny_target, jsonl_corpus, out_dir, *STEPS)
     first = start(command)
@@ -81,14 +95,19 @@ def test_sigterm_stops_at_a_step_checkpoint_and_resume_is_exact_and_a_second_run
     finally:
         first.send_signal(signal.SIGTERM)  # delivered when it continues: the cluster's preemption notice
         first.send_signal(signal.SIGCONT)
-    assert str(second.value).startswith(f"error: --out_dir {out_dir} is in use by another run (host {socket.gethostname()}, PID {first.pid},")
+    assert str(second.value).startswith(
+        f"error: --out_dir {out_dir} is in use by another run (host {socket.gethostname()}, PID {first.pid},"
+    )
 
     code, stderr = finish(first)
     assert code == PREEMPTED_EXIT_CODE, stderr
     stopped = sorted(p.name for p in out_dir.glob("step-*"))[-1]
     step = int(stopped.split("-")[1])
     assert 2 <= step < 12 and not (out_dir / "final").exists()
-    assert f"Stopped by SIGTERM at step {step}; saved {out_dir / stopped}. To continue, run the same command with --resume auto" in stderr
+    assert (
+        f"Stopped by SIGTERM at step {step}; saved {out_dir / stopped}. To continue, run the same command with --resume auto"
+        in stderr
+    )
     assert json.loads((out_dir / stopped / "provenance.json").read_text())["step"] == step
     # the lock file still names the process that is gone; it does not block the next run
     assert f"PID {first.pid}," in (out_dir / LOCK_FILE).read_text()
@@ -101,8 +120,18 @@ def test_sigterm_stops_at_a_step_checkpoint_and_resume_is_exact_and_a_second_run
 def test_sigusr1_to_one_ddp_rank_stops_both_at_the_same_step(tiny_target, jsonl_corpus, tmp_path):
     """SLURM's --signal reaches rank 1 only: both ranks agree to stop at the same step (otherwise one would wait in
     the checkpoint's barrier while the other trains on), write one checkpoint and exit: 75 from the launched process."""
-    ddp = ("--devices", "2", "--train.micro_batch_size", "2", "--train.max_steps", "8", "--train.save_interval", "100",
-           "--train.log_interval", "1")
+    ddp = (
+        "--devices",
+        "2",
+        "--train.micro_batch_size",
+        "2",
+        "--train.max_steps",
+        "8",
+        "--train.save_interval",
+        "100",
+        "--train.log_interval",
+        "1",
+    )
     out_dir = tmp_path / "run"
     command = cli_args(tiny_target, jsonl_corpus, out_dir, *ddp)
     first = start(command)
@@ -118,7 +147,9 @@ def test_sigusr1_to_one_ddp_rank_stops_both_at_the_same_step(tiny_target, jsonl_
     assert saved["step_count"] == step and saved["train_dataloader"]["dataset"]["world_size"] == 2
 
 
-def test_max_time_writes_a_step_checkpoint_and_the_job_continues_where_it_stopped(tiny_target, jsonl_corpus, tmp_path, monkeypatch):
+def test_max_time_writes_a_step_checkpoint_and_the_job_continues_where_it_stopped(
+    tiny_target, jsonl_corpus, tmp_path, monkeypatch
+):
     """--train.max_time reached: a step checkpoint before final/; the same command with --resume auto goes on."""
     args = dict(data=data_module(jsonl_corpus), eval=EvalArgs(interval=1000, max_iters=2, final_validation=False))
     pretrain(tiny_target, out_dir=tmp_path / "straight", train=train_args(max_steps=7, save_interval=100), **args)
@@ -136,7 +167,9 @@ def test_max_time_writes_a_step_checkpoint_and_the_job_continues_where_it_stoppe
     assert max_difference(final_weights(tmp_path / "straight"), final_weights(tmp_path / "limited")) == 0.0
 
 
-def test_full_disk_keeps_the_previous_checkpoint_and_says_how_much_is_needed(tiny_target, jsonl_corpus, straight, tmp_path):
+def test_full_disk_keeps_the_previous_checkpoint_and_says_how_much_is_needed(
+    tiny_target, jsonl_corpus, straight, tmp_path
+):
     """A file size limit (RLIMIT_FSIZE, in the child only) makes the write of step 8 fail after step 4."""
     out_dir = tmp_path / "run"
     shutil.copytree(straight, out_dir)
@@ -158,8 +191,12 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_how_much_is_needed(tin
     estimate = int(message.split("needs about ")[1].split(" bytes")[0].replace(",", ""))
     assert 0.9 * needed <= estimate <= needed  # the tensors' bytes; the file adds a little zip framing
     assert "Kept step-00000004" in message
-    assert sorted(p.name for p in out_dir.iterdir() if p.name.startswith((".step", "step", "final"))) == ["step-00000004"]
-    assert (out_dir / "step-00000004" / "lit_model.pth").read_bytes() == (straight / "step-00000004" / "lit_model.pth").read_bytes()
+    assert sorted(p.name for p in out_dir.iterdir() if p.name.startswith((".step", "step", "final"))) == [
+        "step-00000004"
+    ]
+    assert (out_dir / "step-00000004" / "lit_model.pth").read_bytes() == (
+        straight / "step-00000004" / "lit_model.pth"
+    ).read_bytes()
 
 
 def test_damaged_checkpoints_are_named_and_resumed_from_only_when_asked(tiny_target, jsonl_corpus, straight, tmp_path):
@@ -183,7 +220,10 @@ def test_damaged_checkpoints_are_named_and_resumed_from_only_when_asked(tiny_tar
     assert message.startswith(f"error: checkpoint {out_dir / 'step-00000012'} is damaged: lit_model.pth has")
     assert "(truncated or overwritten)" in message
     # the directory check is cheap: step 8 looks complete; reading it all (when it is chosen) finds the altered byte
-    assert f"the newest complete earlier checkpoint is {out_dir / 'step-00000008'}: resume from it with --resume" in message
+    assert (
+        f"the newest complete earlier checkpoint is {out_dir / 'step-00000008'}: resume from it with --resume"
+        in message
+    )
     message = refused(str(out_dir / "step-00000008"))
     assert "do not match their CRC-32 (altered on disk)" in message
     assert f"resume from it with --resume {out_dir / 'step-00000004'}" in message
@@ -191,4 +231,7 @@ def test_damaged_checkpoints_are_named_and_resumed_from_only_when_asked(tiny_tar
 
     same_run(tiny_target, jsonl_corpus, out_dir, resume=out_dir / "step-00000004")
     assert max_difference(final_weights(straight), final_weights(out_dir)) == 0.0
-    assert json.loads((out_dir / "step-00000012" / "provenance.json").read_text())["files"]["lit_model.pth"]["size_bytes"] == newest.stat().st_size
+    assert (
+        json.loads((out_dir / "step-00000012" / "provenance.json").read_text())["files"]["lit_model.pth"]["size_bytes"]
+        == newest.stat().st_size
+    )

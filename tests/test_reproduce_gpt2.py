@@ -21,8 +21,14 @@ def held_out_loss(checkpoint: Path, data_dir: Path, val_tokens: int, seq_len: in
     the mean over every validation batch."""
     from litgpt_inheritune.redpajama import RedPajamaSample
 
-    data = RedPajamaSample(data_dir=data_dir, token_budget=10**9, val_tokens=val_tokens, num_workers=0,
-                           cache_dir=data_dir.parent / "litdata", seed=42)
+    data = RedPajamaSample(
+        data_dir=data_dir,
+        token_budget=10**9,
+        val_tokens=val_tokens,
+        num_workers=0,
+        cache_dir=data_dir.parent / "litdata",
+        seed=42,
+    )
     data.connect(tokenizer=Tokenizer(checkpoint), batch_size=batch_size, max_seq_length=seq_len)
     data.prepare_data()
     data.setup()
@@ -46,7 +52,9 @@ def test_reproduction_trains_and_reports_every_method(tmp_path, monkeypatch, cap
     # each on this machine). test_grow.py covers the child processes.
     monkeypatch.setattr(grow, "run_forwarding_stop_signals", lambda command: (run_in_process(*command[3:])[0], None))
     out = tmp_path / "reproduce"
-    monkeypatch.setattr(sys, "argv", ["reproduce_gpt2.py", "--size", "toy", "--out_dir", str(out), "--cache_dir", str(MATERIALS)])
+    monkeypatch.setattr(
+        sys, "argv", ["reproduce_gpt2.py", "--size", "toy", "--out_dir", str(out), "--cache_dir", str(MATERIALS)]
+    )
     recipe.main()
 
     summary = json.loads((out / "summary.json").read_text())
@@ -56,19 +64,26 @@ def test_reproduction_trains_and_reports_every_method(tmp_path, monkeypatch, cap
     n, half = size["n_layer"], size["n_layer"] // 2
     for name, method in methods.items():
         assert math.isfinite(method["val_loss"]) and 0 < method["val_loss"] < 2 * math.log(size["vocab_size"]), name
-    assert {name: m["n_layers"] for name, m in methods.items() if m["n_layers"] != half} == {"reference": n, "half_width": n}
+    assert {name: m["n_layers"] for name, m in methods.items() if m["n_layers"] != half} == {
+        "reference": n,
+        "half_width": n,
+    }
     at_half_depth = {m["parameters"] for name, m in methods.items() if m["n_layers"] == half}
     assert len(at_half_depth) == 1 and at_half_depth.pop() < methods["reference"]["parameters"]
     assert methods["half_width"]["parameters"] < methods["reference"]["parameters"] // 2  # a quarter of each matrix
     assert methods["random_2x"]["steps"] == 2 * methods["random"]["steps"] == 2 * size["steps"]
     # the reference's number is its validation loss on the held-out articles, computed here without the plugin
     reference = out / "runs" / "reference" / "final"
-    independent = held_out_loss(reference, out / "data" / "lee", size["val_tokens"], size["seq_len"], size["batch_size"])
+    independent = held_out_loss(
+        reference, out / "data" / "lee", size["val_tokens"], size["seq_len"], size["batch_size"]
+    )
     assert abs(methods["reference"]["val_loss"] - independent) < 1e-3
     # the trained reference's blocks, embedding and head are a head start no random initialisation has after as many steps
     assert methods["inheritune"]["val_loss"] < methods["random"]["val_loss"]
     assert methods["inheritune"]["val_loss"] < methods["distill_random"]["val_loss"]
-    assert [r["n_layers"] for r in summary["rounds"]][0] == half and summary["rounds"][-1]["n_layers"] == methods["grown"]["n_layers"]
+    assert [r["n_layers"] for r in summary["rounds"]][0] == half and summary["rounds"][-1]["n_layers"] == methods[
+        "grown"
+    ]["n_layers"]
     assert len(summary["claims"]) == 10 and all(isinstance(c["holds"], bool) for c in summary["claims"])
 
     report = (out / "report.md").read_text()

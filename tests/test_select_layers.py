@@ -16,10 +16,31 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_select_layers_trains_and_reports_one_row_per_measure(tmp_path):
     out_dir = tmp_path / "select"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "select_layers.py"), "--out_dir", str(out_dir), "--cache_dir", str(MATERIALS),
-         "--n_layers", "2", "--measures", "first", "block_influence", "rank", "--train_tokens", "256", "--seq_len", "32",
-         "--val_sequences", "8", "--analysis_sequences", "2"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "select_layers.py"),
+            "--out_dir",
+            str(out_dir),
+            "--cache_dir",
+            str(MATERIALS),
+            "--n_layers",
+            "2",
+            "--measures",
+            "first",
+            "block_influence",
+            "rank",
+            "--train_tokens",
+            "256",
+            "--seq_len",
+            "32",
+            "--val_sequences",
+            "8",
+            "--analysis_sequences",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -31,7 +52,9 @@ def test_select_layers_trains_and_reports_one_row_per_measure(tmp_path):
     assert results["block_influence"] == dict(results["first"], same_as="first")
     analysis = json.loads((out_dir / "analysis" / "attention.json").read_text())
     max_rank = analysis["max_rank"]
-    best = max(range(29), key=lambda start: (max_rank[start] + max_rank[start + 1], -start))  # the best 2-block window by MaxRank
+    best = max(
+        range(29), key=lambda start: (max_rank[start] + max_rank[start + 1], -start)
+    )  # the best 2-block window by MaxRank
     assert results["rank"]["layers"] == [best, best + 1]
     for name in ("first", "block_influence", "rank"):
         provenance = json.loads((out_dir / "checkpoints" / name / "provenance.json").read_text())

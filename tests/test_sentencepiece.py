@@ -20,7 +20,13 @@ from litgpt_inheritune.redpajama import tokenizer_fingerprint
 
 SP_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 SEQ = 64
-ODD = ["Hello  world", " a leading space", "Question: What is 2+2?\nAnswer:", "émigré naïve 日本語 🙂", "tabs\tand\n\nnewlines  "]
+ODD = [
+    "Hello  world",
+    " a leading space",
+    "Question: What is 2+2?\nAnswer:",
+    "émigré naïve 日本語 🙂",
+    "tabs\tand\n\nnewlines  ",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +44,36 @@ def run(sentencepiece_reference, documents, tmp_path_factory) -> dict:
     init(sentencepiece_reference, n_layers=2, out_dir=target)
     out_dir = root / "pretrain"
     code, _, stderr = run_in_process(
-        "pretrain", str(target), "--out_dir", str(out_dir), "--data", "RedPajamaSample",
-        "--data.data_dir", str(corpus), "--data.token_budget", "10000000", "--data.val_tokens", "2000",
-        "--data.num_workers", "0", "--train.max_seq_length", str(SEQ), "--train.global_batch_size", "4",
-        "--train.micro_batch_size", "2", "--train.max_steps", "3", "--train.lr_warmup_steps", "1",
-        "--train.save_interval", "null", "--eval.interval", "1000", "--eval.max_iters", "2",
+        "pretrain",
+        str(target),
+        "--out_dir",
+        str(out_dir),
+        "--data",
+        "RedPajamaSample",
+        "--data.data_dir",
+        str(corpus),
+        "--data.token_budget",
+        "10000000",
+        "--data.val_tokens",
+        "2000",
+        "--data.num_workers",
+        "0",
+        "--train.max_seq_length",
+        str(SEQ),
+        "--train.global_batch_size",
+        "4",
+        "--train.micro_batch_size",
+        "2",
+        "--train.max_steps",
+        "3",
+        "--train.lr_warmup_steps",
+        "1",
+        "--train.save_interval",
+        "null",
+        "--eval.interval",
+        "1000",
+        "--eval.max_iters",
+        "2",
     )
     assert code == 0, stderr
     return {"root": root, "corpus": corpus, "target": target, "out_dir": out_dir, "stderr": stderr}
@@ -52,7 +83,8 @@ def test_init_and_pretrain_carry_the_sentencepiece_files(sentencepiece_reference
     assert not (sentencepiece_reference / "tokenizer.json").exists()
     for checkpoint in (run["target"], run["out_dir"] / "final"):
         assert {name: (checkpoint / name).read_bytes() for name in SP_FILES} == {
-            name: (sentencepiece_reference / name).read_bytes() for name in SP_FILES}
+            name: (sentencepiece_reference / name).read_bytes() for name in SP_FILES
+        }
         assert not (checkpoint / "tokenizer.json").exists()
     assert json.loads((run["target"] / "config.json").read_text())["num_hidden_layers"] == 2
 
@@ -91,8 +123,25 @@ def test_analyze_reads_windows_of_bos_and_text_inside_one_document(sentencepiece
     document is <s> + its text (LLaMA's add_bos, no </s>), and each window lies inside one document."""
     out_dir = run["root"] / "analyze"
     sample = run["corpus"] / "sample.jsonl"
-    run_cli("litgpt", "inheritune", "analyze", str(run["out_dir"]), "--data_path", str(sample),
-            "--num_sequences", "4", "--seq_len", "32", "--seed", "3", "--plots", "false", "--out_dir", str(out_dir), check=True)
+    run_cli(
+        "litgpt",
+        "inheritune",
+        "analyze",
+        str(run["out_dir"]),
+        "--data_path",
+        str(sample),
+        "--num_sequences",
+        "4",
+        "--seq_len",
+        "32",
+        "--seed",
+        "3",
+        "--plots",
+        "false",
+        "--out_dir",
+        str(out_dir),
+        check=True,
+    )
     processor = sentencepiece.SentencePieceProcessor(model_file=str(sentencepiece_reference / "tokenizer.model"))
     texts = [json.loads(line)["text"] for line in sample.read_text(encoding="utf-8").splitlines() if line.strip()]
     documents = [ids for ids in (processor.encode(text, add_bos=True) for text in texts) if len(ids) >= 32][:4]
@@ -119,9 +168,15 @@ def test_export_gives_transformers_the_same_ids_and_logits(run, exported, docume
     hf_tokenizer, lit_tokenizer = AutoTokenizer.from_pretrained(exported), Tokenizer(final)
     for text in documents[:40] + ODD:
         ids = processor.encode(text)
-        assert hf_tokenizer(text, add_special_tokens=False).input_ids == lit_tokenizer.encode(text, bos=False).tolist() == ids
+        assert (
+            hf_tokenizer(text, add_special_tokens=False).input_ids
+            == lit_tokenizer.encode(text, bos=False).tolist()
+            == ids
+        )
         # both libraries' default for a LlamaTokenizer with add_bos_token: <s> first, no </s>
-        assert hf_tokenizer(text).input_ids == lit_tokenizer.encode(text).tolist() == processor.encode(text, add_bos=True)
+        assert (
+            hf_tokenizer(text).input_ids == lit_tokenizer.encode(text).tolist() == processor.encode(text, add_bos=True)
+        )
         assert hf_tokenizer.decode(ids) == processor.decode(ids) == text
 
     idx = torch.stack([lit_tokenizer.encode(text)[:48] for text in documents[:3]]).long()
@@ -140,8 +195,20 @@ def test_evaluate_scores_as_lm_evals_hugging_face_backend(run, exported, documen
     from litgpt_inheritune.lm_eval_model import LitGPTLM
 
     final = run["out_dir"] / "final"
-    code, _, stderr = run_in_process("evaluate", str(final), "--tasks", "piqa_offline,arc_easy_offline", "--include_path",
-                                     str(offline_tasks), "--limit", "3", "--device", "cpu", "--out_dir", str(run["root"] / "evaluate"))
+    code, _, stderr = run_in_process(
+        "evaluate",
+        str(final),
+        "--tasks",
+        "piqa_offline,arc_easy_offline",
+        "--include_path",
+        str(offline_tasks),
+        "--limit",
+        "3",
+        "--device",
+        "cpu",
+        "--out_dir",
+        str(run["root"] / "evaluate"),
+    )
     assert code == 0, stderr
     results = json.loads((run["root"] / "evaluate" / "results.json").read_text())["results"]
     assert 0 <= results["piqa_offline"]["acc,none"] <= 1 and 0 <= results["arc_easy_offline"]["acc,none"] <= 1
@@ -150,7 +217,12 @@ def test_evaluate_scores_as_lm_evals_hugging_face_backend(run, exported, documen
     pairs += [("Question: What is 2+2?\nAnswer:", " 4"), ("", "The first word")]
     requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
     rolling = [Instance("loglikelihood_rolling", {}, (text[:600],), i) for i, text in enumerate(documents[:3])]
-    ours, theirs = LitGPTLM(final, batch_size=4), HFLM(pretrained=str(exported), device="cpu", dtype="float32", batch_size=4)
+    ours, theirs = (
+        LitGPTLM(final, batch_size=4),
+        HFLM(pretrained=str(exported), device="cpu", dtype="float32", batch_size=4),
+    )
     assert ours.prefix_token_id == theirs.prefix_token_id == 1
-    assert [ll for ll, _ in ours.loglikelihood(requests)] == pytest.approx([ll for ll, _ in theirs.loglikelihood(requests)], abs=1e-3)
+    assert [ll for ll, _ in ours.loglikelihood(requests)] == pytest.approx(
+        [ll for ll, _ in theirs.loglikelihood(requests)], abs=1e-3
+    )
     assert ours.loglikelihood_rolling(rolling) == pytest.approx(theirs.loglikelihood_rolling(rolling), abs=1e-3)

@@ -27,8 +27,22 @@ def test_flops_and_token_rates_are_per_device_over_the_window(tiny_target, jsonl
     """Two ranks, 2 micro-batches of 2 per rank per step: each logged rate equals the work done per device between the
     first and last update of the window, divided by the training time between them (not a running total)."""
     out_dir = tmp_path / "ddp"
-    run_cli(*cli_args(tiny_target, jsonl_corpus, out_dir, "--devices", "2", "--train.micro_batch_size", "2",
-                      "--train.max_steps", "9", "--train.log_interval", "1"), check=True)
+    run_cli(
+        *cli_args(
+            tiny_target,
+            jsonl_corpus,
+            out_dir,
+            "--devices",
+            "2",
+            "--train.micro_batch_size",
+            "2",
+            "--train.max_steps",
+            "9",
+            "--train.log_interval",
+            "1",
+        ),
+        check=True,
+    )
     rows = [r for r in metrics(out_dir) if r["loss"]]
     assert [int(float(r["step"])) for r in rows] == list(range(1, 10))
     flops_per_step = 2 * flops_per_micro_batch(tiny_target, micro_batch_size=2)  # per device: 2 micro-batches
