@@ -15,10 +15,7 @@ def step_dirs(out_dir):
 
 def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_corpus, tmp_path):
     out_dir = tmp_path / "run"
-    command = cli_args(
-        tiny_target,
-        jsonl_corpus,
-        out_dir,
+    flags = (
         "--train.max_steps",
         "80",
         "--train.save_interval",
@@ -28,6 +25,7 @@ def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_cor
         "--keep_checkpoints",
         "2",
     )
+    command = cli_args(tiny_target, jsonl_corpus, out_dir, *flags)
     process = subprocess.Popen(
         [str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -42,23 +40,7 @@ def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_cor
     assert len(kept) == 2 and kept[-1] >= "step-00000030"
 
     # the resume in this process (the kill needs the child process; an interpreter start costs seconds here)
-    code, stdout, stderr = run_in_process(
-        *cli_args(
-            tiny_target,
-            jsonl_corpus,
-            out_dir,
-            "--train.max_steps",
-            "80",
-            "--train.save_interval",
-            "10",
-            "--train.log_interval",
-            "50",
-            "--keep_checkpoints",
-            "2",
-            "--resume",
-            "auto",
-        )[2:]
-    )
+    code, stdout, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, out_dir, *flags, "--resume", "auto")[2:])
     assert code == 0, stderr
     assert f"Resuming from {out_dir / kept[-1]}" in stdout + stderr
     assert step_dirs(out_dir) == ["step-00000070", "step-00000080"]
