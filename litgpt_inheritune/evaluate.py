@@ -86,6 +86,7 @@ def main(
     check_task_names(list(shots), task_manager)
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         fail(f"--batch_size {batch_size} must be a positive number or auto")
+    # lm-eval takes a device string, not an accelerator: the first GPU if there is one, as its HF backend picks
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None and torch.device(device).type == "cpu":
         dtype = "float32"  # bf16/fp16 matmuls on a CPU are slow and lose precision
