@@ -61,7 +61,7 @@ def test_convert_gguf_prints_no_staging_paths(tmp_path):
         ),
         (
             ("litgpt", "inheritune", "pretrain", "x", "--precision", "bf16"),
-            "'bf16' is not one of: bf16-true, bf16-mixed, 32-true",
+            "'bf16' is not one of: bf16-true, bf16-mixed, 16-mixed, 32-true",
         ),
         (
             ("litgpt", "inheritune", "init", "x", "--select", "ranks"),
