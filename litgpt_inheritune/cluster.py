@@ -239,7 +239,9 @@ def one_failure_stops_every_rank(fabric):
         return
     store = torch.distributed.distributed_c10d._get_default_store()
     rank, world_size = fabric.global_rank, fabric.world_size
-    threading.Thread(target=watch_for_failure, args=(store, rank), daemon=True, name="failure-watcher").start()
+    done = threading.Event()
+    watcher = threading.Thread(target=watch_for_failure, args=(store, rank, done), daemon=True, name="failure-watcher")
+    watcher.start()
     try:
         yield
     except BaseException as error:
@@ -269,14 +271,21 @@ def one_failure_stops_every_rank(fabric):
             print(message, file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(1)  # not a normal exit: it could wait forever on work queued for ranks that are gone
+    finally:
+        # a normal end or a preemption: the watcher stops before the process group and its store are torn down (a
+        # thread still inside a store call at interpreter exit aborts the process: "terminate called without an
+        # active exception")
+        done.set()
+        watcher.join(timeout=10)
 
 
-def watch_for_failure(store, rank: int) -> None:
-    """Runs in a thread of every rank: ends this process once another rank has posted a failure."""
+def watch_for_failure(store, rank: int, done: threading.Event) -> None:
+    """Runs in a thread of every rank until ``done``: ends this process once another rank has posted a failure."""
     try:
-        while not store.check([FAILURE_KEY]):
-            time.sleep(0.5)
-        stop_for_failure(store, rank)
+        while not done.wait(0.5):
+            if store.check([FAILURE_KEY]):
+                stop_for_failure(store, rank)
+                return
     except Exception:  # the store is gone (rank 0's process ended): the broken collective ends this rank
         return
 
