@@ -1,8 +1,10 @@
-"""`litgpt inheritune export`: a LitGPT checkpoint → a complete Hugging Face folder.
+"""`litgpt inheritune export`: a LitGPT checkpoint → a complete Hugging Face folder, checked by transformers.
 
 litgpt's ``convert_from_litgpt`` renames the weights but writes no config.json; this command also writes the
-config (derived from model_config.yaml), model.safetensors, the tokenizer files and generation_config.json, so
-``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` loads it directly.
+config (derived from model_config.yaml for every family litgpt converts back: see ``hf_config``), model.safetensors,
+the tokenizer files and generation_config.json, so ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)``
+loads it directly. Before the folder appears under its name, transformers loads it and its logits are compared with
+LitGPT's own forward pass.
 """
 
 import json
@@ -12,23 +14,22 @@ from typing import Literal, Optional
 
 import torch
 from litgpt.config import Config
-from litgpt.scripts.convert_lit_checkpoint import copy_weights_gpt_neox, copy_weights_llama
 from litgpt.tokenizer import Tokenizer
 from huggingface_hub import save_torch_state_dict
-from transformers import GPTNeoXConfig, LlamaConfig, PretrainedConfig
 
 from litgpt_inheritune.checkpoint import (
     check_checkpoint,
     copy_tokenizer_files,
+    load_gpt,
     load_lazy_state_dict,
     resolve_checkpoint_dir,
 )
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
+from litgpt_inheritune.hf_config import hf_config_for, sliding_layers
 
-SUPPORTED = (
-    "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
-)
+CHECK_TOKENS = 32  # the check's input length, longer when a sliding window is short enough to be crossed
+CHECK_TOLERANCE = 1e-4  # relative to the largest |logit| (at least 1); both sides run in float32
 
 
 def main(
@@ -36,6 +37,7 @@ def main(
     out_dir: Optional[Path] = None,
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto",
     overwrite: bool = False,
+    verify: bool = True,
 ) -> Path:
     """Export a LitGPT checkpoint as a Hugging Face folder that transformers loads with from_pretrained.
 
@@ -45,6 +47,10 @@ def main(
         dtype: Data type of the saved weights. "auto" keeps the checkpoint's own (lossless, as litgpt's
             ``convert_from_litgpt`` and transformers' ``save_pretrained`` do); the others cast.
         overwrite: Replace ``out_dir`` if it already holds files.
+        verify: Before the folder appears under ``out_dir``, load it with transformers and compare its logits with
+            LitGPT's on a short input (both in float32, from the weights as written; needs memory for the model in
+            float32); a difference above 1e-4 of the largest logit stops the export and writes nothing. ``false``
+            skips the check, for models too big to load again.
     """
     checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     check_checkpoint(checkpoint_dir)
@@ -58,7 +64,7 @@ def main(
     lit_weights = load_lazy_state_dict(checkpoint_dir / "lit_model.pth")
     if dtype == "auto":
         dtype = str(lit_weights["transformer.wte.weight"].dtype).removeprefix("torch.")
-    hf_config, copy_weights = hf_config_for(config, tokenizer, dtype)
+    hf_config, copy_weights = hf_config_for(config, tokenizer.bos_id, tokenizer.eos_id, dtype)
 
     hf_weights = {}
     copy_weights(config, hf_weights, lit_weights)
@@ -79,98 +85,67 @@ def main(
         if not (staging / "generation_config.json").is_file():
             generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
             (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        del hf_weights
+        if verify:
+            check_export(checkpoint_dir, config, staging, dtype, hf_config.architectures[0], out_dir)
+        else:
+            print("Not verified (--verify false): transformers did not load the folder", file=sys.stderr)
     print(f"Exported {config.name} to {out_dir} ({hf_config.architectures[0]}, {dtype})", file=sys.stderr)
     return out_dir
 
 
-def hf_config_for(config: Config, tokenizer: Tokenizer, dtype: str) -> tuple[PretrainedConfig, callable]:
-    """transformers' config for a LitGPT config, and litgpt's function that renames the weights."""
-    common = {
-        "vocab_size": config.padded_vocab_size,  # the embedding and head keep LitGPT's padded rows
-        "hidden_size": config.n_embd,
-        "intermediate_size": config.intermediate_size,
-        "num_hidden_layers": config.n_layer,
-        "num_attention_heads": config.n_head,
-        "max_position_embeddings": config.block_size,
-        "tie_word_embeddings": False,  # LitGPT stores the embedding and the head separately
-        "dtype": dtype,
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": tokenizer.eos_id,
-    }
-    unsupported = [
-        name
-        for name, value in (
-            ("scale_embeddings", config.scale_embeddings),
-            ("norm_qk", config.norm_qk),
-            ("post_attention_norm", config.post_attention_norm),
-            ("post_mlp_norm", config.post_mlp_norm),
-            ("attention_logit_softcapping", config.attention_logit_softcapping),
-            ("final_logit_softcapping", config.final_logit_softcapping),
-            ("sliding_window_size", config.sliding_window_size),
-            ("n_expert", config.n_expert),
-            ("latent_attention", config.latent_attention),
-            ("lm_head_bias", config.lm_head_bias),
+def check_export(
+    checkpoint_dir: Path, config: Config, folder: Path, dtype: str, architecture: str, out_dir: Path
+) -> None:
+    """transformers' logits for the written ``folder`` against LitGPT's forward pass on the same weights.
+
+    Both run in float32 from the weights as written (rounded to ``dtype``), one model in memory at a time, so the
+    only differences left are the order of floating-point operations; a wrong config field or weight is orders of
+    magnitude above the tolerance. The input is random tokens, long enough to cross a sliding window of up to
+    ``CHECK_TOKENS * 8`` tokens."""
+    from transformers import AutoModelForCausalLM
+
+    length = CHECK_TOKENS
+    if any(sliding_layers(config)) and config.sliding_window_size < 8 * CHECK_TOKENS:
+        length = config.sliding_window_size + CHECK_TOKENS // 2
+    length = min(length, config.block_size)
+    idx = torch.randint(0, config.vocab_size, (1, length), generator=torch.Generator().manual_seed(0))
+    print(f"Checking the export: transformers' logits against LitGPT's on {length} tokens", file=sys.stderr)
+
+    model = load_gpt(checkpoint_dir)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.to(getattr(torch, dtype)).float()  # as written, then float32
+        model.max_seq_length = length
+        expected = model.eval()(idx)
+    del model
+
+    try:
+        hf, info = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
         )
-        if value
-    ]
-    if (
-        config.mlp_class_name == "LLaMAMLP"
-        and config.norm_class_name == "RMSNorm"
-        and not config.parallel_residual
-        and not unsupported
-    ):
-        hf = {
-            "architectures": ["LlamaForCausalLM"],
-            **common,
-            "num_key_value_heads": config.n_query_groups,
-            "head_dim": config.head_size,
-            "hidden_act": "silu",
-            "rms_norm_eps": config.norm_eps,
-            "rope_theta": config.rope_base,
-            "attention_bias": config.bias or config.attn_bias,
-            "mlp_bias": config.bias,
-        }
-        if config.rope_adjustments:
-            hf["rope_scaling"] = rope_scaling(config)
-        if config.rotary_percentage != 1.0:
-            fail(
-                f"{config.name}: rotary_percentage {config.rotary_percentage} has no LLaMA equivalent; supported: {SUPPORTED}"
-            )
-        return LlamaConfig(**hf), lambda c, sd, lw: copy_weights_llama(c, sd, lw, untie_weights=False)
-    if (
-        config.mlp_class_name == "GptNeoxMLP"
-        and config.norm_class_name == "LayerNorm"
-        and config.bias
-        and not unsupported
-        and config.n_query_groups == config.n_head
-    ):
-        hf = {
-            "architectures": ["GPTNeoXForCausalLM"],
-            **common,
-            "rotary_pct": config.rotary_percentage,
-            "rotary_emb_base": config.rope_base,
-            "layer_norm_eps": config.norm_eps,
-            "use_parallel_residual": config.parallel_residual,
-            "hidden_act": {"none": "gelu", "tanh": "gelu_pytorch_tanh"}[config.gelu_approximate],
-            "attention_bias": True,
-        }
-        return GPTNeoXConfig(**hf), copy_weights_gpt_neox
-    reason = f" (it uses {', '.join(unsupported)})" if unsupported else ""
-    fail(f"{config.name} cannot be exported to a Hugging Face architecture yet{reason}; supported: {SUPPORTED}")
-
-
-def rope_scaling(config: Config) -> dict:
-    """litgpt's ``rope_adjustments`` as transformers' ``rope_scaling`` (Llama 3.1/3.2's "llama3" frequency scaling)."""
-    adjustments = config.rope_adjustments
-    llama3 = ("factor", "low_freq_factor", "high_freq_factor", "original_max_seq_len")
-    if set(adjustments) != set(llama3):
+    except Exception as error:
         fail(
-            f"{config.name}: rope_adjustments {adjustments} cannot be exported yet; supported: Llama-3 style ({', '.join(llama3)})"
+            f"export check failed: transformers cannot load the {architecture} folder ({first_line(error)}); {out_dir} was not written"
         )
-    return {
-        "rope_type": "llama3",
-        "factor": adjustments["factor"],
-        "low_freq_factor": adjustments["low_freq_factor"],
-        "high_freq_factor": adjustments["high_freq_factor"],
-        "original_max_position_embeddings": adjustments["original_max_seq_len"],
-    }
+    unmatched = [f"{kind} {sorted(keys)}" for kind, keys in info.items() if keys]
+    if unmatched:
+        fail(
+            f"export check failed: transformers' {architecture} found {'; '.join(unmatched)}; {out_dir} was not written"
+        )
+    with torch.no_grad():
+        actual = hf.eval()(idx).logits
+    del hf
+    difference = (actual - expected).abs().max().item()
+    tolerance = CHECK_TOLERANCE * max(1.0, expected.abs().max().item())
+    if not difference <= tolerance:  # also catches NaN
+        fail(
+            f"export check failed: transformers' {architecture} logits differ from LitGPT's by {difference:.3g}"
+            f" (max abs over {length} tokens; tolerance {tolerance:.3g}); {out_dir} was not written"
+        )
+    print(f"Checked: max abs difference {difference:.2g} (tolerance {tolerance:.2g})", file=sys.stderr)
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
