@@ -10,6 +10,7 @@ transformers class cannot express is refused, naming the extra.
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
+import torch
 import transformers
 from litgpt.config import Config
 from litgpt.scripts.convert_lit_checkpoint import (
@@ -65,6 +66,13 @@ def copy_falcon(config: Config, hf_weights: dict, lit_weights: dict) -> None:
 
 def copy_gpt_neox(config: Config, hf_weights: dict, lit_weights: dict) -> None:
     copy_weights_gpt_neox(config, hf_weights, lit_weights)
+    if not config.bias:  # transformers' GPT-NeoX MLP always has biases: zeros compute what none compute
+        dtype = lit_weights["transformer.wte.weight"].dtype
+        for i in range(config.n_layer):
+            hf_weights[f"gpt_neox.layers.{i}.mlp.dense_h_to_4h.bias"] = torch.zeros(
+                config.intermediate_size, dtype=dtype
+            )
+            hf_weights[f"gpt_neox.layers.{i}.mlp.dense_4h_to_h.bias"] = torch.zeros(config.n_embd, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,8 @@ BASE = {"grouped-query attention", "RoPE scaling"}
 HEAD_DIM = {"head size other than n_embd / n_head"}  # classes with a head_dim field
 WINDOWS = {"sliding windows on every layer"}
 PATTERNS = WINDOWS | {"sliding windows on some layers"}
-GEMMA = {"scaled embeddings", "Gemma's RMSNorm (1 + weight)"}
+GEMMA_NORM = "Gemma's RMSNorm (1 + weight; litgpt gives it to names containing 'Gemma')"
+GEMMA = {"scaled embeddings", GEMMA_NORM}
 POST_NORMS = {"post-attention and post-MLP norms"}
 SOFTCAPS = {"attention logit soft-capping", "final logit soft-capping", "attention scale other than 1/sqrt(head size)"}
 
@@ -158,8 +167,7 @@ FAMILIES = {
         "GPT-NeoX/Pythia",
         "GPTNeoXConfig",
         copy_gpt_neox,
-        frozenset({"RoPE scaling", "partial rotary embedding", "parallel residual"}),
-        frozenset({"biases"}),
+        frozenset({"RoPE scaling", "partial rotary embedding", "parallel residual", "biases"}),
     ),
 }
 
@@ -187,7 +195,7 @@ def features(config: Config) -> set[str]:
         "parallel residual": config.parallel_residual,
         "one norm shared by attention and MLP": config.shared_attention_norm,
         "scaled embeddings": config.scale_embeddings,
-        "Gemma's RMSNorm (1 + weight)": config.norm_class_name == "RMSNorm" and "Gemma" in config.name,
+        GEMMA_NORM: config.norm_class_name == "RMSNorm" and "Gemma" in config.name,
         "LayerNorm without weights (OLMo)": config.norm_class_name == "LayerNorm" and "OLMo" in config.name,
         "query/key norms": config.norm_qk and config.norm_qk_type == "default",
         "OLMo-2 query/key norms": config.norm_qk and config.norm_qk_type == "olmo2",
@@ -248,11 +256,12 @@ def hf_config_for(
     family = family_of(config)
     used = features(config)
     missing, extra = family.requires - used, used - family.supports - family.requires
-    if missing or extra:
-        reason = f"uses {', '.join(sorted(extra))}" if extra else f"lacks {', '.join(sorted(missing))}"
+    architecture = f"transformers' {family.config_class.removesuffix('Config')} ({family.name})"
+    if extra:
+        fail(f"{config.name} cannot be exported: {architecture} has no {', '.join(sorted(extra))}")
+    if missing:
         fail(
-            f"{config.name} cannot be exported: it has {family.name}'s blocks but {reason}, which transformers'"
-            f" {family.config_class.removesuffix('Config')} cannot express"
+            f"{config.name} cannot be exported: {architecture} always has {', '.join(sorted(missing))}, which it lacks"
         )
     values = {
         "architectures": [family.config_class.replace("TextConfig", "ForCausalLM").replace("Config", "ForCausalLM")],
@@ -440,6 +449,6 @@ FIELDS = {
         "layer_norm_eps": c.norm_eps,
         "use_parallel_residual": c.parallel_residual,
         "hidden_act": activation(c),
-        "attention_bias": True,
+        "attention_bias": c.bias,
     },
 }

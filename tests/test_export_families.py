@@ -7,13 +7,16 @@ ORIGINAL transformers model with the same blocks kept (layers deleted from the H
 """
 
 import copy
+import dataclasses
+import re
 
 import pytest
 import torch
 import transformers
-from litgpt.config import name_to_config
+from litgpt.config import Config, name_to_config
 
-from conftest import write_tokenizer
+from conftest import run_in_process, write_tokenizer
+from litgpt_inheritune import hf_config
 from litgpt_inheritune.export import main as export
 from litgpt_inheritune.init import main as init
 
@@ -235,7 +238,7 @@ FAMILIES = {
 }
 
 
-def hf_config(family: dict, n_layer: int):
+def transformers_config(family: dict, n_layer: int):
     values = {**HF_SIZES, "num_hidden_layers": n_layer, **family["hf"]}
     # the norm epsilon litgpt's config gives the family (for some, e.g. Gemma, not transformers' default)
     values[NORM_EPS.get(family["hf_class"], "rms_norm_eps")] = name_to_config[family["real"]].get("norm_eps", 1e-5)
@@ -296,7 +299,7 @@ def converted(tmp_path_factory, request):
         folder = tmp_path_factory.mktemp("hf") / family["tiny"]
         torch.manual_seed(0)
         model = transformers.AutoModelForCausalLM.from_config(
-            hf_config(family, family["n_layer"]), attn_implementation="eager", dtype=torch.float32
+            transformers_config(family, family["n_layer"]), attn_implementation="eager", dtype=torch.float32
         ).eval()
         randomize(model)
         model.save_pretrained(folder)
@@ -332,3 +335,198 @@ def test_export_equals_transformers_model_with_the_same_blocks(converted, tmp_pa
         expected = restricted(model, kept)(IDX, use_cache=False).logits  # a cache would index the old layers
         actual = exported(IDX).logits
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_evaluate_scores_an_export_as_lm_evals_hugging_face_backend(converted, tmp_path):
+    """Per item, the log-likelihoods (and greedy flags) that `evaluate`'s model gives the derived checkpoint equal
+    those lm-eval's own Hugging Face backend gives its export: Gemma-2 (soft-capping, sliding windows, a global
+    block first)."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from litgpt_inheritune.lm_eval_model import LitGPTLM
+
+    _, checkpoint = converted("gemma-2")
+    target = init(checkpoint, out_dir=tmp_path / "target", layers="1,2")
+    out_dir = export(target, out_dir=tmp_path / "hf")
+    pairs = [
+        ("the early layers of a deep model carry most", " of its knowledge"),
+        ("while many deeper layers are lazy their attention collapses onto", " a single column"),
+        ("a small model can inherit", " the potent blocks"),
+        ("train briefly on a subset of the data and grow until it", " matches the reference"),
+    ]
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    ours = LitGPTLM(target, batch_size=2).loglikelihood(requests)
+    # transformers computes Gemma-2's attention soft-capping only in its eager attention (SDPA skips it)
+    hf = HFLM(pretrained=str(out_dir), device="cpu", batch_size=2, dtype="float32", attn_implementation="eager")
+    theirs = hf.loglikelihood(requests)
+    assert len(ours) == len(theirs) == len(pairs)
+    for (score, greedy), (expected, expected_greedy) in zip(ours, theirs):
+        assert score == pytest.approx(expected, abs=1e-4) and greedy == expected_greedy
+    assert len({round(score, 3) for score, _ in ours}) == len(pairs)  # distinct items, not one repeated number
+
+
+def drop_final_norm(copy_weights):
+    def copy(config, hf_weights, lit_weights):
+        copy_weights(config, hf_weights, lit_weights)
+        del hf_weights["model.norm.weight"]
+
+    return copy
+
+
+def scale_final_norm(copy_weights):
+    def copy(config, hf_weights, lit_weights):
+        copy_weights(config, hf_weights, lit_weights)
+        hf_weights["model.norm.weight"] = hf_weights["model.norm.weight"] * 1.01
+
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("family", "break_it", "message"),
+    [
+        # the config forgets the RoPE condensation (LLaMA-2-7B-32K's rope_condense_ratio)
+        (
+            "llama-2-32k-condensed",
+            lambda monkeypatch: monkeypatch.setattr("litgpt_inheritune.hf_config.rope_scaling", lambda config: None),
+            r"transformers' LlamaForCausalLM logits differ from LitGPT's by (\S+) \(max abs over 32 tokens; "
+            r"tolerance (\S+)\)",
+        ),
+        # a weight 1% off
+        (
+            "llama-2",
+            lambda monkeypatch: monkeypatch.setitem(
+                hf_config.FAMILIES,
+                "llama",
+                dataclasses.replace(hf_config.FAMILIES["llama"], copy_weights=scale_final_norm(hf_config.copy_llama)),
+            ),
+            r"transformers' LlamaForCausalLM logits differ from LitGPT's by (\S+) \(max abs over 32 tokens; "
+            r"tolerance (\S+)\)",
+        ),
+        # a weight missing: transformers would initialise it at random
+        (
+            "llama-2",
+            lambda monkeypatch: monkeypatch.setitem(
+                hf_config.FAMILIES,
+                "llama",
+                dataclasses.replace(hf_config.FAMILIES["llama"], copy_weights=drop_final_norm(hf_config.copy_llama)),
+            ),
+            r"transformers' LlamaForCausalLM found missing_keys \['model.norm.weight'\]",
+        ),
+    ],
+    ids=["config-forgets-rope-condensation", "weight-1%-off", "weight-missing"],
+)
+def test_a_wrong_export_stops_in_one_line_and_writes_nothing(
+    converted, tmp_path, monkeypatch, family, break_it, message
+):
+    _, checkpoint = converted(family)
+    out_dir = tmp_path / "exports" / "hf"
+    out_dir.mkdir(parents=True)
+    (out_dir / "earlier.txt").write_text("an earlier export")
+    break_it(monkeypatch)
+    code, _, stderr = run_in_process("export", str(checkpoint), "--out_dir", str(out_dir), "--overwrite", "true")
+    assert code == 1
+    last = stderr.strip().splitlines()[-1]
+    match = re.fullmatch(f"error: export check failed: {message}; {re.escape(str(out_dir))} was not written", last)
+    assert match, last
+    if match.groups():
+        difference, tolerance = map(float, match.groups())
+        assert difference > 10 * tolerance and tolerance < 1e-2
+    # the earlier folder is untouched and no half-written folder is left beside it
+    assert [p.name for p in out_dir.parent.iterdir()] == ["hf"]
+    assert [p.name for p in out_dir.iterdir()] == ["earlier.txt"]
+
+    # --verify false skips the check (for models too big to load twice) and says so
+    code, _, stderr = run_in_process(
+        "export", str(checkpoint), "--out_dir", str(tmp_path / "unchecked"), "--verify", "false"
+    )
+    assert code == 0, stderr
+    assert "Not verified (--verify false): transformers did not load the folder" in stderr
+    assert (tmp_path / "unchecked" / "config.json").is_file() and "Checking" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("real", "overrides", "message"),
+    [
+        (
+            "Gemma-2-2b",
+            dict(name="my-model"),  # litgpt's RMSNorm adds Gemma's 1 only for names containing "Gemma"
+            "my-model cannot be exported: transformers' Gemma2 (Gemma-2) always has Gemma's RMSNorm (1 + weight; "
+            "litgpt gives it to names containing 'Gemma'), which it lacks",
+        ),
+        (
+            "Qwen3-0.6B",
+            dict(sliding_window_size=8, sliding_window_indices=[1, 0] * 14),
+            "Qwen3-0.6B cannot be exported: transformers' Qwen3 (Qwen3) has no sliding windows on some layers",
+        ),
+        (
+            "Phi-3-mini-4k-instruct",
+            dict(rope_condense_ratio=4),
+            "Phi-3-mini-4k-instruct cannot be exported: transformers' Phi3 (Phi-3/Phi-4) has no RoPE scaling",
+        ),
+        (
+            "Llama-3.2-1B",
+            dict(rope_condense_ratio=2),
+            "Llama-3.2-1B cannot be exported: transformers has no RoPE with both llama3 scaling and condensed positions",
+        ),
+        (
+            "Llama-3.2-1B",
+            dict(rope_adjustments=dict(factor=4.0, beta_fast=32, beta_slow=1, original_max_seq_len=8192)),
+            "Llama-3.2-1B cannot be exported: rope_adjustments {'factor': 4.0, 'beta_fast': 32, 'beta_slow': 1, "
+            "'original_max_seq_len': 8192} are not linear or llama3 scaling (factor, high_freq_factor, "
+            "low_freq_factor, original_max_seq_len), the two kinds exported",
+        ),
+        (
+            "Llama-2-7b-hf",
+            dict(post_attention_norm=True),
+            "Llama-2-7b-hf cannot be exported: transformers' Llama (LLaMA) has no a post-attention norm alone",
+        ),
+    ],
+)
+def test_configs_no_transformers_class_computes_are_refused_in_one_line(real, overrides, message):
+    config = Config(**{**name_to_config[real], **overrides})
+    with pytest.raises(SystemExit) as refusal:
+        hf_config.hf_config_for(config, 1, 2, "float32")
+    assert str(refusal.value) == f"error: {message}"
+
+
+def test_every_litgpt_config_has_a_transformers_architecture():
+    """All of litgpt 0.5.13's configs (and this package's) map to a transformers class, by structure: e.g.
+    Gemma-2b is Gemma (1), not Gemma-2 as its name would make litgpt's own converter assume."""
+    from litgpt.config import configs
+
+    architectures = {
+        c["name"]: hf_config.hf_config_for(Config(**c), 1, 2, "float32")[0].architectures[0] for c in configs
+    }
+    assert architectures["Gemma-2b"] == "GemmaForCausalLM"
+    assert architectures["Gemma-2-2b"] == "Gemma2ForCausalLM"
+    assert architectures["phi-4"] == architectures["Phi-4-mini-instruct"] == "Phi3ForCausalLM"
+    assert architectures["Mistral-7B-v0.3"] == "MistralForCausalLM"
+    assert architectures["Falcon3-7B-Base"] == architectures["SmolLM2-135M"] == "LlamaForCausalLM"
+    assert architectures["falcon-180B"] == "FalconForCausalLM"
+    assert architectures["stablelm-base-alpha-3b"] == architectures["pythia-14m"] == "GPTNeoXForCausalLM"
+    assert len(architectures) == len(configs) > 200
+
+
+def test_bias_free_gpt_neox_blocks_export_with_zero_mlp_biases(tmp_path):
+    """This package's GPT-2-shaped RoPE models (reproduce_gpt2) have no biases; transformers' GPT-NeoX MLP always
+    has them, so they are written as zeros: transformers' logits equal LitGPT's."""
+    from litgpt.model import GPT
+    from litgpt.utils import save_config
+
+    from litgpt_inheritune.configs import gpt2_rope_config
+
+    config = Config(**{**gpt2_rope_config("gpt2-rope-tiny", n_layer=2, n_embd=32, n_head=4), "vocab_size": VOCAB})
+    config.padded_vocab_size = VOCAB
+    checkpoint = tmp_path / "gpt2-rope-tiny"
+    checkpoint.mkdir()
+    model = GPT(config)
+    randomize(model)
+    torch.save(model.state_dict(), checkpoint / "lit_model.pth")
+    save_config(config, checkpoint)
+    write_tokenizer(checkpoint, VOCAB)
+    out_dir = export(checkpoint, out_dir=tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out_dir, attn_implementation="eager").eval()
+    assert type(hf).__name__ == "GPTNeoXForCausalLM" and not hf.config.attention_bias
+    with torch.no_grad():
+        torch.testing.assert_close(hf(IDX).logits, model.eval()(IDX), rtol=0, atol=1e-5)
