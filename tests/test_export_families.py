@@ -232,7 +232,7 @@ FAMILIES = {
         "pythia-14m",
         "pythia-tiny",
         "GPTNeoXConfig",
-        hf=dict(rotary_pct=0.25, use_parallel_residual=True, num_key_value_heads=None),
+        hf=dict(rotary_pct=0.25, use_parallel_residual=True),
         lit=dict(n_query_groups=4),
     ),
 }
@@ -247,9 +247,7 @@ def transformers_config(family: dict, n_layer: int):
         values.pop("num_key_value_heads")
     if family["hf_class"] == "GPTNeoXConfig":
         values.pop("num_key_value_heads")
-    return getattr(transformers, family["hf_class"])(
-        **{k: v for k, v in values.items() if v is not None or k in family["hf"] or k == "pad_token_id"}
-    )
+    return getattr(transformers, family["hf_class"])(**values)
 
 
 def lit_config(family: dict) -> dict:
@@ -285,7 +283,7 @@ def restricted(model, layers: list[int]):
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory, request):
+def converted(tmp_path_factory):
     """Per family: the transformers model and its LitGPT conversion by litgpt's own convert_hf_checkpoint."""
     import litgpt.config
     from litgpt.scripts.convert_hf_checkpoint import convert_hf_checkpoint
@@ -297,7 +295,6 @@ def converted(tmp_path_factory, request):
             return cache[key]
         family = FAMILIES[key]
         folder = tmp_path_factory.mktemp("hf") / family["tiny"]
-        torch.manual_seed(0)
         model = transformers.AutoModelForCausalLM.from_config(
             transformers_config(family, family["n_layer"]), attn_implementation="eager", dtype=torch.float32
         ).eval()
@@ -366,20 +363,18 @@ def test_evaluate_scores_an_export_as_lm_evals_hugging_face_backend(converted, t
     assert len({round(score, 3) for score, _ in ours}) == len(pairs)  # distinct items, not one repeated number
 
 
-def drop_final_norm(copy_weights):
+def change_llama_weights(change):
+    """A monkeypatch: the LLaMA family's weights are renamed by litgpt's map, then ``change``d."""
+
     def copy(config, hf_weights, lit_weights):
-        copy_weights(config, hf_weights, lit_weights)
-        del hf_weights["model.norm.weight"]
+        hf_config.copy_llama(config, hf_weights, lit_weights)
+        change(hf_weights)
 
-    return copy
+    def patch(monkeypatch):
+        llama = dataclasses.replace(hf_config.FAMILIES["llama"], copy_weights=copy)
+        monkeypatch.setitem(hf_config.FAMILIES, "llama", llama)
 
-
-def scale_final_norm(copy_weights):
-    def copy(config, hf_weights, lit_weights):
-        copy_weights(config, hf_weights, lit_weights)
-        hf_weights["model.norm.weight"] = hf_weights["model.norm.weight"] * 1.01
-
-    return copy
+    return patch
 
 
 @pytest.mark.parametrize(
@@ -395,22 +390,14 @@ def scale_final_norm(copy_weights):
         # a weight 1% off
         (
             "llama-2",
-            lambda monkeypatch: monkeypatch.setitem(
-                hf_config.FAMILIES,
-                "llama",
-                dataclasses.replace(hf_config.FAMILIES["llama"], copy_weights=scale_final_norm(hf_config.copy_llama)),
-            ),
+            change_llama_weights(lambda w: w.update({"model.norm.weight": w["model.norm.weight"] * 1.01})),
             r"transformers' LlamaForCausalLM logits differ from LitGPT's by (\S+) \(max abs over 32 tokens; "
             r"tolerance (\S+)\)",
         ),
         # a weight missing: transformers would initialise it at random
         (
             "llama-2",
-            lambda monkeypatch: monkeypatch.setitem(
-                hf_config.FAMILIES,
-                "llama",
-                dataclasses.replace(hf_config.FAMILIES["llama"], copy_weights=drop_final_norm(hf_config.copy_llama)),
-            ),
+            change_llama_weights(lambda w: w.pop("model.norm.weight")),
             r"transformers' LlamaForCausalLM found missing_keys \['model.norm.weight'\]",
         ),
     ],

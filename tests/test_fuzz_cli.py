@@ -274,7 +274,13 @@ def command_lines(tiny_target, tiny_references, jsonl_corpus, text_file, offline
         ),
         "export": (
             [str(tiny_target)],
-            {"checkpoint_dir": files, "--dtype": STRINGS, "--overwrite": BOOLEANS, "--out_dir": files},
+            {
+                "checkpoint_dir": files,
+                "--dtype": STRINGS,
+                "--overwrite": BOOLEANS,
+                "--verify": BOOLEANS,
+                "--out_dir": files,
+            },
         ),
         "convert_gguf": (
             [bad_files["latin1"]],
