@@ -14,6 +14,7 @@ from typing import Literal, Optional
 
 import torch
 from litgpt.config import Config
+from litgpt.scripts.convert_lit_checkpoint import check_conversion_supported
 from litgpt.tokenizer import Tokenizer
 from huggingface_hub import save_torch_state_dict
 
@@ -66,8 +67,15 @@ def main(
         dtype = str(lit_weights["transformer.wte.weight"].dtype).removeprefix("torch.")
     hf_config, copy_weights = hf_config_for(config, tokenizer.bos_id, tokenizer.eos_id, dtype)
 
+    try:
+        check_conversion_supported(lit_weights)
+    except (ValueError, NotImplementedError) as error:
+        fail(f"checkpoint_dir {checkpoint_dir}: {error}")
     hf_weights = {}
-    copy_weights(config, hf_weights, lit_weights)
+    try:
+        copy_weights(config, hf_weights, lit_weights)
+    except KeyError as error:
+        fail(f"{config.name} cannot be exported: litgpt's weight map for {hf_config.architectures[0]} has no {error}")
     seen = set()
     for name, tensor in hf_weights.items():
         tensor = tensor.to(getattr(torch, dtype)).contiguous()

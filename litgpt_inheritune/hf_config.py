@@ -96,7 +96,7 @@ POST_NORMS = {"post-attention and post-MLP norms"}
 SOFTCAPS = {"attention logit soft-capping", "final logit soft-capping", "attention scale other than 1/sqrt(head size)"}
 
 FAMILIES = {
-    "llama": Family("LLaMA", "LlamaConfig", copy_llama, frozenset(BASE | HEAD_DIM | {"biases"})),
+    "llama": Family("LLaMA", "LlamaConfig", copy_llama, frozenset(BASE | HEAD_DIM)),
     "mistral": Family("Mistral", "MistralConfig", copy_llama, frozenset(BASE | HEAD_DIM | WINDOWS)),
     "mixtral": Family(
         "Mixtral", "MixtralConfig", copy_llama, frozenset(BASE | HEAD_DIM | WINDOWS), frozenset({"mixture of experts"})
@@ -139,10 +139,16 @@ FAMILIES = {
         "OLMo-2",
         "Olmo2Config",
         copy_olmo2,
-        frozenset(BASE),
+        frozenset({"grouped-query attention"}),  # transformers' OLMo configs take only legacy RoPE scaling
         frozenset({"OLMo-2 query/key norms", "post-attention and post-MLP norms", "no pre-norms"}),
     ),
-    "olmo": Family("OLMo", "OlmoConfig", copy_llama, frozenset(BASE), frozenset({"LayerNorm without weights (OLMo)"})),
+    "olmo": Family(
+        "OLMo",
+        "OlmoConfig",
+        copy_llama,
+        frozenset({"grouped-query attention"}),
+        frozenset({"LayerNorm without weights (OLMo)"}),
+    ),
     "stablelm": Family(
         "StableLM",
         "StableLmConfig",
@@ -160,7 +166,7 @@ FAMILIES = {
         "Falcon",
         "FalconConfig",
         copy_falcon,
-        frozenset(BASE | {"biases", "one norm shared by attention and MLP"}),
+        frozenset(BASE | {"one norm shared by attention and MLP"}),
         frozenset({"parallel residual"}),
     ),
     "gpt_neox": Family(
@@ -200,7 +206,7 @@ def features(config: Config) -> set[str]:
         "query/key norms": config.norm_qk and config.norm_qk_type == "default",
         "OLMo-2 query/key norms": config.norm_qk and config.norm_qk_type == "olmo2",
         "post-attention and post-MLP norms": config.post_attention_norm and config.post_mlp_norm,
-        "a post-attention norm alone": config.post_attention_norm != config.post_mlp_norm,
+        "lone post-attention or post-MLP norm": config.post_attention_norm != config.post_mlp_norm,
         "no pre-norms": not config.norm_1 or not config.norm_2,
         "attention logit soft-capping": config.attention_logit_softcapping is not None,
         "final logit soft-capping": config.final_logit_softcapping is not None,
@@ -225,7 +231,9 @@ def family_of(config: Config) -> Family:
             fail(f"{config.name} cannot be exported: no transformers architecture has GPT-NeoX's MLP with RMSNorm")
         if config.shared_attention_norm and config.lm_head_bias:
             return FAMILIES["phi"]
-        if config.parallel_residual and not config.bias:
+        if config.parallel_residual and (
+            not config.bias or config.shared_attention_norm or config.n_query_groups != config.n_head
+        ):
             return FAMILIES["falcon"]
         return FAMILIES["gpt_neox"]
     if config.mlp_class_name == "GemmaMLP":
@@ -256,7 +264,7 @@ def hf_config_for(
     family = family_of(config)
     used = features(config)
     missing, extra = family.requires - used, used - family.supports - family.requires
-    architecture = f"transformers' {family.config_class.removesuffix('Config')} ({family.name})"
+    architecture = f"the {family.name} export (transformers' {family.config_class.removesuffix('Config')})"
     if extra:
         fail(f"{config.name} cannot be exported: {architecture} has no {', '.join(sorted(extra))}")
     if missing:
@@ -280,7 +288,11 @@ def hf_config_for(
     if (scaling := rope_scaling(config)) is not None:
         values["rope_scaling"] = scaling
     values.update(FIELDS[family.config_class](config))
-    return getattr(transformers, family.config_class)(**values), family.copy_weights
+    try:
+        hf_config = getattr(transformers, family.config_class)(**values)
+    except (ValueError, TypeError) as error:  # a config class's own validation
+        fail(f"{config.name} cannot be exported: transformers' {family.config_class} refuses its values ({error})")
+    return hf_config, family.copy_weights
 
 
 def rope_scaling(config: Config) -> Optional[dict]:
@@ -316,14 +328,16 @@ def activation(config: Config) -> str:
     return {"none": "gelu", "tanh": "gelu_pytorch_tanh"}[config.gelu_approximate]
 
 
-def llama_fields(config: Config) -> dict:
+def attention_and_mlp(config: Config) -> dict:
     return {
         "intermediate_size": config.intermediate_size,
         "num_key_value_heads": config.n_query_groups,
-        "head_dim": config.head_size,
         "hidden_act": activation(config),
-        "rms_norm_eps": config.norm_eps,
     }
+
+
+def llama_fields(config: Config) -> dict:
+    return {**attention_and_mlp(config), "head_dim": config.head_size, "rms_norm_eps": config.norm_eps}
 
 
 def window_fields(config: Config) -> dict:
@@ -372,7 +386,7 @@ def olmo_fields(config: Config) -> dict:
         fail(
             f"{config.name} cannot be exported: OLMo's LayerNorm in transformers has eps 1e-5, its config {config.norm_eps}"
         )
-    return {**llama_fields(config), "attention_bias": False, "clip_qkv": None}
+    return {**attention_and_mlp(config), "attention_bias": False, "clip_qkv": None}  # LayerNorm without weights
 
 
 def moe_fields(config: Config) -> dict:
@@ -414,7 +428,7 @@ FIELDS = {
     "Olmo2Config": lambda c: {**llama_fields(c), "attention_bias": False},
     "OlmoConfig": olmo_fields,
     "StableLmConfig": lambda c: {
-        **llama_fields(c),
+        **attention_and_mlp(c),
         "layer_norm_eps": c.norm_eps,
         "partial_rotary_factor": c.rotary_percentage,
         "use_qkv_bias": c.attn_bias,

@@ -68,7 +68,7 @@ def test_real_inherited_model_exports_in_bfloat16(smollm2, tmp_path):
 
 def test_bad_inputs(tiny_references, tmp_path):
     # litgpt gives Gemma's RMSNorm (1 + weight) only to names containing "Gemma": "tiny-gemma-2" computes without it
-    with pytest.raises(SystemExit, match="tiny-gemma-2 cannot be exported: transformers' Gemma2 .* always has Gemma's"):
+    with pytest.raises(SystemExit, match="tiny-gemma-2 cannot be exported: the Gemma-2 export .* always has Gemma's"):
         export(tiny_references["gemma-2"], out_dir=tmp_path / "g")
     with pytest.raises(SystemExit, match=r"is missing the files: \['lit_model.pth', 'model_config.yaml'\]"):
         export(tmp_path, out_dir=tmp_path / "x")

@@ -438,18 +438,18 @@ def test_a_wrong_export_stops_in_one_line_and_writes_nothing(
         (
             "Gemma-2-2b",
             dict(name="my-model"),  # litgpt's RMSNorm adds Gemma's 1 only for names containing "Gemma"
-            "my-model cannot be exported: transformers' Gemma2 (Gemma-2) always has Gemma's RMSNorm (1 + weight; "
+            "my-model cannot be exported: the Gemma-2 export (transformers' Gemma2) always has Gemma's RMSNorm (1 + weight; "
             "litgpt gives it to names containing 'Gemma'), which it lacks",
         ),
         (
             "Qwen3-0.6B",
             dict(sliding_window_size=8, sliding_window_indices=[1, 0] * 14),
-            "Qwen3-0.6B cannot be exported: transformers' Qwen3 (Qwen3) has no sliding windows on some layers",
+            "Qwen3-0.6B cannot be exported: the Qwen3 export (transformers' Qwen3) has no sliding windows on some layers",
         ),
         (
             "Phi-3-mini-4k-instruct",
             dict(rope_condense_ratio=4),
-            "Phi-3-mini-4k-instruct cannot be exported: transformers' Phi3 (Phi-3/Phi-4) has no RoPE scaling",
+            "Phi-3-mini-4k-instruct cannot be exported: the Phi-3/Phi-4 export (transformers' Phi3) has no RoPE scaling",
         ),
         (
             "Llama-3.2-1B",
@@ -466,7 +466,18 @@ def test_a_wrong_export_stops_in_one_line_and_writes_nothing(
         (
             "Llama-2-7b-hf",
             dict(post_attention_norm=True),
-            "Llama-2-7b-hf cannot be exported: transformers' Llama (LLaMA) has no a post-attention norm alone",
+            "Llama-2-7b-hf cannot be exported: the LLaMA export (transformers' Llama) has no lone post-attention or "
+            "post-MLP norm",
+        ),
+        (
+            "Llama-2-7b-hf",
+            dict(bias=True),  # litgpt's LLaMA weight map has no biases
+            "Llama-2-7b-hf cannot be exported: the LLaMA export (transformers' Llama) has no biases",
+        ),
+        (
+            "OLMo-2-1124-7B",
+            dict(rope_condense_ratio=2),  # transformers' Olmo2Config takes only the legacy {"type": ...} scaling
+            "OLMo-2-1124-7B cannot be exported: the OLMo-2 export (transformers' Olmo2) has no RoPE scaling",
         ),
     ],
 )
