@@ -2,7 +2,8 @@
 
 litgpt's ``convert_from_litgpt`` renames the weights but writes no config.json; this command also writes the
 config (derived from model_config.yaml), model.safetensors, the tokenizer files and generation_config.json, so
-``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` loads it directly.
+``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` loads it directly, and a model card (README.md, see
+card.py); ``--push_to_hub`` then uploads the finished folder.
 """
 
 import json
@@ -14,6 +15,7 @@ import torch
 from litgpt.config import Config
 from litgpt.scripts.convert_lit_checkpoint import copy_weights_gpt_neox, copy_weights_llama
 from litgpt.tokenizer import Tokenizer
+from litgpt.utils import save_config
 from huggingface_hub import save_torch_state_dict
 from transformers import GPTNeoXConfig, LlamaConfig, PretrainedConfig
 
@@ -23,8 +25,10 @@ from litgpt_inheritune.checkpoint import (
     load_lazy_state_dict,
     resolve_checkpoint_dir,
 )
+from litgpt_inheritune.card import check_analysis, check_eval_dir, check_repo_id, gather_lineage, read_evaluation, write_card
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
+from litgpt_inheritune.hub import push_folder
 
 SUPPORTED = (
     "LLaMA-family models (LLaMAMLP, RMSNorm: LLaMA, OpenLLaMA, Mistral, SmolLM2, TinyLlama, ...) and GPT-NeoX/Pythia"
@@ -36,6 +40,12 @@ def main(
     out_dir: Optional[Path] = None,
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto",
     overwrite: bool = False,
+    eval_dir: Optional[Path] = None,
+    analysis: Optional[Path] = None,
+    push_to_hub: Optional[str] = None,
+    private: bool = False,
+    revision: Optional[str] = None,
+    commit_message: str = "Upload a model derived with litgpt inheritune",
 ) -> Path:
     """Export a LitGPT checkpoint as a Hugging Face folder that transformers loads with from_pretrained.
 
@@ -45,11 +55,25 @@ def main(
         dtype: Data type of the saved weights. "auto" keeps the checkpoint's own (lossless, as litgpt's
             ``convert_from_litgpt`` and transformers' ``save_pretrained`` do); the others cast.
         overwrite: Replace ``out_dir`` if it already holds files.
+        eval_dir: An ``evaluate`` out_dir of this checkpoint (with ``--reference``: the reference's scores too) for
+            the model card's results and model-index.
+        analysis: An ``analyze`` out_dir of the reference, whose attention-rank plot goes into the card. Default: the
+            one that chose the blocks (``init --select``) or grow's, where recorded.
+        push_to_hub: Upload the folder to this Hugging Face model repository (ORG/NAME), created if missing, with the
+            token of ``hf auth login`` or HF_TOKEN. The local folder is complete before the upload starts.
+        private: Create the repository as private (an existing one keeps its visibility).
+        revision: Upload to this branch (created from main if missing). Default: main.
+        commit_message: The upload's commit message.
     """
     checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     check_checkpoint(checkpoint_dir)
     out_dir = checkpoint_dir / "hf" if out_dir is None else Path(out_dir)
     check_out_dir(out_dir, overwrite, protected=(checkpoint_dir,))
+    check_eval_dir(eval_dir)
+    check_analysis(analysis)
+    if push_to_hub is not None:
+        check_repo_id(push_to_hub)
+    lineage = gather_lineage(checkpoint_dir, analysis)
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
     try:
         tokenizer = Tokenizer(checkpoint_dir)
@@ -79,7 +103,11 @@ def main(
         if not (staging / "generation_config.json").is_file():
             generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
             (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        save_config(config, staging)  # LitGPT's config, for converting the folder back (the card's snippet)
+        write_card(staging, lineage, read_evaluation(eval_dir and Path(eval_dir)), push_to_hub, str(out_dir))
     print(f"Exported {config.name} to {out_dir} ({hf_config.architectures[0]}, {dtype})", file=sys.stderr)
+    if push_to_hub is not None:
+        push_folder(out_dir, push_to_hub, private, revision, commit_message)
     return out_dir
 
 
