@@ -689,7 +689,7 @@ def usage_section(model_id: str, config_name: str) -> list[str]:
 model_id = "{model_id}"
 tokenizer = AutoTokenizer.from_pretrained(model_id)
 model = AutoModelForCausalLM.from_pretrained(model_id)
-inputs = tokenizer("The capital of France is", return_tensors="pt")
+inputs = tokenizer("The capital of France is", return_tensors="pt", return_token_type_ids=False)
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=20, do_sample=False)[0]))'''
     hub = re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) and not Path(model_id).exists()
     fetch = (

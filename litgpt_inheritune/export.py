@@ -25,7 +25,14 @@ from litgpt_inheritune.checkpoint import (
     load_lazy_state_dict,
     resolve_checkpoint_dir,
 )
-from litgpt_inheritune.card import check_analysis, check_eval_dir, check_repo_id, gather_lineage, read_evaluation, write_card
+from litgpt_inheritune.card import (
+    check_analysis,
+    check_eval_dir,
+    check_repo_id,
+    gather_lineage,
+    read_evaluation,
+    write_card,
+)
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
 from litgpt_inheritune.hub import push_folder

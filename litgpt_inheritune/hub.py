@@ -16,7 +16,8 @@ def push_folder(
     one line naming the cause; the folder is left as it is."""
     from huggingface_hub import HfApi, get_token
 
-    retry = f"the folder {folder} is complete; upload it later with `hf upload {repo_id} {folder}`"
+    command = f"hf upload {repo_id} {folder}" + (f" --revision {revision}" if revision else "")
+    retry = f"the folder {folder} is complete; upload it later with `{command}{' --private' if private else ''}`"
     if get_token() is None:
         fail(f"--push_to_hub {repo_id}: no Hugging Face token (run `hf auth login` or set HF_TOKEN); {retry}")
     api = HfApi()
