@@ -274,7 +274,16 @@ def command_lines(tiny_target, tiny_references, jsonl_corpus, text_file, offline
         ),
         "export": (
             [str(tiny_target)],
-            {"checkpoint_dir": files, "--dtype": STRINGS, "--overwrite": BOOLEANS, "--out_dir": files},
+            {
+                "checkpoint_dir": files,
+                "--dtype": STRINGS,
+                "--overwrite": BOOLEANS,
+                "--out_dir": files,
+                "--eval_dir": files,
+                "--analysis": files,
+                "--push_to_hub": STRINGS,
+                "--private": BOOLEANS,
+            },
         ),
         "convert_gguf": (
             [bad_files["latin1"]],
