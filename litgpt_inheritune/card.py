@@ -11,7 +11,6 @@ from that file alone.
 
 import importlib
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from litgpt.config import Config
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.evaluate import CHANCE, raw_score, results_table
 from litgpt_inheritune.files import write_text_atomic
+from litgpt_inheritune.inherit import BLOCK_PARTS
 
 LINEAGE_FILE = "inheritune_lineage.json"
 LOSS_PLOT, RANK_PLOT = "loss.png", "max_rank.png"
@@ -88,25 +88,25 @@ def main(
     check_eval_dir(eval_dir)
     check_analysis(analysis)
     if repo_id is not None:
-        check_repo_id(repo_id)
+        check_repo_id(repo_id, "--repo_id")
     lineage = record["lineage"]
     if analysis is not None:
         lineage["analysis"] = str(Path(analysis).resolve())
-    evaluation = read_evaluation(Path(eval_dir) if eval_dir else None) or stored_evaluation(record)
+    evaluation = read_evaluation(eval_dir) or stored_evaluation(record)
     write_card(hf_dir, lineage, evaluation, repo_id or record.get("repo_id"), record.get("model_path", str(hf_dir)))
     print(f"Wrote the model card {hf_dir / 'README.md'}", file=sys.stderr)
     return hf_dir / "README.md"
 
 
-def check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str, flag: str = "--push_to_hub") -> None:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        fail(f"--push_to_hub {repo_id} is not a Hugging Face repository id ({error}); give ORG/NAME")
+        fail(f"{flag} {repo_id} is not a Hugging Face repository id ({error}); give ORG/NAME")
     if repo_id.count("/") != 1:
-        fail(f"--push_to_hub {repo_id} is not a Hugging Face repository id; give ORG/NAME")
+        fail(f"{flag} {repo_id} is not a Hugging Face repository id; give ORG/NAME")
 
 
 def check_eval_dir(eval_dir: Optional[Path]) -> None:
@@ -336,8 +336,9 @@ def grow_rounds(checkpoint_dir: Path) -> Optional[dict]:
 
 def read_evaluation(eval_dir: Optional[Path]) -> Optional[dict]:
     """results.json of an evaluate out_dir and, where it was run with --reference, the reference's."""
-    if eval_dir is None or not (eval_dir / "results.json").is_file():
+    if eval_dir is None or not (Path(eval_dir) / "results.json").is_file():
         return None
+    eval_dir = Path(eval_dir)
     results = json.loads((eval_dir / "results.json").read_text())
     reference_dir = results.get("reference_eval_dir")
     reference = read_json(Path(reference_dir) / "results.json") if reference_dir else None
@@ -421,7 +422,7 @@ def write_card(
         model_name=name,
         eval_results=(eval_results(evaluation) or None) if evaluation else None,
     )
-    body = card_body(name, lineage, evaluation, repo_id or model_path, plots, license, family)
+    body = card_body(name, lineage, evaluation, repo_id, model_path, plots, license, family)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
     write_text_atomic(out_dir / "README.md", str(card))
     record = {"lineage": lineage, "evaluation": evaluation, "repo_id": repo_id, "model_path": model_path}
@@ -459,7 +460,8 @@ def card_body(
     name: str,
     lineage: dict,
     evaluation: Optional[dict],
-    model_id: str,
+    repo_id: Optional[str],
+    model_path: str,
     plots: dict,
     license: str,
     family: Optional[str],
@@ -472,7 +474,8 @@ def card_body(
             f"A {lineage['n_layer']}-block base language model ({millions(lineage['parameters'])} parameters) derived"
             f" with [Inheritune](https://github.com/sanyalsunny111/LLM-Inheritune) from {reference['name']}"
             f" ({reference['n_layer']} blocks, {millions(reference['parameters'])} parameters): it inherits"
-            f" {len(lineage['inherited']['layers'])} of the reference's blocks and was trained on {tokens:,} tokens."
+            f" {len(lineage['inherited']['layers'])} of the reference's blocks and "
+            + (f"was trained on {tokens:,} tokens." if lineage["training"] else "was not trained after that.")
         )
     else:
         lines.append(
@@ -515,7 +518,7 @@ def card_body(
             f"![MaxRank per layer]({RANK_PLOT})",
             "",
         ]
-    lines += usage_section(model_id, lineage["name"])
+    lines += usage_section(repo_id, model_path, lineage["name"])
     lines += limits_section(lineage, evaluation, license, tokens)
     return "\n".join(lines) + "\n"
 
@@ -546,7 +549,7 @@ def lineage_table(lineage: dict, family: Optional[str]) -> list[str]:
         )
     )
     if inherited:
-        rows.append(("blocks kept", f"{inherited['layers']} of the reference: {how_chosen(inherited, reference)}"))
+        rows.append(("blocks kept", f"{inherited['layers']} of the reference: {how_chosen(inherited)}"))
         rows.append(("inherited", ", ".join(inherited.get("inherited") or [])))
         if inherited.get("grown_from"):
             rows.append(("grown from", f"the trained model {inherited['grown_from']} plus the reference's next blocks"))
@@ -568,7 +571,7 @@ def lineage_table(lineage: dict, family: Optional[str]) -> list[str]:
             (f"{prefix}data", data_text(run)),
             (
                 f"{prefix}precision",
-                run["precision"] or "pretrain's default for the device (32-true on a CPU, bf16-mixed on a GPU)",
+                run["precision"] or "pretrain's default for the device (32-true on a CPU, litgpt's choice on a GPU)",
             ),
             (f"{prefix}optimizer", optimizer_text(run["optimizer"])),
         ]
@@ -601,7 +604,7 @@ def lineage_table(lineage: dict, family: Optional[str]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)]
 
 
-def how_chosen(inherited: dict, reference: Optional[dict]) -> str:
+def how_chosen(inherited: dict) -> str:
     layers, selection = inherited["layers"], inherited.get("selection")
     parts = []
     if selection:
@@ -615,11 +618,8 @@ def how_chosen(inherited: dict, reference: Optional[dict]) -> str:
         parts.append("given with `init --layers`")
     if inherited.get("half_width"):
         parts.append("at half width (half the embedding channels, attention heads and MLP channels)")
-    if inherited.get("parts") and reference:
-        from litgpt_inheritune.inherit import BLOCK_PARTS
-
-        if list(inherited["parts"]) != list(BLOCK_PARTS):
-            parts.append(f"only {', '.join(inherited['parts'])} inherited, the rest freshly initialised")
+    if inherited.get("parts") and list(inherited["parts"]) != list(BLOCK_PARTS):
+        parts.append(f"only {', '.join(inherited['parts'])} inherited, the rest freshly initialised")
     return "; ".join(parts)
 
 
@@ -683,7 +683,8 @@ def lm_eval_version() -> str:
     return version("lm-eval")
 
 
-def usage_section(model_id: str, config_name: str) -> list[str]:
+def usage_section(repo_id: Optional[str], model_path: str, config_name: str) -> list[str]:
+    model_id = repo_id or model_path
     transformers_snippet = f'''from transformers import AutoModelForCausalLM, AutoTokenizer
 
 model_id = "{model_id}"
@@ -691,7 +692,7 @@ tokenizer = AutoTokenizer.from_pretrained(model_id)
 model = AutoModelForCausalLM.from_pretrained(model_id)
 inputs = tokenizer("The capital of France is", return_tensors="pt", return_token_type_ids=False)
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=20, do_sample=False)[0]))'''
-    hub = re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) and not Path(model_id).exists()
+    hub = repo_id is not None
     fetch = (
         f'''from huggingface_hub import snapshot_download
 
@@ -759,9 +760,9 @@ def limits_section(lineage: dict, evaluation: Optional[dict], license: str, toke
                 for task in eval_tasks(results)
                 if CHANCE.get(task.removesuffix("_offline")) is not None
             )
+            items = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
             lines.append(
-                f"- Scores come from {' to '.join(str(c) for c in (counts[0], counts[-1]) if c is not None) if len(counts) > 1 else counts[0]}"
-                " items per task; read them with their standard errors"
+                f"- Scores come from {items} items per task; read them with their standard errors"
                 + (f" and beside chance ({chance})." if chance else ".")
             )
     if license == "other":

@@ -111,7 +111,7 @@ def main(
             generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
             (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         save_config(config, staging)  # LitGPT's config, for converting the folder back (the card's snippet)
-        write_card(staging, lineage, read_evaluation(eval_dir and Path(eval_dir)), push_to_hub, str(out_dir))
+        write_card(staging, lineage, read_evaluation(eval_dir), push_to_hub, str(out_dir))
     print(f"Exported {config.name} to {out_dir} ({hf_config.architectures[0]}, {dtype})", file=sys.stderr)
     if push_to_hub is not None:
         push_folder(out_dir, push_to_hub, private, revision, commit_message)
