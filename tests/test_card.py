@@ -295,3 +295,21 @@ def test_evaluate_reference_scores_the_same_items_as_a_separate_run(derived, off
     assert ours["reference_eval_dir"] == str((derived["eval"] / "reference").resolve())
     header = (derived["eval"] / "results.md").read_text().splitlines()[0]
     assert "tiny-llama-inheritune-3L (3 layers) | tiny-llama (6 layers) | chance" in header
+
+
+def test_the_readme_shows_the_card_export_wrote_for_the_demo():
+    """The README's example is the card file written by the demo's export (docs/demo_card/), byte for byte; it
+    loads, and its model-index holds the scores of the evaluation it records."""
+    root = Path(__file__).resolve().parent.parent
+    card_file = root / "docs" / "demo_card" / "README.md"
+    assert f"````markdown\n{card_file.read_text()}````" in (root / "README.md").read_text()
+    card = ModelCard.load(card_file)
+    assert (card.data.base_model, card.data.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
+    record = json.loads((root / "docs" / "demo_card" / "inheritune_lineage.json").read_text())
+    results = record["evaluation"]["results"]
+    assert [(r.dataset_name, r.metric_value) for r in card.data.eval_results] == [
+        (task, results["results"][task]["acc,none"]) for task in results["tasks"]
+    ]
+    assert record["lineage"]["inherited"]["layers"] == [0, 1, 2, 3]
+    for picture in ("loss.png", "max_rank.png"):
+        assert f"]({picture})" in card.text and (card_file.parent / picture).read_bytes()[:4] == b"\x89PNG"
