@@ -93,9 +93,33 @@ def main(
     if analysis is not None:
         lineage["analysis"] = str(Path(analysis).resolve())
     evaluation = read_evaluation(eval_dir) or stored_evaluation(record)
+    check_evaluated_model(evaluation, lineage, eval_dir)
     write_card(hf_dir, lineage, evaluation, repo_id or record.get("repo_id"), record.get("model_path", str(hf_dir)))
     print(f"Wrote the model card {hf_dir / 'README.md'}", file=sys.stderr)
     return hf_dir / "README.md"
+
+
+def card_inputs(
+    checkpoint_dir: Path, eval_dir: Optional[Path], analysis: Optional[Path], repo_id: Optional[str]
+) -> dict:
+    """What export's card is made from, checked and read before anything is written: the checkpoint's lineage,
+    the evaluation and the repository it will be pushed to."""
+    check_eval_dir(eval_dir)
+    check_analysis(analysis)
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    lineage, evaluation = gather_lineage(checkpoint_dir, analysis), read_evaluation(eval_dir)
+    check_evaluated_model(evaluation, lineage, eval_dir)
+    return {"lineage": lineage, "evaluation": evaluation, "repo_id": repo_id}
+
+
+def write_export_card(out_dir: Path, inputs: dict, config: Config, model_path: str) -> None:
+    """The card, its record and plots, and LitGPT's model_config.yaml (which the card's LitGPT snippet converts the
+    folder back with), into export's folder."""
+    from litgpt.utils import save_config
+
+    save_config(config, out_dir)
+    write_card(out_dir, inputs["lineage"], inputs["evaluation"], inputs["repo_id"], model_path)
 
 
 def check_repo_id(repo_id: str, flag: str = "--push_to_hub") -> None:
@@ -112,6 +136,16 @@ def check_repo_id(repo_id: str, flag: str = "--push_to_hub") -> None:
 def check_eval_dir(eval_dir: Optional[Path]) -> None:
     if eval_dir is not None and not (Path(eval_dir) / "results.json").is_file():
         fail(f"--eval_dir {eval_dir} holds no results.json; give the out_dir of `litgpt inheritune evaluate`")
+
+
+def check_evaluated_model(evaluation: Optional[dict], lineage: dict, eval_dir: Optional[Path]) -> None:
+    """Refuses scores of another model (the reference's own folder, say) for this card."""
+    evaluated = ((evaluation or {}).get("results", {}).get("model") or {}).get("name")
+    if evaluated is not None and evaluated != lineage["name"]:
+        fail(
+            f"--eval_dir {eval_dir or evaluation['eval_dir']} holds the scores of {evaluated}, not of this model"
+            f" ({lineage['name']}); give the evaluate out_dir of the exported checkpoint"
+        )
 
 
 def check_analysis(analysis: Optional[Path]) -> None:

@@ -15,7 +15,6 @@ import torch
 from litgpt.config import Config
 from litgpt.scripts.convert_lit_checkpoint import copy_weights_gpt_neox, copy_weights_llama
 from litgpt.tokenizer import Tokenizer
-from litgpt.utils import save_config
 from huggingface_hub import save_torch_state_dict
 from transformers import GPTNeoXConfig, LlamaConfig, PretrainedConfig
 
@@ -25,14 +24,7 @@ from litgpt_inheritune.checkpoint import (
     load_lazy_state_dict,
     resolve_checkpoint_dir,
 )
-from litgpt_inheritune.card import (
-    check_analysis,
-    check_eval_dir,
-    check_repo_id,
-    gather_lineage,
-    read_evaluation,
-    write_card,
-)
+from litgpt_inheritune.card import card_inputs, write_export_card
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
 from litgpt_inheritune.hub import push_folder
@@ -76,11 +68,7 @@ def main(
     check_checkpoint(checkpoint_dir)
     out_dir = checkpoint_dir / "hf" if out_dir is None else Path(out_dir)
     check_out_dir(out_dir, overwrite, protected=(checkpoint_dir,))
-    check_eval_dir(eval_dir)
-    check_analysis(analysis)
-    if push_to_hub is not None:
-        check_repo_id(push_to_hub)
-    lineage = gather_lineage(checkpoint_dir, analysis)
+    card = card_inputs(checkpoint_dir, eval_dir, analysis, push_to_hub)
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
     try:
         tokenizer = Tokenizer(checkpoint_dir)
@@ -110,8 +98,7 @@ def main(
         if not (staging / "generation_config.json").is_file():
             generation = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
             (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-        save_config(config, staging)  # LitGPT's config, for converting the folder back (the card's snippet)
-        write_card(staging, lineage, read_evaluation(eval_dir), push_to_hub, str(out_dir))
+        write_export_card(staging, card, config, str(out_dir))
     print(f"Exported {config.name} to {out_dir} ({hf_config.architectures[0]}, {dtype})", file=sys.stderr)
     if push_to_hub is not None:
         push_folder(out_dir, push_to_hub, private, revision, commit_message)

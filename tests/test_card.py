@@ -237,6 +237,10 @@ def test_bad_inputs_write_nothing(derived, tmp_path):
         (["--push_to_hub", "not a repo"], "--push_to_hub not a repo is not a Hugging Face repository id"),
         (["--push_to_hub", "name-only"], "--push_to_hub name-only is not a Hugging Face repository id"),
         (["--analysis", str(tmp_path)], f"--analysis {tmp_path} holds no attention.json"),
+        (
+            ["--eval_dir", str(derived["eval"] / "reference")],
+            "holds the scores of tiny-llama, not of this model (tiny-llama-inheritune-3L)",
+        ),
     ):
         code, _, stderr = run_in_process("export", str(derived["final"]), "--out_dir", str(tmp_path / "hf"), *flags)
         assert code == 1 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
