@@ -317,3 +317,26 @@ def test_the_readme_shows_the_card_export_wrote_for_the_demo():
     assert record["lineage"]["inherited"]["layers"] == [0, 1, 2, 3]
     for picture in ("loss.png", "max_rank.png"):
         assert f"]({picture})" in card.text and (card_file.parent / picture).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_blocks_chosen_by_an_analysis_without_training(tiny_references, jsonl_corpus, tmp_path):
+    """init --select rank from an analysis, exported untrained: the card names the measure and rule, copies the
+    analysis' rank plot, and, for a reference with no known license or Hub id, says so."""
+    from litgpt_inheritune.analyze import main as analyze
+
+    reference = tiny_references["llama-gqa"]
+    analysis = tmp_path / "analysis"
+    analyze(reference, data_path=jsonl_corpus / "sample.jsonl", out_dir=analysis, num_sequences=2, seq_len=8)
+    target = init(reference, out_dir=tmp_path / "init", n_layers=2, select="rank", keep="window", analysis=analysis)
+    chosen = json.loads((target / "provenance.json").read_text())["selection"]["layers"]
+    card = card_of(export(target, out_dir=tmp_path / "hf"))
+    assert card.data.base_model is None and card.data.license == "other"
+    assert card.data.eval_results is None
+    assert (
+        f"| blocks kept | {chosen} of the reference: chosen by `init --select rank --keep window` from the analysis"
+        f" {(analysis / 'attention.json').resolve()} |"
+    ) in card.text
+    assert "inherits 2 of the reference's blocks and was not trained after that." in card.text
+    assert "the reference's license was not found on disk" in card.text
+    assert (tmp_path / "hf" / "max_rank.png").read_bytes() == (analysis / "max_rank.png").read_bytes()
+    assert "## Training loss" not in card.text and "Not evaluated yet" in card.text
