@@ -42,7 +42,7 @@ def main(
     eval_dir: Optional[Path] = None,
     analysis: Optional[Path] = None,
     push_to_hub: Optional[str] = None,
-    private: bool = False,
+    private: Optional[bool] = None,
     revision: Optional[str] = None,
     commit_message: str = "Upload a model derived with litgpt inheritune",
 ) -> Path:
@@ -60,7 +60,8 @@ def main(
             one that chose the blocks (``init --select``) or grow's, where recorded.
         push_to_hub: Upload the folder to this Hugging Face model repository (ORG/NAME), created if missing, with the
             token of ``hf auth login`` or HF_TOKEN. The local folder is complete before the upload starts.
-        private: Create the repository as private (an existing one keeps its visibility).
+        private: Create the repository as private (true) or public (false); an existing one keeps its visibility.
+            Default: the Hub's (public, unless an organization's settings make new repositories private).
         revision: Upload to this branch (created from main if missing). Default: main.
         commit_message: The upload's commit message.
     """

@@ -9,7 +9,7 @@ from litgpt_inheritune.cli import fail
 
 
 def push_folder(
-    folder: Path, repo_id: str, private: bool = False, revision: Optional[str] = None, commit_message: str = ""
+    folder: Path, repo_id: str, private: Optional[bool] = None, revision: Optional[str] = None, commit_message: str = ""
 ) -> str:
     """Creates ``repo_id`` (a model repository; an existing one is kept) and uploads ``folder`` into it, on the branch
     ``revision`` when given (created from main when missing). Returns the commit's URL. Without a token or network:
