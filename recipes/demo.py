@@ -120,28 +120,25 @@ def main() -> None:
     measure = LossMeter(reference, data(), train, EvalArgs(max_iters=10**9), precision=None)  # every held-out batch
     val_losses = {name: measure(path) for name, path in models.items()}
 
-    eval_dirs = {"reference": out / "eval" / "inherited" / "reference", "inherited": out / "eval" / "inherited"}
-    step(f"evaluate inherited and, on the same items, the reference: {args.eval_limit} items of each benchmark")
-    evaluate(
-        models["inherited"],
-        tasks=TASKS,
-        include_path=tasks,
-        limit=args.eval_limit,
-        out_dir=eval_dirs["inherited"],
-        paper=False,
-        reference=reference,
-    )
-    step(f"evaluate random on {args.eval_limit} items of each benchmark")
-    eval_dirs["random"] = out / "eval" / "random"
-    evaluate(
-        models["random"],
-        tasks=TASKS,
-        include_path=tasks,
-        limit=args.eval_limit,
-        out_dir=eval_dirs["random"],
-        paper=False,
-        compare=[eval_dirs["reference"], eval_dirs["inherited"]],
-    )
+    eval_dirs = {
+        "reference": out / "eval" / "inherited" / "reference",  # evaluate --reference: on the inherited model's items
+        "inherited": out / "eval" / "inherited",
+        "random": out / "eval" / "random",
+    }
+    for name, stage, extra in (
+        ("inherited", "inherited and, on the same items, the reference:", {"reference": reference}),
+        ("random", "random on", {"compare": [eval_dirs["reference"], eval_dirs["inherited"]]}),
+    ):
+        step(f"evaluate {stage} {args.eval_limit} items of each benchmark")
+        evaluate(
+            models[name],
+            tasks=TASKS,
+            include_path=tasks,
+            limit=args.eval_limit,
+            out_dir=eval_dirs[name],
+            paper=False,
+            **extra,
+        )
     scores = {}
     for name, eval_dir in eval_dirs.items():
         result = json.loads((eval_dir / "results.json").read_text())
