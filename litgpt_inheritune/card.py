@@ -237,20 +237,24 @@ def training_run(checkpoint: Path, provenance: dict) -> dict:
         "sample": data_sample(settings.get("data"), checkpoint),
         "distill": (settings.get("distill") or {}) if (settings.get("distill") or {}).get("teacher_dir") else None,
         "hyperparameters": settings_file.read_text() if settings_file.is_file() else None,
-        "val_loss": final_val_loss(checkpoint.parent),
+        "val_loss": last_val_loss(checkpoint.parent, steps),
         "loss_plot": str(checkpoint.parent / LOSS_PLOT) if (checkpoint.parent / LOSS_PLOT).is_file() else None,
     }
     return run
 
 
-def final_val_loss(run_dir: Path) -> Optional[float]:
-    """The last validation loss in a pretrain run's CSV logs."""
+def last_val_loss(run_dir: Path, steps: int) -> Optional[float]:
+    """The last validation loss in a pretrain run's CSV logs up to optimizer step ``steps`` (a step checkpoint's)."""
     import csv
 
     losses = []
     for log in sorted((run_dir / "logs" / "csv").glob("version_*/metrics.csv")):
         with open(log) as f:
-            losses += [(float(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f) if r.get("val_loss")]
+            losses += [
+                (float(r["step"]), float(r["val_loss"]))
+                for r in csv.DictReader(f)
+                if r.get("val_loss") and float(r["step"]) <= steps
+            ]
     return max(losses)[1] if losses else None
 
 

@@ -1,6 +1,7 @@
 """The model card that `export` writes (and `card` writes again), `export --push_to_hub` up to the network, and
 `evaluate --reference`: on a tiny inherited model trained for two steps and scored on real benchmark items."""
 
+import csv
 import hashlib
 import json
 import re
@@ -112,6 +113,9 @@ def test_card_metadata_results_and_lineage(derived, tmp_path):
     assert "| blocks kept | [0, 1, 2] of the reference: the first 3 (a prefix, as in the paper) |" in text
     assert "2 optimizer steps of 8 sequences x 32 tokens = 512 tokens" in text
     assert provenance["reference"]["checksum"] in text
+    with open(derived["root"] / "train" / "logs" / "csv" / "version_0" / "metrics.csv") as f:
+        last = [float(row["val_loss"]) for row in csv.DictReader(f) if row["val_loss"]][-1]
+    assert lineage["training"][0]["val_loss"] == last and f"| final validation loss | {last:.4f} |" in text
 
     # results beside the reference's (scored on the same items) and chance
     reference = json.loads((derived["eval"] / "reference" / "results.json").read_text())
