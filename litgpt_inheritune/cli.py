@@ -12,6 +12,7 @@ def fail(message: str) -> NoReturn:
 def commands() -> dict:
     """The subcommands, imported when a CLI is built (every command module imports ``fail`` from here)."""
     from litgpt_inheritune.analyze import main as analyze_fn
+    from litgpt_inheritune.card import main as card_fn
     from litgpt_inheritune.compare import main as compare_fn
     from litgpt_inheritune.convert_gguf import main as convert_gguf_fn
     from litgpt_inheritune.evaluate import main as evaluate_fn
@@ -31,6 +32,7 @@ def commands() -> dict:
         "convert_gguf": convert_gguf_fn,
         "evaluate": evaluate_fn,
         "export": export_fn,
+        "card": card_fn,
     }
 
 

@@ -23,6 +23,20 @@ SUITES = yaml.safe_load((TASKS / "suites.yaml").read_text(encoding="utf-8"))
 CHANCE = yaml.safe_load((TASKS / "chance.yaml").read_text(encoding="utf-8"))
 PAPER = yaml.safe_load((TASKS / "paper_table6.yaml").read_text(encoding="utf-8"))
 
+# evaluate's arguments that decide which items are scored and how: --reference evaluates the reference with these
+SAME_ITEMS = (
+    "tasks",
+    "num_fewshot",
+    "limit",
+    "include_path",
+    "batch_size",
+    "device",
+    "dtype",
+    "paper",
+    "seed",
+    "trust_remote_code",
+    "log_samples",
+)
 METRICS = ("acc,none", "acc_norm,none", "exact_match,none", "word_perplexity,none")
 
 
@@ -41,6 +55,7 @@ def main(
     seed: int = 1234,
     trust_remote_code: bool = False,
     log_samples: bool = False,
+    reference: Optional[Path] = None,
 ) -> dict:
     """Evaluate a LitGPT checkpoint with lm-evaluation-harness, directly on LitGPT's model (no conversion).
 
@@ -68,6 +83,9 @@ def main(
         trust_remote_code: Let datasets run code shipped with a task's dataset (off unless you ask).
         log_samples: Also write lm-eval's per-item records (prompt, arguments, responses, metrics) to
             out_dir/samples_<task>_<time>.jsonl, as ``lm_eval --log_samples`` does.
+        reference: The reference checkpoint (or any other): evaluated first, with the same tasks, shots, --limit,
+            seed, device and batch size, i.e. on the same items, into out_dir/reference; its scores become the
+            first compared column and ``export``'s model card shows them beside this model's.
     """
     checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     check_checkpoint(checkpoint_dir, tokenizer=True)
@@ -78,6 +96,12 @@ def main(
             fail(f"--compare {path} holds no results.json from `litgpt inheritune evaluate`")
     out_dir = checkpoint_dir / "evaluate" if out_dir is None else Path(out_dir)
     shots = task_shots(tasks, num_fewshot)
+    if reference is not None:
+        reference = resolve_checkpoint_dir(reference, "--reference")
+        check_checkpoint(reference, "--reference", tokenizer=True)
+        same_items = {key: value for key, value in locals().items() if key in SAME_ITEMS}
+        main(reference, out_dir=out_dir / "reference", compare=None, reference=None, **same_items)
+        compare = [out_dir / "reference", *(compare or [])]
 
     from lm_eval import evaluator
     from lm_eval.tasks import TaskManager
@@ -128,6 +152,9 @@ def main(
                 fail(f"--log_samples: could not write {out_dir}/samples_{task}_{tracker.date_id}.jsonl")
         for key in ("results", "groups", "configs", "versions", "n-shot", "higher-is-better", "n-samples"):
             merged.setdefault(key, {}).update(results.get(key, {}))
+    merged["tasks"] = list(shots)
+    if reference is not None:
+        merged["reference_eval_dir"] = str((out_dir / "reference").resolve())
     merged["model"] = {
         "checkpoint_dir": str(checkpoint_dir.resolve()),
         "name": model.model.config.name,
@@ -241,15 +268,23 @@ def check_task_names(names: list[str], task_manager) -> None:
             )
 
 
-def score(results: dict, task: str) -> tuple[Optional[str], Optional[float]]:
+def raw_score(results: dict, task: str) -> tuple[Optional[str], Optional[float]]:
+    """The task's metric (the first of METRICS it has) and its value as lm-eval reports it (accuracy as a fraction)."""
     entry = results.get("results", {}).get(task) or results.get("groups", {}).get(task)
     if entry is None:
         return None, None
     for metric in METRICS:
         if isinstance(entry.get(metric), (int, float)):
-            value = entry[metric]
-            return metric.split(",")[0], value * 100 if metric.startswith(("acc", "exact")) else value
+            return metric.split(",")[0], entry[metric]
     return None, None
+
+
+def score(results: dict, task: str) -> tuple[Optional[str], Optional[float]]:
+    """raw_score with accuracy in %."""
+    metric, value = raw_score(results, task)
+    if metric is None:
+        return None, None
+    return metric, value * 100 if metric.startswith(("acc", "exact")) else value
 
 
 def results_table(results: dict, tasks: list[str], others: list[dict], paper: bool) -> str:

@@ -4,7 +4,8 @@ litgpt's ``convert_from_litgpt`` renames the weights but writes no config.json; 
 config (derived from model_config.yaml for every family litgpt converts back: see ``hf_config``), model.safetensors,
 the tokenizer files and generation_config.json, so ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)``
 loads it directly. Before the folder appears under its name, transformers loads it and its logits are compared with
-LitGPT's own forward pass.
+LitGPT's own forward pass. It also writes a model card (README.md, see card.py);
+``--push_to_hub`` then uploads the finished folder.
 """
 
 import json
@@ -25,9 +26,11 @@ from litgpt_inheritune.checkpoint import (
     load_lazy_state_dict,
     resolve_checkpoint_dir,
 )
+from litgpt_inheritune.card import card_inputs, write_export_card
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
 from litgpt_inheritune.hf_config import hf_config_for, sliding_layers
+from litgpt_inheritune.hub import push_folder
 
 CHECK_TOKENS = 32  # the check's input length, longer when a sliding window is short enough to be crossed
 CHECK_TOLERANCE = 1e-4  # relative to the largest |logit| (at least 1); both sides run in float32
@@ -39,6 +42,12 @@ def main(
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto",
     overwrite: bool = False,
     verify: bool = True,
+    eval_dir: Optional[Path] = None,
+    analysis: Optional[Path] = None,
+    push_to_hub: Optional[str] = None,
+    private: Optional[bool] = None,
+    revision: Optional[str] = None,
+    commit_message: str = "Upload a model derived with litgpt inheritune",
 ) -> Path:
     """Export a LitGPT checkpoint as a Hugging Face folder that transformers loads with from_pretrained.
 
@@ -52,11 +61,22 @@ def main(
             LitGPT's on a short input (both in float32, from the weights as written; needs memory for the model in
             float32); a difference above 1e-4 of the largest logit stops the export and writes nothing. ``false``
             skips the check, for models too big to load again.
+        eval_dir: An ``evaluate`` out_dir of this checkpoint (with ``--reference``: the reference's scores too) for
+            the model card's results and model-index.
+        analysis: An ``analyze`` out_dir of the reference, whose attention-rank plot goes into the card. Default: the
+            one that chose the blocks (``init --select``) or grow's, where recorded.
+        push_to_hub: Upload the folder to this Hugging Face model repository (ORG/NAME), created if missing, with the
+            token of ``hf auth login`` or HF_TOKEN. The local folder is complete before the upload starts.
+        private: Create the repository as private (true) or public (false); an existing one keeps its visibility.
+            Default: the Hub's (public, unless an organization's settings make new repositories private).
+        revision: Upload to this branch (created from main if missing). Default: main.
+        commit_message: The upload's commit message.
     """
     checkpoint_dir = resolve_checkpoint_dir(checkpoint_dir)
     check_checkpoint(checkpoint_dir)
     out_dir = checkpoint_dir / "hf" if out_dir is None else Path(out_dir)
     check_out_dir(out_dir, overwrite, protected=(checkpoint_dir,))
+    card = card_inputs(checkpoint_dir, eval_dir, analysis, push_to_hub)
     config = Config.from_file(checkpoint_dir / "model_config.yaml")
     try:
         tokenizer = Tokenizer(checkpoint_dir)
@@ -98,7 +118,10 @@ def main(
             check_export(checkpoint_dir, config, staging, dtype, hf_config.architectures[0], out_dir)
         else:
             print("Not verified (--verify false): transformers did not load the folder", file=sys.stderr)
+        write_export_card(staging, card, config, str(out_dir))
     print(f"Exported {config.name} to {out_dir} ({hf_config.architectures[0]}, {dtype})", file=sys.stderr)
+    if push_to_hub is not None:
+        push_folder(out_dir, push_to_hub, private, revision, commit_message)
     return out_dir
 
 

@@ -2,7 +2,8 @@
 
 analyze SmolLM2-135M-Instruct (30 blocks) → inherit its first n blocks → continue pretraining on the Lee news corpus
 → train a randomly initialised model of the same shape on the same token budget → evaluate reference, inherited
-and random on PIQA, ARC-Easy, BoolQ and SciQ items → out_dir/report.md and out_dir/summary.json.
+and random on PIQA, ARC-Easy, BoolQ and SciQ items → out_dir/report.md and out_dir/summary.json → export the
+inherited model to out_dir/hf/inherited, a Hugging Face folder with its model card (README.md).
 
     .venv/bin/python recipes/demo.py [--n_layers 10 --train_tokens 98304 --eval_limit 50]
 """
@@ -22,6 +23,7 @@ from litgpt.config import Config
 from litgpt_inheritune.analyze import main as analyze
 from litgpt_inheritune.checkpoint import load_lazy_state_dict
 from litgpt_inheritune.evaluate import main as evaluate
+from litgpt_inheritune.export import main as export
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.compare import LossMeter
 from litgpt_inheritune.pretrain import setup as pretrain
@@ -118,19 +120,38 @@ def main() -> None:
     measure = LossMeter(reference, data(), train, EvalArgs(max_iters=10**9), precision=None)  # every held-out batch
     val_losses = {name: measure(path) for name, path in models.items()}
 
-    scores = {}
-    for name, path in models.items():
-        step(f"evaluate {name} on {args.eval_limit} items of each benchmark")
-        result = evaluate(
-            path,
+    eval_dirs = {
+        "reference": out / "eval" / "inherited" / "reference",  # evaluate --reference: on the inherited model's items
+        "inherited": out / "eval" / "inherited",
+        "random": out / "eval" / "random",
+    }
+    for name, stage, extra in (
+        ("inherited", "inherited and, on the same items, the reference:", {"reference": reference}),
+        ("random", "random on", {"compare": [eval_dirs["reference"], eval_dirs["inherited"]]}),
+    ):
+        step(f"evaluate {stage} {args.eval_limit} items of each benchmark")
+        evaluate(
+            models[name],
             tasks=TASKS,
             include_path=tasks,
             limit=args.eval_limit,
-            out_dir=out / "eval" / name,
+            out_dir=eval_dirs[name],
             paper=False,
-            compare=[out / "eval" / n for n in scores],
+            **extra,
         )
+    scores = {}
+    for name, eval_dir in eval_dirs.items():
+        result = json.loads((eval_dir / "results.json").read_text())
         scores[name] = {task: round(100 * result["results"][task]["acc,none"], 2) for task in TASKS.split(",")}
+
+    step("export the inherited model as a Hugging Face folder with its model card")
+    export(
+        models["inherited"],
+        out_dir=out / "hf" / "inherited",
+        eval_dir=eval_dirs["inherited"],
+        analysis=out / "analysis",
+        overwrite=True,
+    )
 
     step("report")
     summary = {
@@ -227,6 +248,10 @@ def report(summary: dict, analysis: dict, runs: dict, out: Path) -> str:
     for name, run_dir in runs.items():
         first = next(float(r["val_loss"]) for r in read_metrics(run_dir) if r.get("val_loss"))
         lines.append(f"- {name}: validation loss {first:.3f} before training, {summary[name]['val_loss']:.3f} after.")
+    lines += [
+        "",
+        "The inherited model as a Hugging Face folder with its model card: [hf/inherited](hf/inherited/README.md).",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,7 @@
 
 from conftest import run_cli
 
-OURS = ("init", "pretrain", "prepare_data", "analyze", "grow", "compare", "convert_gguf", "evaluate", "export")
+OURS = ("init", "pretrain", "prepare_data", "analyze", "grow", "compare", "convert_gguf", "evaluate", "export", "card")
 
 
 def test_litgpt_help_lists_inheritune_and_the_stock_commands():

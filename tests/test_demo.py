@@ -53,14 +53,24 @@ def test_demo_runs_the_whole_method(tmp_path):
     assert summary["reference"]["val_loss"] < min(summary["inherited"]["val_loss"], summary["random"]["val_loss"])
     report = (out_dir / "report.md").read_text()
     assert "| reference | 30 |" in report and "| random | 4 |" in report
-    for picture in ("loss_curves.png", "analysis/max_rank.png"):
+    for picture in ("loss_curves.png", "analysis/max_rank.png", "hf/inherited/loss.png", "hf/inherited/max_rank.png"):
         assert (out_dir / picture).read_bytes()[:4] == b"\x89PNG"
+    # the inherited model's card: SmolLM2 as base model, and the reference's and inherited model's scores
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out_dir / "hf" / "inherited" / "README.md")
+    assert (card.data.base_model, card.data.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
+    scores = {entry.dataset_name: round(100 * entry.metric_value, 2) for entry in card.data.eval_results}
+    assert scores == summary["inherited"]["scores"]
+    piqa = next(line for line in card.text.splitlines() if line.startswith("| piqa_offline |"))
+    assert f"| {summary['reference']['scores']['piqa_offline']:.2f} ± " in piqa
     for stage in (
         "analyze the reference",
         "inherit the first 4 of 30 blocks",
         "pretrain inherited",
         "pretrain random",
         "evaluate random",
+        "export the inherited model",
         "report",
     ):
         assert f"=== {stage}" in result.stderr

@@ -5,6 +5,7 @@ import shutil
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from litgpt.args import EvalArgs
 from litgpt.config import Config
 from litgpt.model import GPT
@@ -12,6 +13,7 @@ from litgpt.tokenizer import Tokenizer
 
 from conftest import run_in_process
 from litgpt_inheritune.distill import DistillArgs, distillation_loss
+from litgpt_inheritune.export import main as export
 from litgpt_inheritune.pretrain import setup as pretrain
 from test_pretrain import SEQ, cli_args, data_module, metrics, train_args
 
@@ -96,6 +98,8 @@ def test_short_run_logs_ce_and_kl_apart_and_the_kl_falls(tiny_references, tiny_t
     assert all(torch.equal(before[k], after[k]) for k in before)
     saved = yaml.safe_load((out_dir / "final" / "hyperparameters.yaml").read_text())["distill"]
     assert saved == {"teacher_dir": str(teacher), "alpha": 0.6, "temperature": 1.0}
+    card = ModelCard.load(export(out_dir / "final", out_dir=tmp_path / "hf") / "README.md")
+    assert f"| distillation | teacher {teacher}, alpha 0.6, temperature 1.0 |" in card.text
 
 
 def test_bad_distillation_input_is_one_line(tiny_references, tiny_target, jsonl_corpus, tmp_path):

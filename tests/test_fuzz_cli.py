@@ -280,6 +280,10 @@ def command_lines(tiny_target, tiny_references, jsonl_corpus, text_file, offline
                 "--overwrite": BOOLEANS,
                 "--verify": BOOLEANS,
                 "--out_dir": files,
+                "--eval_dir": files,
+                "--analysis": files,
+                "--push_to_hub": STRINGS,
+                "--private": BOOLEANS,
             },
         ),
         "convert_gguf": (

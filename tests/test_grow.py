@@ -10,12 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import chunked_cross_entropy
 
 from conftest import run_cli, run_in_process
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE
+from litgpt_inheritune.export import main as export
 
 RECIPE = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "tiny-cpu.yaml"
 
@@ -131,6 +133,14 @@ def test_grows_until_the_reference_is_matched(trained_reference, jsonl_corpus, t
         assert report["result"] == rounds[-1]["checkpoint"] and f"Grown model: {report['result']}." in table
     else:
         assert report["result"] is None and "Grown model: none: no round matched the reference." in table
+    # the model card of the exported last round lists every round with grow.json's losses
+    card = ModelCard.load(export(Path(rounds[-1]["checkpoint"]), out_dir=tmp_path / "hf") / "README.md")
+    grown = "; ".join(
+        f"{r['n_layers']} blocks: {r['val_loss']:.4f}{' (matched)' if r['matched'] else ''}" for r in rounds
+    )
+    assert (
+        f"| grow rounds | validation loss per round (reference {reference:.4f}, tolerance 0.0): {grown} (" in card.text
+    )
 
     again = grow(
         trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--grow_by", "2", "--baselines", ""
@@ -183,6 +193,10 @@ def test_baselines_at_the_final_size(trained_reference, jsonl_corpus, tmp_path, 
         tmp_path / "grow" / "baselines" / "random-3L" / "train" / "final" / "lit_model.pth", weights_only=True
     )
     assert not torch.allclose(inherited["transformer.wte.weight"], random_final["transformer.wte.weight"])
+    random_dir = tmp_path / "grow" / "baselines" / "random-3L" / "train" / "final"
+    random_card = ModelCard.load(export(random_dir, out_dir=tmp_path / "hf") / "README.md")
+    assert random_card.data.base_model is None  # trained from a random initialisation: nothing inherited
+    assert "from a random initialisation (the architecture only; no inherited weights)" in random_card.text
     hybrid = tmp_path / "grow" / "baselines" / "hybrid_stacking-3L"
     assert json.loads((hybrid / "init" / "provenance.json").read_text())["layers"] == [0, 1, 0]
     stacking = tmp_path / "grow" / "baselines" / "stacking-3L"
