@@ -18,11 +18,11 @@ workers tokenize them in parallel and write the same tokens whatever their numbe
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -535,6 +535,24 @@ def parquet_documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[
 def tokenize_part(
     part: Part, tokenizer: Tokenizer, split: str, seed: int, text_field: str, progress_dir: str
 ) -> Iterator[torch.Tensor]:
+    """litdata's function: the part's tokens (part_tokens), with any error written to a file in progress_dir instead
+    of raised. A worker that raises is ended by litdata with SIGTERM, which orphans the process each worker starts
+    (litdata's file remover, waiting forever on its queue with a copy of the parent's memory); a worker that returns
+    ends them. After an error every worker skips its remaining parts, and write_split reports it."""
+    errors = Path(progress_dir)
+    if any(errors.glob("error-*")):
+        return
+    try:
+        yield from part_tokens(part, tokenizer, split, seed, text_field, progress_dir)
+    except Exception as error:
+        text = f"BadInput: {error}" if isinstance(error, BadInput) else traceback.format_exc()
+        (errors / f"error-{os.getpid()}.partial").write_text(text)
+        (errors / f"error-{os.getpid()}.partial").replace(errors / f"error-{os.getpid()}")
+
+
+def part_tokens(
+    part: Part, tokenizer: Tokenizer, split: str, seed: int, text_field: str, progress_dir: str
+) -> Iterator[torch.Tensor]:
     """Yields the part's tokens of ``split`` in items of about ITEM_TOKENS. Validation takes the documents first,
     up to the part's share; training continues with the next ones up to its own share."""
     shares = {"val": part.val_tokens, "train": part.train_tokens}
@@ -663,14 +681,14 @@ def write_split(
             verbose=False,
             start_method="fork",  # spawn would import torch and litgpt again in every worker, for every split
         )
-    except RuntimeError as error:  # litdata re-raises a worker's exception as the text of its traceback
-        message = re.findall(r"BadInput: (.*)", str(error))
-        if message:
-            fail(message[-1])
-        raise
     finally:
         done.set()
         watcher.join()
+    for error in sorted(progress_dir.glob("error-*")):
+        text = error.read_text()
+        if text.startswith("BadInput: "):
+            fail(text.removeprefix("BadInput: "))
+        raise RuntimeError(f"tokenizing {split} failed in a worker process:\n{text}")
     counts = read_progress(progress_dir)
     shutil.rmtree(progress_dir)
     return counts

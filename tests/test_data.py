@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import zstandard
 from litdata.streaming import StreamingDataset, TokensLoader
 from litgpt.tokenizer import Tokenizer
 
-from conftest import run_cli, run_in_process, write_jsonl_corpus
+from conftest import run_cli, run_in_process, stray_processes, write_jsonl_corpus
 from litgpt_inheritune.redpajama import RedPajama, RedPajamaSample, documents
 
 SEQ = 32
@@ -184,7 +185,10 @@ def test_source_mixture(tiny_target, tmp_path):
 
 
 def test_bad_documents_name_file_and_line_and_leave_no_cache(tiny_target, tmp_path):
+    """A bad document stops the preparation with one line naming it, and leaves no folder and no process behind (the
+    litdata workers end normally: a worker that raised was killed by litdata, orphaning the process it had started)."""
     tokenizer = Tokenizer(tiny_target)
+    started = time.time() - 1  # psutil's create_time has a coarser clock
     corpus = write_jsonl_corpus(tmp_path / "bad", n_documents=30)
     lines = (corpus / "sample.jsonl").read_text().splitlines()
     lines[16] = lines[16][:-5]
@@ -202,6 +206,7 @@ def test_bad_documents_name_file_and_line_and_leave_no_cache(tiny_target, tmp_pa
         prepared(corpus, tokenizer, tmp_path / "cache", token_budget=10**9, val_tokens=100)
     with pytest.raises(SystemExit, match="does not exist; download RedPajama-Data-1T into it"):
         prepared(tmp_path / "absent", tokenizer, tmp_path / "cache")
+    assert stray_processes(started) == []
 
 
 def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(
