@@ -42,6 +42,21 @@ def stored_documents(data: RedPajama, split: str) -> list[tuple[int, ...]]:
     return documents
 
 
+def origins(stored: list[tuple[int, ...]], encoded: list[tuple[int, ...]], eos: int) -> tuple[list[int], int]:
+    """The index in ``encoded`` (the tokenizer's own encoding of each document, EOS after it) of every stored document,
+    which must be a whole one or a cut one (its first tokens, then EOS), and the number of cut ones."""
+    indices, cut = [], 0
+    for document in stored:
+        whole = [i for i, full in enumerate(encoded) if full == document]
+        prefix = [
+            i for i, full in enumerate(encoded) if document[-1] == eos and full[: len(document) - 1] == document[:-1]
+        ]
+        assert whole or prefix, "a stored document is neither a whole document nor the start of one"
+        indices.append((whole or prefix)[0])
+        cut += not whole
+    return indices, cut
+
+
 def texts_of(folder: Path) -> list[str]:
     return [
         json.loads(line)["text"] for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()
@@ -61,7 +76,7 @@ def split_corpus(tmp_path: Path, n_files: int = 4, n_documents: int = 100) -> Pa
 def test_whole_documents_seeded_and_the_same_for_any_number_of_workers(tiny_target, tmp_path):
     tokenizer = Tokenizer(tiny_target)
     corpus = split_corpus(tmp_path)
-    encoded = {tuple(tokenizer.encode(text, eos=True).tolist()) for text in texts_of(corpus)}
+    encoded = [tuple(tokenizer.encode(text, eos=True).tolist()) for text in texts_of(corpus)]
     runs = {
         workers: prepared(
             corpus,
@@ -85,13 +100,16 @@ def test_whole_documents_seeded_and_the_same_for_any_number_of_workers(tiny_targ
         assert sorted(stored_documents(one, split)) == sorted(stored_documents(two, split))
 
     train, val = stored_documents(one, "train"), stored_documents(one, "val")
-    assert set(train) <= encoded and set(val) <= encoded  # whole documents, EOS after each
-    assert not set(train) & set(val)
+    # whole documents, EOS after each, except at most one per part (4 here) cut where it crosses the part's share
+    (train_sources, train_cut), (val_sources, val_cut) = (
+        origins(docs, encoded, tokenizer.eos_id) for docs in (train, val)
+    )
+    assert train_cut <= 4 and val_cut <= 4 and len(train) > train_cut
+    assert not set(train_sources) & set(val_sources)  # no document in both splits, not even in part
     manifest = one.manifest()
     assert manifest["train"] == {"documents": len(train), "tokens": sum(map(len, train))}
     assert manifest["val"] == {"documents": len(val), "tokens": sum(map(len, val))}
-    # each of the 4 parts meets its share up to one document (60-250 tokens here)
-    assert abs(manifest["train"]["tokens"] - 6_000) < 4 * 250 and abs(manifest["val"]["tokens"] - 600) < 4 * 250
+    assert manifest["train"]["tokens"] == 6_000 and manifest["val"]["tokens"] == 600  # the budgets, exactly
 
     # another seed draws other documents; the same seed the same ones
     other = prepared(corpus, tokenizer, tmp_path / "cache-1", token_budget=6_000, val_tokens=600, seed=7)
@@ -145,14 +163,19 @@ def test_every_format_and_txt_documents(tiny_target, tmp_path):
     data = prepared(folder, tokenizer, tmp_path / "cache", module=RedPajamaSample, token_budget=10**9, val_tokens=1_000)
     everything = stored_documents(data, "val") + stored_documents(data, "train")
     assert sorted(everything) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts)
-    assert data.manifest()["files"] == 13 and data.manifest()["parts"] == 15  # parquet: one part per row group
+    # parts: the jsonl, the zst, one per parquet row group (3), and one for the 10 one-document .txt files together
+    assert data.manifest()["files"] == 13 and data.manifest()["parts"] == 6
 
     lines = tmp_path / "lines"
     lines.mkdir()
     (lines / "news.txt").write_text("\n".join(texts[:20]) + "\n\n")
     by_line = prepared(lines, tokenizer, tmp_path / "cache", txt_documents="line", token_budget=10**9, val_tokens=200)
     stored = stored_documents(by_line, "val") + stored_documents(by_line, "train")
-    assert sorted(stored) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts[:20])
+    # every line is a document; the one that crosses the validation share is cut there, the rest whole
+    sources, cut = origins(
+        stored, [tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts[:20]], tokenizer.eos_id
+    )
+    assert sorted(sources) == list(range(20)) and cut <= 1 and by_line.manifest()["val"]["tokens"] == 200
     for i, text in enumerate(texts[20:23]):
         (lines / f"article-{i}.txt").write_text(text)
     by_file = RedPajama(data_dir=lines)  # the default: one document per .txt file, the file with 20 lines too
@@ -164,21 +187,24 @@ def test_source_mixture(tiny_target, tmp_path):
     """Shares of the budget per source folder, whatever the sizes of the sources."""
     tokenizer = Tokenizer(tiny_target)
     folder = tmp_path / "sources"
-    source_of = {}
+    encoded, source_of = [], []
     for name, seeds in (("small", [1]), ("large", [2, 3, 4])):
         for k, seed in enumerate(seeds):
             corpus = write_jsonl_corpus(tmp_path / f"{name}{k}", n_documents=150, seed=seed)
             (folder / name).mkdir(parents=True, exist_ok=True)
             shutil.move(corpus / "sample.jsonl", folder / name / f"{k}.jsonl")
-            for text in texts_of(folder / name):
-                source_of[tuple(tokenizer.encode(text, eos=True).tolist())] = name
+            for line in (folder / name / f"{k}.jsonl").read_text().splitlines():
+                text = json.loads(line)["text"]
+                encoded.append(tuple(tokenizer.encode(text, eos=True).tolist()))
+                source_of.append(name)
     data = prepared(
         folder, tokenizer, tmp_path / "cache", token_budget=8_000, val_tokens=400, mixture={"small": 3, "large": 1}
     )
+    stored = stored_documents(data, "train")
     tokens = Counter()
-    for document in stored_documents(data, "train"):
-        tokens[source_of[document]] += len(document)
-    assert tokens["small"] == pytest.approx(6_000, abs=250) and tokens["large"] == pytest.approx(2_000, abs=3 * 250)
+    for document, index in zip(stored, origins(stored, encoded, tokenizer.eos_id)[0]):
+        tokens[source_of[index]] += len(document)
+    assert tokens == {"small": 6_000, "large": 2_000}  # 3 : 1 of the budget, exactly
 
     with pytest.raises(SystemExit, match="--data.mixture names sources that --data.data_dir .* lacks: arxiv, book"):
         prepared(folder, tokenizer, tmp_path / "cache", mixture="redpajama")
