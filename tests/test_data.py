@@ -284,3 +284,48 @@ def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(
             f"error: --data.data_dir {tmp_path / 'nowhere'} does not exist and nobody/nothing could not be downloaded"
         )
     )
+
+
+@pytest.fixture(scope="module")
+def wikipedia(tmp_path_factory) -> Path:
+    """About 90 English Wikipedia articles of 6-22K characters (5-20K tokens here), one .txt file each."""
+    from materials import wikipedia_articles
+
+    return wikipedia_articles(tmp_path_factory.mktemp("wikipedia") / "articles", min_chars=6_000, max_chars=22_000)
+
+
+def test_budgets_met_and_no_split_empty_on_wikipedia_articles(tiny_target, wikipedia, tmp_path, capsys):
+    """Documents larger than the budgets' shares: each split gets its budget exactly (counted here by tokenizing the
+    articles), whole articles plus one cut where the share ends, never one article in both splits; without
+    --data.val_tokens validation takes one sequence (2,049 tokens), more than 0.1 % of the budget, and says so."""
+    tokenizer = Tokenizer(tiny_target)
+    articles = sorted(wikipedia.iterdir())
+    encoded = [tuple(tokenizer.encode(path.read_text(), eos=True).tolist()) for path in articles]
+    assert len(articles) > 80 and 4_000 < min(map(len, encoded)) and max(map(len, encoded)) < 21_000
+    seen_val = set()
+    for budget, val_tokens, seed in [(60_000, None, 42), (60_000, 3_000, 1), (60_000, 3_000, 2), (30_000, None, 42)]:
+        data = RedPajama(
+            data_dir=wikipedia,
+            cache_dir=tmp_path / "cache",
+            token_budget=budget,
+            val_tokens=val_tokens,
+            seed=seed,
+            num_workers=0,
+        )
+        data.connect(tokenizer=tokenizer, batch_size=2, max_seq_length=2048)
+        data.prepare_data()
+        expected = {"train": budget, "val": val_tokens or 2049}
+        sources = {}
+        for split in ("val", "train"):
+            stored = stored_documents(data, split)
+            sources[split], cut = origins(stored, encoded, tokenizer.eos_id)
+            assert sum(map(len, stored)) == expected[split] == data.manifest()[split]["tokens"]
+            assert stored and cut <= 1  # whole articles, and one cut at most (all the articles are one part)
+        assert not set(sources["val"]) & set(sources["train"])
+        seen_val.add(tuple(sources["val"]))
+        if val_tokens is None:
+            assert "2,049 validation tokens (--data.val_fraction 0.001 of the budget, and at least one sequence" in (
+                capsys.readouterr().err
+            )
+        data.setup()  # enough tokens for a sequence in each split
+    assert len(seen_val) > 1  # seeds draw other articles
