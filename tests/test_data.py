@@ -288,7 +288,7 @@ def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(
 
 @pytest.fixture(scope="module")
 def wikipedia(tmp_path_factory) -> Path:
-    """About 90 English Wikipedia articles of 6-22K characters (5-20K tokens here), one .txt file each."""
+    """92 English Wikipedia articles of 6-22K characters (5-20K tokens here), one .txt file each."""
     from materials import wikipedia_articles
 
     return wikipedia_articles(tmp_path_factory.mktemp("wikipedia") / "articles", min_chars=6_000, max_chars=22_000)
