@@ -284,10 +284,11 @@ class RedPajama(DataModule):
                 )
         for name in ("val", "train"):
             if counts[name]["tokens"] < budgets[name]:
+                flag = "val_tokens" if name == "val" and self.val_tokens is not None else "token_budget"
                 print(
                     f"warning: {self.data_dir} gave {counts[name]['tokens']:,} {name} tokens, fewer than the"
-                    f" {budgets[name]:,} asked: the budgets exceed what the data hold (all of it is used) or some parts"
-                    " ran out before their share",
+                    f" {budgets[name]:,} that --data.{flag} asks: the budget exceeds what the data hold (all of it is"
+                    " used) or some parts ran out before their share",
                     file=sys.stderr,
                 )
         print(
