@@ -258,11 +258,12 @@ def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(
     manifest = json.loads((prepared_dir / "manifest.json").read_text())
     assert manifest["budgets"] == {"train": 20_000, "val": 2_000}  # the recipe's data settings
 
-    code, _, stderr = run_in_process(
-        "pretrain", *flags, "--train.max_steps", "2"
-    )  # in this process: no interpreter start
+    started = time.time() - 1
+    # in this process (no interpreter start), with 2 litdata loader processes per split: none outlives the run
+    code, _, stderr = run_in_process("pretrain", *flags, "--train.max_steps", "2", "--data.num_workers", "2")
     assert code == 0, stderr
     assert "Preparing" not in stderr and "tokenizing" not in stderr
+    assert stray_processes(started) == []
     saved = yaml.safe_load((tmp_path / "run" / "final" / "hyperparameters.yaml").read_text())
     assert saved["data"]["class_path"] == "litgpt_inheritune.redpajama.RedPajamaSample"
     assert saved["data"]["init_args"]["data_dir"] == str(jsonl_corpus)
