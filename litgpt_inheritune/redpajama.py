@@ -442,23 +442,17 @@ def deal(budget: int, sizes: list[int], key) -> list[int]:
 def group_documents(units: list[tuple[Path, tuple]], data_dir: Path) -> list[tuple]:
     """(path, format, start, end, bytes, files) per part: one-document .txt files grouped, in file order, into parts of
     up to PART_BYTES (a part of one file could not give a share larger than its document); other units as they are."""
-    parts, group = [], []
-
-    def close() -> None:
-        if group:
-            size = sum(path.stat().st_size for path in group)
-            members = tuple((str(path), path.relative_to(data_dir).as_posix()) for path in group)
-            parts.append((group[0], "txt", 0, size, max(1, size), members))
-            group.clear()
-
-    for path, (format, start, end, size) in units:
-        if format != "txt":
+    parts, group, group_bytes = [], [], 0
+    for path, (format, start, end, size) in [*units, (None, ("end", 0, 0, 0))]:
+        if group and (format != "txt" or group_bytes + size > PART_BYTES):
+            members = tuple((str(member), member.relative_to(data_dir).as_posix()) for member in group)
+            parts.append((group[0], "txt", 0, group_bytes, max(1, group_bytes), members))
+            group, group_bytes = [], 0
+        if format == "txt":
+            group.append(path)
+            group_bytes += size
+        elif path is not None:
             parts.append((path, format, start, end, size, ()))
-            continue
-        if group and sum(p.stat().st_size for p in group) + size > PART_BYTES:
-            close()
-        group.append(path)
-    close()
     return parts
 
 
