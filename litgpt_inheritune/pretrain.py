@@ -13,7 +13,7 @@ from copy import deepcopy
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Iterator, Literal, Optional, Union
 
 import lightning as L
 import torch
@@ -27,7 +27,6 @@ from litgpt.pretrain import get_lr, initialize_weights
 from litgpt.tokenizer import Tokenizer
 from litgpt.types import LoggerChoice
 from litgpt.utils import (
-    CycleIterator,
     choose_logger,
     chunked_cross_entropy,
     instantiate_torch_optimizer,
@@ -368,10 +367,11 @@ def fit(
     tokens_per_step = train.global_batch_size * seq_len
     lr_max = optimizer.defaults["lr"]  # param_groups hold the scheduled lr, restored on resume
     check_one_step(train, train_dataloader, accumulation, fabric.world_size, seq_len, config)
-    max_steps = total_steps(train, len(train_dataloader) // accumulation, tokens_per_step)
+    epoch_batches = agreed_batches_per_epoch(fabric, len(train_dataloader))
+    max_steps = total_steps(train, epoch_batches // accumulation, tokens_per_step)
     warmup_steps = min(max_steps, train.lr_warmup_steps or 0)
     if train.lr_warmup_fraction:  # litgpt's meaning: a fraction of an epoch (of the training data loader)
-        warmup_steps = min(max_steps, math.ceil(train.lr_warmup_fraction * len(train_dataloader) / accumulation))
+        warmup_steps = min(max_steps, math.ceil(train.lr_warmup_fraction * epoch_batches / accumulation))
     lr_max = optimizer.defaults["lr"]  # param_groups hold the scheduled lr, restored on resume
     if not train.lr_warmup_fraction and fabric.global_rank == 0 and (train.lr_warmup_steps or 0) >= max_steps:
         print(
@@ -384,7 +384,7 @@ def fit(
     fabric.print(
         f"Training {max_steps:,} optimizer steps of {tokens_per_step:,} tokens ({train.global_batch_size} x"
         f" {seq_len}, {accumulation} micro-batches of {train.micro_batch_size} per rank on"
-        f" {fabric.world_size} ranks); {len(train_dataloader) // accumulation:,} steps per epoch"
+        f" {fabric.world_size} ranks); {epoch_batches // accumulation:,} steps per epoch"
     )
 
     with torch.device("meta"):
@@ -400,8 +400,7 @@ def fit(
         log_validation(fabric, model, val_dataloader, eval, state, progress)
     start_time, start_step = time.perf_counter(), state["step_count"]
     paused, logged_step = 0.0, state["step_count"]
-    train_iterator = CycleIterator(train_dataloader)
-    train_iterator.epoch = state["epoch"]
+    train_iterator = epochs_of(train_dataloader, epoch_batches // accumulation * accumulation, state["iter_num"])
     stopped = None
     while state["step_count"] < max_steps:
         if (stopped := stop.check()) is not None:
@@ -415,7 +414,7 @@ def fit(
         step_loss = torch.zeros((), device=fabric.device)
         step_parts = torch.zeros(2, device=fabric.device)  # cross-entropy and KL when distilling
         for micro_step in range(accumulation):
-            batch = next(train_iterator)
+            epoch, batch = next(train_iterator)
             input_ids = batch[:, :seq_len].contiguous().long()
             targets = batch[:, 1 : seq_len + 1].contiguous().long()
             with fabric.no_backward_sync(model, enabled=micro_step < accumulation - 1):
@@ -429,7 +428,7 @@ def fit(
         optimizer.zero_grad(set_to_none=True)
         state["step_count"] += 1
         state["iter_num"] += accumulation
-        state["epoch"] = train_iterator.epoch
+        state["epoch"] = epoch
 
         step = state["step_count"]
         if step % train.log_interval == 0 or step == max_steps:
@@ -474,6 +473,38 @@ def fit(
         save_on_stop(fabric, stopped, state, out_dir, checkpoint_dir, train, hparams, keep_checkpoints)
     if eval.final_validation:
         log_validation(fabric, model, val_dataloader, eval, state, progress)
+
+
+def agreed_batches_per_epoch(fabric: L.Fabric, batches: int) -> int:
+    """Training batches every rank reads per epoch: the fewest any rank holds. A rank with more drops its last ones
+    each epoch; otherwise it would run more steps and wait at the end of an epoch in a gradient all-reduce that the
+    others never join. (litdata's StreamingDataset already gives every rank the same count; other loaders may not.)"""
+    counts = fabric.all_gather(torch.tensor(batches, device=fabric.device)).view(-1).tolist()
+    if min(counts) != max(counts) and fabric.global_rank == 0:
+        print(
+            f"warning: the {fabric.world_size} ranks hold {min(counts):,} to {max(counts):,} training batches; each"
+            f" reads {min(counts):,} per epoch, so that all run the same steps (the others' last batches are left out)",
+            file=sys.stderr,
+        )
+    return min(counts)
+
+
+def epochs_of(loader, batches_per_epoch: int, start: int) -> Iterator[tuple[int, Any]]:
+    """(epoch, batch) without end: the first ``batches_per_epoch`` batches of each pass over ``loader``, from batch
+    ``start`` of the run (where a resumed loader continues). The rest of a pass is read and dropped, so that a
+    resumable loader (litdata's) ends its epoch and begins the next instead of replaying the resumed one."""
+    epoch, taken = divmod(start, batches_per_epoch)
+    while True:
+        for batch in loader:
+            if taken < batches_per_epoch:
+                yield epoch, batch
+                taken += 1
+        if taken < batches_per_epoch:
+            raise RuntimeError(
+                f"the training data loader ended after {taken} batches of epoch {epoch}, fewer than the"
+                f" {batches_per_epoch} its length promised"
+            )
+        epoch, taken = epoch + 1, 0
 
 
 def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:

@@ -7,22 +7,26 @@ samples 1B tokens from it and trains 8 epochs).
 
 How documents are chosen, streaming, with memory flat in the corpus size and the same result for any number of
 workers: every file is cut into parts (line-aligned byte ranges of at most PART_BYTES for jsonl and .txt lines, row
-groups for parquet; a compressed file and a one-document .txt file are one part). A part's share of each budget is
-proportional to its bytes (within its source's share when a mixture is given). Each part is read from a seeded
-position, wrapping around to its start: documents go to validation up to the part's validation share, then to
-training up to its training share; the document that crosses a share is kept with probability equal to the fraction
-of it that fits (a seeded coin), so the totals meet the budgets on average. Parts are independent, so litdata's
-workers tokenize them in parallel and write the same tokens whatever their number.
+groups for parquet; a compressed file is one part; one-document .txt files are grouped into parts of up to
+PART_BYTES). Each budget (within its source's share when a mixture is given) is cut into pieces of at most
+PIECE_TOKENS tokens, dealt to the parts by systematic sampling in proportion to their bytes: a part's share is a whole
+number of tokens, within one piece of its proportion, and the shares add up to the budget exactly. Each part is read
+from a seeded position, wrapping around to its start (a group of .txt files in a seeded order): documents go to
+validation up to the part's validation share, then to training up to its training share; the document that crosses a
+share is cut at it (its first tokens, then EOS) and its rest is left out of both splits. So the tokens written equal
+the budgets whatever the document sizes, unless the data hold fewer. Parts are independent, so litdata's workers
+tokenize them in parallel and write the same tokens whatever their number.
 """
 
 import hashlib
 import json
+import math
 import os
-import re
 import shutil
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,8 +42,9 @@ from tqdm import tqdm
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import replace_dir
 
-FORMAT_VERSION = 2  # part of the cache key: bump when the sampling rule or the stored layout changes
+FORMAT_VERSION = 3  # part of the cache key: bump when the sampling rule or the stored layout changes
 PART_BYTES = 64 * 2**20  # largest byte range of a jsonl/.txt file that one worker reads as a unit
+PIECE_TOKENS = 4096  # the grain at which budgets are dealt to parts: no part gets a sliver of a few tokens
 ITEM_TOKENS = 2**20  # tokens per item handed to litdata: no worker holds more than this plus one document
 SUFFIXES = (".jsonl", ".jsonl.zst", ".parquet", ".txt")
 # Tokens per source of RedPajama-Data-1T (billions, from its dataset card), named as its download folders.
@@ -67,9 +72,10 @@ class Part:
     format: str
     start: int  # byte offset (jsonl, .txt lines) or row group (parquet)
     end: int
-    val_tokens: float
-    train_tokens: float
+    val_tokens: int
+    train_tokens: int
     size: int  # bytes, for the budget shares and litdata's work balancing
+    files: tuple[tuple[str, str], ...] = ()  # "txt": the (path, name) of each one-document file of the group
 
 
 @dataclass
@@ -90,7 +96,8 @@ class RedPajama(DataModule):
     token_budget: int = 1_000_000_000
     """Training tokens to sample (whole documents)."""
     val_tokens: Optional[int] = None
-    """Tokens held out for validation. Default: val_fraction of the budget."""
+    """Tokens held out for validation. Default: val_fraction of the budget, and at least one sequence
+    (--train.max_seq_length + 1 tokens)."""
     val_fraction: float = 0.001
     """Fraction of the budget held out for validation when val_tokens is not given."""
     seed: int = 42
@@ -200,38 +207,36 @@ class RedPajama(DataModule):
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def val_token_budget(self) -> int:
-        return self.val_tokens if self.val_tokens is not None else max(1, int(self.val_fraction * self.token_budget))
+        """--data.val_tokens, or else val_fraction of the budget and at least one sequence of the run."""
+        if self.val_tokens is not None:
+            return self.val_tokens
+        return max(1, self.seq_length, int(self.val_fraction * self.token_budget))
 
     def parts(self) -> list[Part]:
         files = self.files()
         shares = self.source_shares(files)
-        sizes = [p.stat().st_size for p in files]
-        budgets = {"val": self.val_token_budget(), "train": self.token_budget}
-        source_bytes: dict[str, int] = {}
-        for path, size in zip(files, sizes):
+        units: dict[str, list[tuple[Path, tuple]]] = {}  # per source: (file, unit) in file order
+        for path in files:
             source = source_of(path, self.data_dir)
-            source_bytes[source] = source_bytes.get(source, 0) + size
-        total_bytes = sum(sizes)
-        parts = []
-        for path, size in zip(files, sizes):
-            source = source_of(path, self.data_dir)
-            if shares and source not in shares:
-                continue
-            fraction = shares[source] / max(1, source_bytes[source]) if shares else 1 / max(1, total_bytes)
-            for format, start, end, part_bytes in file_parts(path, size, self.txt_documents):
-                share = fraction * part_bytes
-                parts.append(
-                    Part(
-                        str(path),
-                        path.relative_to(self.data_dir).as_posix(),
-                        format,
-                        start,
-                        end,
-                        budgets["val"] * share,
-                        budgets["train"] * share,
-                        part_bytes,
-                    )
+            if not shares or source in shares:
+                units.setdefault(source if shares else ".", []).extend(
+                    (path, unit) for unit in file_parts(path, path.stat().st_size, self.txt_documents)
                 )
+        sources = sorted(units)
+        weights = [shares[source] for source in sources] if shares else [1]
+        budgets = {
+            split: dict(zip(sources, proportional(budget, weights)))
+            for split, budget in (("val", self.val_token_budget()), ("train", self.token_budget))
+        }
+        parts = []
+        for source in sources:
+            grouped = group_documents(units[source], self.data_dir)
+            sizes = [size for *_, size, _ in grouped]
+            val = deal(budgets["val"][source], sizes, (self.seed, "val", source))
+            train = deal(budgets["train"][source], sizes, (self.seed, "train", source))
+            for (path, format, start, end, size, members), v, t in zip(grouped, val, train):
+                name = path.relative_to(self.data_dir).as_posix()
+                parts.append(Part(str(path), name, format, start, end, v, t, size, members))
         return parts
 
     def prepare_data(self) -> None:
@@ -255,9 +260,15 @@ class RedPajama(DataModule):
         parts = self.parts()
         workers = min(self.prepare_workers or os.cpu_count() or 1, len(parts))
         budgets = {"val": self.val_token_budget(), "train": self.token_budget}
+        how = (
+            ""
+            if self.val_tokens is not None
+            else f" (--data.val_fraction {self.val_fraction} of the budget, and at least one sequence of"
+            f" {self.seq_length:,} tokens; --data.val_tokens sets it)"
+        )
         print(
             f"Preparing {self.data_dir}: {len(parts):,} parts, {budgets['train']:,} training and {budgets['val']:,}"
-            f" validation tokens at most, {workers} tokenizer processes -> {self.prepared_dir}",
+            f" validation tokens{how}, {workers} tokenizer processes -> {self.prepared_dir}",
             file=sys.stderr,
         )
         counts = {
@@ -271,16 +282,23 @@ class RedPajama(DataModule):
                 fail(
                     f"--data.data_dir {self.data_dir} gave no {name} tokens; raise --data.{'val_tokens' if name == 'val' else 'token_budget'} or add data"
                 )
-        if counts["train"]["tokens"] < 0.99 * self.token_budget:  # the seeded coins meet the budget on average
-            print(
-                f"warning: {self.data_dir} gave {counts['train']['tokens']:,} training tokens, fewer than"
-                f" --data.token_budget {self.token_budget:,}: the budget exceeds what the data hold (all of it is used)"
-                " or some parts ran out before their share",
-                file=sys.stderr,
-            )
+        for name in ("val", "train"):
+            if counts[name]["tokens"] < budgets[name]:
+                flag = "val_tokens" if name == "val" and self.val_tokens is not None else "token_budget"
+                print(
+                    f"warning: {self.data_dir} gave {counts[name]['tokens']:,} {name} tokens, fewer than the"
+                    f" {budgets[name]:,} that --data.{flag} asks: the budget exceeds what the data hold (all of it is"
+                    " used) or some parts ran out before their share",
+                    file=sys.stderr,
+                )
+        print(
+            f"Wrote {counts['train']['tokens']:,} training tokens ({counts['train']['documents']:,} documents) and"
+            f" {counts['val']['tokens']:,} validation tokens ({counts['val']['documents']:,} documents)",
+            file=sys.stderr,
+        )
         return {
             "data_dir": str(self.data_dir),
-            "files": len({p.path for p in parts}),
+            "files": len({p.path for p in parts if not p.files}) + sum(len(p.files) for p in parts),
             "parts": len(parts),
             "seed": self.seed,
             "mixture": self.source_shares(self.files()),
@@ -382,8 +400,9 @@ def file_parts(path: Path, size: int, txt_documents: str) -> Iterator[tuple[str,
         yield ("jsonl.zst" if path.name.endswith(".zst") else "txt"), 0, size, size  # read whole, from the start
     else:
         format = "lines" if path.name.endswith(".txt") else "jsonl"
-        for start in range(0, max(size, 1), PART_BYTES):
-            yield format, start, min(size, start + PART_BYTES), min(size, start + PART_BYTES) - start
+        count = max(1, math.ceil(size / PART_BYTES))  # parts of equal size: no small last part short of its share
+        for k in range(count):
+            yield format, k * size // count, (k + 1) * size // count, (k + 1) * size // count - k * size // count
 
 
 def unit_random(*key) -> float:
@@ -392,13 +411,59 @@ def unit_random(*key) -> float:
     return int.from_bytes(digest, "little") / 2**64
 
 
+def proportional(total: int, weights: list[float]) -> list[int]:
+    """Whole numbers in proportion to ``weights`` that add up to ``total`` (cumulative rounding)."""
+    cumulative, shares, given = 0.0, [], 0
+    for weight in weights:
+        cumulative += weight
+        upto = round(total * cumulative / sum(weights))
+        shares.append(upto - given)
+        given = upto
+    return shares
+
+
+def deal(budget: int, sizes: list[int], key) -> list[int]:
+    """Each part's share of ``budget`` tokens: the budget is cut into equal pieces of at most PIECE_TOKENS, and piece
+    k goes to the part whose bytes hold position (k + u) / pieces of the corpus (u fixed by ``key``): systematic
+    sampling, so a share is within one piece of the part's proportion, and the shares add up to the budget."""
+    pieces = max(1, math.ceil(budget / PIECE_TOKENS))
+    total = max(1, sum(sizes))
+    offset = int(unit_random(*key) * 2**32)  # u = offset / 2**32, in integers: exact for any corpus size
+    shares, before, cumulative = [], 0, 0
+    for size in sizes:
+        cumulative += size
+        # pieces k with (k + u) / pieces < cumulative / total, i.e. k < (cumulative * pieces * 2**32 - offset * total) / (total * 2**32)
+        upto = min(pieces, max(0, -(-(cumulative * pieces * 2**32 - offset * total) // (total * 2**32))))
+        shares.append(budget * upto // pieces - budget * before // pieces)
+        before = upto
+    return shares
+
+
+def group_documents(units: list[tuple[Path, tuple]], data_dir: Path) -> list[tuple]:
+    """(path, format, start, end, bytes, files) per part: one-document .txt files grouped, in file order, into parts of
+    up to PART_BYTES (a part of one file could not give a share larger than its document); other units as they are."""
+    parts, group, group_bytes = [], [], 0
+    for path, (format, start, end, size) in [*units, (None, ("end", 0, 0, 0))]:
+        if group and (format != "txt" or group_bytes + size > PART_BYTES):
+            members = tuple((str(member), member.relative_to(data_dir).as_posix()) for member in group)
+            parts.append((group[0], "txt", 0, group_bytes, max(1, group_bytes), members))
+            group, group_bytes = [], 0
+        if format == "txt":
+            group.append(path)
+            group_bytes += size
+        elif path is not None:
+            parts.append((path, format, start, end, size, ()))
+    return parts
+
+
 # ---- reading documents (runs in litdata's worker processes) ----
 
 
 def documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[int, str]]:
     """(location, text) of the part's documents, from a seeded position, wrapping around to the part's start."""
-    if part.format == "txt":
-        yield 0, read_text(Path(part.path))
+    if part.format == "txt":  # a group of one-document files, in a seeded order
+        for path, name in sorted(part.files, key=lambda file: unit_random(seed, file[1])):
+            yield 0, read_text(Path(path))
     elif part.format == "parquet":
         yield from parquet_documents(part, seed, text_field)
     elif part.format == "jsonl.zst":
@@ -535,6 +600,24 @@ def parquet_documents(part: Part, seed: int, text_field: str) -> Iterator[tuple[
 def tokenize_part(
     part: Part, tokenizer: Tokenizer, split: str, seed: int, text_field: str, progress_dir: str
 ) -> Iterator[torch.Tensor]:
+    """litdata's function: the part's tokens (part_tokens), with any error written to a file in progress_dir instead
+    of raised. A worker that raises is ended by litdata with SIGTERM, which orphans the process each worker starts
+    (litdata's file remover, waiting forever on its queue with a copy of the parent's memory); a worker that returns
+    ends them. After an error every worker skips its remaining parts, and write_split reports it."""
+    errors = Path(progress_dir)
+    if any(errors.glob("error-*")):
+        return
+    try:
+        yield from part_tokens(part, tokenizer, split, seed, text_field, progress_dir)
+    except Exception as error:
+        text = f"BadInput: {error}" if isinstance(error, BadInput) else traceback.format_exc()
+        (errors / f"error-{os.getpid()}.partial").write_text(text)
+        (errors / f"error-{os.getpid()}.partial").replace(errors / f"error-{os.getpid()}")
+
+
+def part_tokens(
+    part: Part, tokenizer: Tokenizer, split: str, seed: int, text_field: str, progress_dir: str
+) -> Iterator[torch.Tensor]:
     """Yields the part's tokens of ``split`` in items of about ITEM_TOKENS. Validation takes the documents first,
     up to the part's share; training continues with the next ones up to its own share."""
     shares = {"val": part.val_tokens, "train": part.train_tokens}
@@ -543,20 +626,19 @@ def tokenize_part(
     for location, text in documents(part, seed, text_field):
         if not text.strip():
             continue
-        tokens = tokenizer.encode(text, eos=True)
-        n = len(tokens)
-        while phase is not None:
-            room = shares[phase] - taken
-            if room >= n or (room > 0 and unit_random(seed, part.name, part.start, location, phase) < room / n):
-                break
+        while phase is not None and taken >= shares[phase]:
             phase, taken = ("train" if phase == "val" else None), 0
         if phase is None or (phase == "train" and split == "val"):
             break
-        taken += n
+        tokens = tokenizer.encode(text, eos=True)
+        room = shares[phase] - taken
+        if len(tokens) > room:  # the document that crosses the share: its first tokens and EOS; the rest is left out
+            tokens = torch.cat([tokens[: room - 1], tokens[-1:]])
+        taken += len(tokens)
         if phase == split:
             buffer.append(tokens)
-            buffered += n
-            counter.add(1, n)
+            buffered += len(tokens)
+            counter.add(1, len(tokens))
             if buffered >= ITEM_TOKENS:
                 yield torch.cat(buffer)
                 counter.write()
@@ -663,14 +745,14 @@ def write_split(
             verbose=False,
             start_method="fork",  # spawn would import torch and litgpt again in every worker, for every split
         )
-    except RuntimeError as error:  # litdata re-raises a worker's exception as the text of its traceback
-        message = re.findall(r"BadInput: (.*)", str(error))
-        if message:
-            fail(message[-1])
-        raise
     finally:
         done.set()
         watcher.join()
+    for error in sorted(progress_dir.glob("error-*")):
+        text = error.read_text()
+        if text.startswith("BadInput: "):
+            fail(text.removeprefix("BadInput: "))
+        raise RuntimeError(f"tokenizing {split} failed in a worker process:\n{text}")
     counts = read_progress(progress_dir)
     shutil.rmtree(progress_dir)
     return counts

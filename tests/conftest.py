@@ -175,6 +175,29 @@ def run_in_process(*argv: str) -> tuple[int, str, str]:
     return code, stdout.getvalue(), stderr.getvalue()
 
 
+def stray_processes(since: float) -> list[str]:
+    """Processes this test process started (directly, or through a child that has since ended) that are still alive:
+    its children, and copies of it (forked, so the same command line and folder) reparented to init after ``since``."""
+    import psutil
+
+    me = psutil.Process()
+    stray = []
+    for process in [*me.children(recursive=True), *psutil.process_iter()]:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:  # ended, not yet reaped by its parent
+                continue
+            if process.ppid() == me.pid or (
+                process.ppid() == 1
+                and process.cmdline() == me.cmdline()
+                and process.cwd() == me.cwd()
+                and process.create_time() >= since
+            ):
+                stray.append(f"{process.pid}: {' '.join(process.cmdline())}")
+        except psutil.Error:  # ended meanwhile
+            continue
+    return stray
+
+
 def write_jsonl_corpus(
     out_dir: Path, n_documents: int = 400, seed: int = 0, documents: list[str] | None = None
 ) -> Path:

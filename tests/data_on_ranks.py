@@ -55,3 +55,36 @@ class FailsOnOneRank(RedPajamaSample):
             return loader
         sequences = [sequence for batch in loader for sequence in batch]
         return DataLoader(Unreadable(sequences, self.bad_batch * self.batch_size), batch_size=self.batch_size)
+
+
+class Counted(IterableDataset):
+    """Training sequences that append a line to ``log`` for each one read (how many a rank took, for the test)."""
+
+    def __init__(self, sequences: list, log: str) -> None:
+        self.sequences, self.log = sequences, log
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __iter__(self):
+        for sequence in self.sequences:
+            with open(self.log, "a") as f:
+                f.write("1\n")
+            yield sequence
+
+
+@dataclass
+class UnevenTraining(RedPajamaSample):
+    """RedPajamaSample whose rank ``short_rank`` holds ``missing`` fewer training batches than the others (a dataset
+    sharded by hand, unevenly); every rank counts the sequences it reads in ``log_dir``/rank-N.txt."""
+
+    short_rank: int = 1
+    missing: int = 3
+    log_dir: str = "."
+
+    def train_dataloader(self) -> DataLoader:
+        sequences = [sequence for batch in super().train_dataloader() for sequence in batch]
+        if rank() == self.short_rank:
+            sequences = sequences[: len(sequences) - self.missing * self.batch_size]
+        log = f"{self.log_dir}/rank-{rank()}.txt"
+        return DataLoader(Counted(sequences, log), batch_size=self.batch_size)

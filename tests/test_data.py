@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import zstandard
 from litdata.streaming import StreamingDataset, TokensLoader
 from litgpt.tokenizer import Tokenizer
 
-from conftest import run_cli, run_in_process, write_jsonl_corpus
+from conftest import run_cli, run_in_process, stray_processes, write_jsonl_corpus
 from litgpt_inheritune.redpajama import RedPajama, RedPajamaSample, documents
 
 SEQ = 32
@@ -41,6 +42,21 @@ def stored_documents(data: RedPajama, split: str) -> list[tuple[int, ...]]:
     return documents
 
 
+def origins(stored: list[tuple[int, ...]], encoded: list[tuple[int, ...]], eos: int) -> tuple[list[int], int]:
+    """The index in ``encoded`` (the tokenizer's own encoding of each document, EOS after it) of every stored document,
+    which must be a whole one or a cut one (its first tokens, then EOS), and the number of cut ones."""
+    indices, cut = [], 0
+    for document in stored:
+        whole = [i for i, full in enumerate(encoded) if full == document]
+        prefix = [
+            i for i, full in enumerate(encoded) if document[-1] == eos and full[: len(document) - 1] == document[:-1]
+        ]
+        assert whole or prefix, "a stored document is neither a whole document nor the start of one"
+        indices.append((whole or prefix)[0])
+        cut += not whole
+    return indices, cut
+
+
 def texts_of(folder: Path) -> list[str]:
     return [
         json.loads(line)["text"] for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()
@@ -60,7 +76,7 @@ def split_corpus(tmp_path: Path, n_files: int = 4, n_documents: int = 100) -> Pa
 def test_whole_documents_seeded_and_the_same_for_any_number_of_workers(tiny_target, tmp_path):
     tokenizer = Tokenizer(tiny_target)
     corpus = split_corpus(tmp_path)
-    encoded = {tuple(tokenizer.encode(text, eos=True).tolist()) for text in texts_of(corpus)}
+    encoded = [tuple(tokenizer.encode(text, eos=True).tolist()) for text in texts_of(corpus)]
     runs = {
         workers: prepared(
             corpus,
@@ -84,13 +100,16 @@ def test_whole_documents_seeded_and_the_same_for_any_number_of_workers(tiny_targ
         assert sorted(stored_documents(one, split)) == sorted(stored_documents(two, split))
 
     train, val = stored_documents(one, "train"), stored_documents(one, "val")
-    assert set(train) <= encoded and set(val) <= encoded  # whole documents, EOS after each
-    assert not set(train) & set(val)
+    # whole documents, EOS after each, except at most one per part (4 here) cut where it crosses the part's share
+    (train_sources, train_cut), (val_sources, val_cut) = (
+        origins(docs, encoded, tokenizer.eos_id) for docs in (train, val)
+    )
+    assert train_cut <= 4 and val_cut <= 4 and len(train) > train_cut
+    assert not set(train_sources) & set(val_sources)  # no document in both splits, not even in part
     manifest = one.manifest()
     assert manifest["train"] == {"documents": len(train), "tokens": sum(map(len, train))}
     assert manifest["val"] == {"documents": len(val), "tokens": sum(map(len, val))}
-    # each of the 4 parts meets its share up to one document (60-250 tokens here)
-    assert abs(manifest["train"]["tokens"] - 6_000) < 4 * 250 and abs(manifest["val"]["tokens"] - 600) < 4 * 250
+    assert manifest["train"]["tokens"] == 6_000 and manifest["val"]["tokens"] == 600  # the budgets, exactly
 
     # another seed draws other documents; the same seed the same ones
     other = prepared(corpus, tokenizer, tmp_path / "cache-1", token_budget=6_000, val_tokens=600, seed=7)
@@ -144,14 +163,19 @@ def test_every_format_and_txt_documents(tiny_target, tmp_path):
     data = prepared(folder, tokenizer, tmp_path / "cache", module=RedPajamaSample, token_budget=10**9, val_tokens=1_000)
     everything = stored_documents(data, "val") + stored_documents(data, "train")
     assert sorted(everything) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts)
-    assert data.manifest()["files"] == 13 and data.manifest()["parts"] == 15  # parquet: one part per row group
+    # parts: the jsonl, the zst, one per parquet row group (3), and one for the 10 one-document .txt files together
+    assert data.manifest()["files"] == 13 and data.manifest()["parts"] == 6
 
     lines = tmp_path / "lines"
     lines.mkdir()
     (lines / "news.txt").write_text("\n".join(texts[:20]) + "\n\n")
     by_line = prepared(lines, tokenizer, tmp_path / "cache", txt_documents="line", token_budget=10**9, val_tokens=200)
     stored = stored_documents(by_line, "val") + stored_documents(by_line, "train")
-    assert sorted(stored) == sorted(tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts[:20])
+    # every line is a document; the one that crosses the validation share is cut there, the rest whole
+    sources, cut = origins(
+        stored, [tuple(tokenizer.encode(t, eos=True).tolist()) for t in texts[:20]], tokenizer.eos_id
+    )
+    assert sorted(sources) == list(range(20)) and cut <= 1 and by_line.manifest()["val"]["tokens"] == 200
     for i, text in enumerate(texts[20:23]):
         (lines / f"article-{i}.txt").write_text(text)
     by_file = RedPajama(data_dir=lines)  # the default: one document per .txt file, the file with 20 lines too
@@ -163,28 +187,34 @@ def test_source_mixture(tiny_target, tmp_path):
     """Shares of the budget per source folder, whatever the sizes of the sources."""
     tokenizer = Tokenizer(tiny_target)
     folder = tmp_path / "sources"
-    source_of = {}
+    encoded, source_of = [], []
     for name, seeds in (("small", [1]), ("large", [2, 3, 4])):
         for k, seed in enumerate(seeds):
             corpus = write_jsonl_corpus(tmp_path / f"{name}{k}", n_documents=150, seed=seed)
             (folder / name).mkdir(parents=True, exist_ok=True)
             shutil.move(corpus / "sample.jsonl", folder / name / f"{k}.jsonl")
-            for text in texts_of(folder / name):
-                source_of[tuple(tokenizer.encode(text, eos=True).tolist())] = name
+            for line in (folder / name / f"{k}.jsonl").read_text().splitlines():
+                text = json.loads(line)["text"]
+                encoded.append(tuple(tokenizer.encode(text, eos=True).tolist()))
+                source_of.append(name)
     data = prepared(
         folder, tokenizer, tmp_path / "cache", token_budget=8_000, val_tokens=400, mixture={"small": 3, "large": 1}
     )
+    stored = stored_documents(data, "train")
     tokens = Counter()
-    for document in stored_documents(data, "train"):
-        tokens[source_of[document]] += len(document)
-    assert tokens["small"] == pytest.approx(6_000, abs=250) and tokens["large"] == pytest.approx(2_000, abs=3 * 250)
+    for document, index in zip(stored, origins(stored, encoded, tokenizer.eos_id)[0]):
+        tokens[source_of[index]] += len(document)
+    assert tokens == {"small": 6_000, "large": 2_000}  # 3 : 1 of the budget, exactly
 
     with pytest.raises(SystemExit, match="--data.mixture names sources that --data.data_dir .* lacks: arxiv, book"):
         prepared(folder, tokenizer, tmp_path / "cache", mixture="redpajama")
 
 
 def test_bad_documents_name_file_and_line_and_leave_no_cache(tiny_target, tmp_path):
+    """A bad document stops the preparation with one line naming it, and leaves no folder and no process behind (the
+    litdata workers end normally: a worker that raised was killed by litdata, orphaning the process it had started)."""
     tokenizer = Tokenizer(tiny_target)
+    started = time.time() - 1  # psutil's create_time has a coarser clock
     corpus = write_jsonl_corpus(tmp_path / "bad", n_documents=30)
     lines = (corpus / "sample.jsonl").read_text().splitlines()
     lines[16] = lines[16][:-5]
@@ -202,6 +232,7 @@ def test_bad_documents_name_file_and_line_and_leave_no_cache(tiny_target, tmp_pa
         prepared(corpus, tokenizer, tmp_path / "cache", token_budget=10**9, val_tokens=100)
     with pytest.raises(SystemExit, match="does not exist; download RedPajama-Data-1T into it"):
         prepared(tmp_path / "absent", tokenizer, tmp_path / "cache")
+    assert stray_processes(started) == []
 
 
 def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(
@@ -227,11 +258,12 @@ def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(
     manifest = json.loads((prepared_dir / "manifest.json").read_text())
     assert manifest["budgets"] == {"train": 20_000, "val": 2_000}  # the recipe's data settings
 
-    code, _, stderr = run_in_process(
-        "pretrain", *flags, "--train.max_steps", "2"
-    )  # in this process: no interpreter start
+    started = time.time() - 1
+    # in this process (no interpreter start), with 2 litdata loader processes per split: none outlives the run
+    code, _, stderr = run_in_process("pretrain", *flags, "--train.max_steps", "2", "--data.num_workers", "2")
     assert code == 0, stderr
     assert "Preparing" not in stderr and "tokenizing" not in stderr
+    assert stray_processes(started) == []
     saved = yaml.safe_load((tmp_path / "run" / "final" / "hyperparameters.yaml").read_text())
     assert saved["data"]["class_path"] == "litgpt_inheritune.redpajama.RedPajamaSample"
     assert saved["data"]["init_args"]["data_dir"] == str(jsonl_corpus)
@@ -253,3 +285,48 @@ def test_prepare_data_takes_pretrains_flags_then_pretrain_starts_at_once(
             f"error: --data.data_dir {tmp_path / 'nowhere'} does not exist and nobody/nothing could not be downloaded"
         )
     )
+
+
+@pytest.fixture(scope="module")
+def wikipedia(tmp_path_factory) -> Path:
+    """92 English Wikipedia articles of 6-22K characters (5-20K tokens here), one .txt file each."""
+    from materials import wikipedia_articles
+
+    return wikipedia_articles(tmp_path_factory.mktemp("wikipedia") / "articles", min_chars=6_000, max_chars=22_000)
+
+
+def test_budgets_met_and_no_split_empty_on_wikipedia_articles(tiny_target, wikipedia, tmp_path, capsys):
+    """Documents larger than the budgets' shares: each split gets its budget exactly (counted here by tokenizing the
+    articles), whole articles plus one cut where the share ends, never one article in both splits; without
+    --data.val_tokens validation takes one sequence (2,049 tokens), more than 0.1 % of the budget, and says so."""
+    tokenizer = Tokenizer(tiny_target)
+    articles = sorted(wikipedia.iterdir())
+    encoded = [tuple(tokenizer.encode(path.read_text(), eos=True).tolist()) for path in articles]
+    assert len(articles) > 80 and 4_000 < min(map(len, encoded)) and max(map(len, encoded)) < 21_000
+    seen_val = set()
+    for budget, val_tokens, seed in [(60_000, None, 42), (60_000, 3_000, 1), (60_000, 3_000, 2), (30_000, None, 42)]:
+        data = RedPajama(
+            data_dir=wikipedia,
+            cache_dir=tmp_path / "cache",
+            token_budget=budget,
+            val_tokens=val_tokens,
+            seed=seed,
+            num_workers=0,
+        )
+        data.connect(tokenizer=tokenizer, batch_size=2, max_seq_length=2048)
+        data.prepare_data()
+        expected = {"train": budget, "val": val_tokens or 2049}
+        sources = {}
+        for split in ("val", "train"):
+            stored = stored_documents(data, split)
+            sources[split], cut = origins(stored, encoded, tokenizer.eos_id)
+            assert sum(map(len, stored)) == expected[split] == data.manifest()[split]["tokens"]
+            assert stored and cut <= 1  # whole articles, and one cut at most (all the articles are one part)
+        assert not set(sources["val"]) & set(sources["train"])
+        seen_val.add(tuple(sources["val"]))
+        if val_tokens is None:
+            assert "2,049 validation tokens (--data.val_fraction 0.001 of the budget, and at least one sequence" in (
+                capsys.readouterr().err
+            )
+        data.setup()  # enough tokens for a sequence in each split
+    assert len(seen_val) > 1  # seeds draw other articles

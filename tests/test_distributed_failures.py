@@ -1,7 +1,8 @@
 """Two CPU ranks (DDP over gloo): an error on one rank ends both processes with its message; uneven validation data
-cannot leave one rank waiting for the other."""
+cannot leave one rank waiting for the other, nor can uneven training data."""
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -68,3 +69,43 @@ def test_an_error_on_one_rank_ends_every_rank_with_its_message(tiny_target, json
     assert "OSError: shard of item 6 is unreadable" in result.stderr
     assert "rank 1 stopped because rank 0 failed: OSError: shard of item 6 is unreadable" in result.stderr
     assert not (tmp_path / "out" / "final").exists()
+
+
+def test_uneven_training_data_gives_every_rank_the_same_steps(tiny_target, jsonl_corpus, tmp_path):
+    """Rank 1 holds 3 training batches fewer than rank 0: both read the smaller count in each of 2 epochs and end
+    together (before, each rank counted its own steps per epoch and rank 0 went on alone into a gradient all-reduce)."""
+    out_dir = tmp_path / "out"
+    result = run_two_ranks(
+        tiny_target,
+        jsonl_corpus,
+        out_dir,
+        "UnevenTraining",
+        "--data.log_dir",
+        str(tmp_path),
+        "--data.token_budget",
+        "4000",
+        "--train.epochs",
+        "2",
+        "--train.max_steps",
+        "1000",
+        "--train.log_interval",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    read = [len((tmp_path / f"rank-{rank}.txt").read_text().splitlines()) for rank in (0, 1)]
+    held = re.search(r"the 2 ranks hold ([\d,]+) to ([\d,]+) training batches", result.stderr)
+    assert held, result.stderr[-3000:]
+    fewest, most = int(held[1]), int(held[2])
+    assert most == fewest + 3
+    # global batch 8 = 2 ranks x 2 micro-batches of 2: 2 batches per step, so an odd count leaves one batch out
+    steps_per_epoch = fewest // 2
+    assert f"{steps_per_epoch} steps per epoch" in result.stdout
+    # each rank read the same 2 x used batches of 2 sequences for its steps, plus the rest of its first pass, read to
+    # end that epoch and dropped (3 batches more on rank 0, and the odd one out on both)
+    used = 2 * steps_per_epoch
+    assert read == [2 * (most + used), 2 * (fewest + used)]
+    metrics = (out_dir / "logs" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = metrics[0].split(",")
+    steps = [row.split(",")[header.index("step")] for row in metrics[1:]]
+    assert max(int(float(step)) for step in steps if step) == 2 * steps_per_epoch
+    assert (out_dir / "final" / "lit_model.pth").is_file()

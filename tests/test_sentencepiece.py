@@ -90,14 +90,16 @@ def test_init_and_pretrain_carry_the_sentencepiece_files(sentencepiece_reference
 
 
 def test_redpajama_documents_are_bos_text_eos(sentencepiece_reference, run, documents):
-    """The budget exceeds the corpus, so every article is used: <s> + sentencepiece's ids + </s> each."""
+    """The budget exceeds the corpus, so every article is used: <s> + sentencepiece's ids + </s> each (the one that
+    crosses the validation share cut there: its rest is in neither split)."""
     processor = sentencepiece.SentencePieceProcessor(model_file=str(sentencepiece_reference / "tokenizer.model"))
     manifests = list((run["corpus"].with_name("redpajama-litdata")).glob("*/manifest.json"))
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
     assert manifest["val"]["documents"] + manifest["train"]["documents"] == len(documents)
     expected = sum(len(processor.encode(text, add_bos=True, add_eos=True)) for text in documents)
-    assert manifest["val"]["tokens"] + manifest["train"]["tokens"] == expected
+    longest = max(len(processor.encode(text, add_bos=True, add_eos=True)) for text in documents)
+    assert expected - longest < manifest["val"]["tokens"] + manifest["train"]["tokens"] <= expected
     assert "the budget exceeds what the data hold (all of it is used)" in run["stderr"]
 
 
