@@ -55,3 +55,14 @@ class FailsOnOneRank(RedPajamaSample):
             return loader
         sequences = [sequence for batch in loader for sequence in batch]
         return DataLoader(Unreadable(sequences, self.bad_batch * self.batch_size), batch_size=self.batch_size)
+
+
+@dataclass
+class OneStream(RedPajamaSample):
+    """RedPajamaSample whose training sequences form one stream whatever the number of ranks (litdata's canonical
+    stream of a single node), so that runs on 1 and on 2 ranks see the same sequences in each optimizer step."""
+
+    def train_dataloader(self) -> DataLoader:
+        loader = super().train_dataloader()
+        loader.dataset.num_canonical_nodes = 1
+        return loader
