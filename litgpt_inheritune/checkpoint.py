@@ -86,6 +86,11 @@ def check_checkpoint(checkpoint_dir: Path, name: str = "checkpoint_dir", tokeniz
 
 def load_lazy_state_dict(path: Path) -> dict:
     """Memory-maps a LitGPT ``.pth`` checkpoint: nothing is read until a tensor is used. Never unpickles objects."""
+    if path.is_dir():
+        fail(
+            f"{path} is a sharded step checkpoint of `pretrain --strategy fsdp`; use the run's final/ (one file), or"
+            f" resume the run from it"
+        )
     if not path.is_file():
         fail(f"{path} does not exist; expected a LitGPT checkpoint file (lit_model.pth)")
     try:
