@@ -18,6 +18,7 @@ from typing import Literal, Optional, Union
 import lightning as L
 import torch
 from lightning.fabric.strategies import DDPStrategy
+from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.fabric.utilities.throughput import ThroughputMonitor, measure_flops
 from litgpt.args import EvalArgs, LogArgs, TrainArgs
 from litgpt.config import Config
@@ -231,6 +232,11 @@ def setup(
         plugins=[] if sharded else [StreamingCheckpointIO()],
     )
     fabric.launch()
+    if fabric.device.type == "cpu" and fabric.world_size > 1:
+        # Lightning's launcher gives each CPU process its share of the cores (OMP_NUM_THREADS) only in the process
+        # it was started in, after starting the others: oversubscribed, every collective waits (FSDP's, one per
+        # block, most of all)
+        _set_num_threads_if_needed(num_processes=fabric.strategy.num_processes)
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
     with one_failure_stops_every_rank(fabric):  # an error on one rank ends all of them, with its message
