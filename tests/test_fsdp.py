@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, run_in_process
+from conftest import BIN, run_cli, run_in_process
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE
 from test_pretrain import cli_args
 from test_reliability import max_difference, wait_for_line
@@ -142,3 +142,85 @@ def test_fsdp_run_stopped_killed_and_resumed_equals_one_process(runs):
     provenance = json.loads((runs["run"] / "step-00000006" / "provenance.json").read_text())
     assert provenance["fsdp"] is True and provenance["world_size"] == 2
     assert not list(runs["run"].glob(".*partial"))
+
+
+def test_a_sharded_checkpoint_resumes_in_one_process_and_only_under_fsdp(runs, monkeypatch):
+    """(g) The SIGTERM checkpoint of 2 processes, resumed by 1: torch.distributed.checkpoint redistributes the shards,
+    litdata-style positions are global, and the run ends at the weights of the uninterrupted one; without FSDP the
+    resume is refused in one line."""
+    out_dir = runs["root"] / "two_to_one"
+    args = runs["make"](out_dir, "--resume", "auto")[2:]
+    code, _, stderr = run_in_process(*args, "--devices", "1")
+    assert code == 1
+    assert stderr.strip().splitlines() == [
+        f"error: --resume {out_dir / runs['stopped'].name} was written by FSDP on 2 processes;"
+        " resume it with --strategy fsdp (with any number of processes: its shards are redistributed)"
+    ]
+    for name in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)  # what Fabric sets in this process; removed again afterwards
+    try:
+        code, stdout, stderr = run_in_process(*args, "--devices", "1", "--strategy", "fsdp")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    assert code == 0, stderr
+    assert "1 ranks" in stdout + stderr
+    assert max_difference(weights(runs["one"]), weights(out_dir)) <= TOLERANCE
+
+
+def test_damaged_sharded_checkpoints_are_named_and_never_used(runs, tmp_path):
+    """A shard cut short or missing, or unreadable metadata: --resume names the folder and the damage in one line."""
+    from litgpt_inheritune.checkpoint import find_resume_path
+
+    for damage, expected in (
+        (
+            lambda folder: os.truncate(folder / "__1_0.distcp", 100),
+            "lit_model.pth/__1_0.distcp has 100 bytes, fewer than",
+        ),
+        (lambda folder: (folder / "__0_0.distcp").unlink(), "lit_model.pth/__0_0.distcp is missing"),
+        (lambda folder: (folder / ".metadata").write_bytes(b"not a pickle"), "lit_model.pth/.metadata is unreadable"),
+    ):
+        out_dir = tmp_path / "run"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.copytree(runs["run"], out_dir, ignore=shutil.ignore_patterns("final", "logs"))
+        damage(out_dir / "step-00000006" / "lit_model.pth")
+        with pytest.raises(SystemExit) as refused:
+            find_resume_path("auto", out_dir, runs["run"])
+        message = str(refused.value)
+        assert message.startswith(f"error: checkpoint {out_dir / 'step-00000006'} is damaged: ") and "\n" not in message
+        assert expected in message
+        assert f"resume from it with --resume {out_dir / 'step-00000004'}" in message
+
+
+def test_consolidated_final_checkpoint_serves_evaluate_export_and_litgpt_generate(runs, offline_tasks, tmp_path):
+    """(e) final/ is one plain state dict (the keys and shapes of the checkpoint trained), which evaluate, export
+    (transformers then gives litgpt's logits) and `litgpt generate` read."""
+    from litgpt.config import Config
+    from litgpt.model import GPT
+    from transformers import AutoModelForCausalLM
+
+    final = runs["run"] / "final"
+    state_dict = weights(runs["run"])
+    with torch.device("meta"):
+        model = GPT(Config.from_file(final / "model_config.yaml"))
+    assert {k: v.shape for k, v in state_dict.items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert json.loads((final / "provenance.json").read_text())["fsdp"] is True
+
+    code, _, stderr = run_in_process(
+        "evaluate", str(final), "--tasks", "piqa_offline", "--include_path", str(offline_tasks), "--limit", "4",
+        "--out_dir", str(tmp_path / "eval"), "--paper", "false",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "piqa_offline" in json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+
+    code, _, stderr = run_in_process("export", str(final), "--out_dir", str(tmp_path / "hf"), "--dtype", "float32")
+    assert code == 0, stderr
+    model = GPT(Config.from_file(final / "model_config.yaml"))
+    model.load_state_dict(state_dict)
+    idx = torch.randint(0, 320, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+        torch.testing.assert_close(hf(idx).logits, model.eval()(idx), rtol=0, atol=1e-4)
+
+    result = run_cli("litgpt", "generate", str(final), "--prompt", "the early", "--max_new_tokens", "4", check=True)
+    assert result.stdout.strip().splitlines()[-1].startswith("the early")
