@@ -348,6 +348,7 @@ def main(
             distill,
         )
         save_final(fabric, state, out_dir, checkpoint_dir, hparams)
+    fabric.print(peak_memory(fabric))
     for logger in fabric.loggers:
         logger.finalize("success")  # flushes the metrics logged since the last periodic write
     if fabric.global_rank == 0:
@@ -489,6 +490,18 @@ def fit(
         save_on_stop(fabric, stopped, state, out_dir, checkpoint_dir, train, hparams, keep_checkpoints)
     if eval.final_validation:
         log_validation(fabric, model, val_dataloader, eval, state, progress)
+
+
+def peak_memory(fabric: L.Fabric) -> str:
+    """Each rank's peak memory: torch.cuda.max_memory_allocated on a GPU, the process's peak RSS on a CPU."""
+    if fabric.device.type == "cuda":
+        peak, what = torch.cuda.max_memory_allocated(fabric.device), "torch.cuda.max_memory_allocated"
+    else:
+        import resource
+
+        peak, what = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+    peaks = fabric.all_gather(torch.tensor(peak, device=fabric.device)).reshape(-1).tolist()
+    return f"Peak memory per rank ({what}): {', '.join(f'{p / 1e9:.2f}' for p in peaks)} GB"
 
 
 def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:
