@@ -1,8 +1,8 @@
 """--strategy fsdp on two real CPU processes (FSDP2 over gloo, no mocks), checked against one process.
 
-One FSDP run with a teacher (distillation; the teacher is sharded too) is stopped by SIGTERM, resumed, killed with
-SIGKILL after a sharded step checkpoint, and resumed to its end; its logged losses and final weights are compared with
-those of the same run in one process. The training data give an optimizer step the same sequences on 1 rank and on 2
+One FSDP run with a teacher (distillation; the teacher is sharded too) is stopped by SIGTERM after a sharded step
+checkpoint, resumed writing its checkpoints as one file (--fsdp_state_dict full), killed with SIGKILL after one, and
+resumed to its end; its logged losses and final weights are compared with those of the same run in one process. The training data give an optimizer step the same sequences on 1 rank and on 2
 (data_on_ranks.SameSequencesOnAnyRanks), so the runs must agree to float32 rounding. Its SIGTERM checkpoint is also
 resumed by one process (torch.distributed.checkpoint redistributes the shards), and its consolidated final/ is read
 by evaluate, export and `litgpt generate`.
@@ -102,7 +102,8 @@ def runs(tiny_target, tiny_references, jsonl_corpus, tmp_path_factory) -> dict:
     assert f"Stopped by SIGTERM at step {int(stopped.name[5:])}; saved {stopped}" in stderr
     shutil.copytree(run, root / "two_to_one")
 
-    second = launch([*make(run, "--resume", "auto"), *FSDP])  # resumed, then every rank killed after a checkpoint
+    # resumed, writing its checkpoints as one file (--fsdp_state_dict full), then every rank killed after one
+    second = launch([*make(run, "--resume", "auto", "--fsdp_state_dict", "full"), *FSDP])
     while not (run / "step-00000004").exists() and second.poll() is None:
         time.sleep(0.005)
     os.killpg(second.pid, signal.SIGKILL)
@@ -110,7 +111,7 @@ def runs(tiny_target, tiny_references, jsonl_corpus, tmp_path_factory) -> dict:
     assert f"Resuming from {stopped}" in stdout + stderr
     assert not (run / "final").exists(), "the run finished before it could be killed"
 
-    third = launch([*make(run, "--resume", "auto"), *FSDP])  # resumed to the end
+    third = launch([*make(run, "--resume", "auto"), *FSDP])  # resumed to the end, sharded checkpoints again
     stdout, stderr = third.communicate()
     assert third.returncode == 0, stderr
     return dict(
@@ -119,8 +120,9 @@ def runs(tiny_target, tiny_references, jsonl_corpus, tmp_path_factory) -> dict:
 
 
 def test_fsdp_run_stopped_killed_and_resumed_equals_one_process(runs):
-    """(a) FSDP equals one process with the same global batch; (b) SIGKILL after a sharded checkpoint and (c) a
-    SIGTERM preemption both resume exactly; (d) distillation with the teacher sharded gives the same losses."""
+    """(a) FSDP equals one process with the same global batch; (b) SIGKILL after a checkpoint and (c) a SIGTERM
+    preemption both resume exactly, from sharded and from gathered checkpoints; (d) distillation with the teacher
+    sharded gives the same losses."""
     assert f"Resuming from {runs['run'] / 'step-00000004'}" in runs["output"]
     assert "distributed_backend=gloo" in runs["output"]
     one, fsdp = losses(runs["one"]), losses(runs["run"])
@@ -129,18 +131,21 @@ def test_fsdp_run_stopped_killed_and_resumed_equals_one_process(runs):
         for key in ("loss", "ce_loss", "kl_loss"):
             assert fsdp[step][key] == pytest.approx(one[step][key], abs=TOLERANCE), (step, key)
     assert max_difference(weights(runs["one"]), weights(runs["run"])) <= TOLERANCE
-    # step checkpoints are torch.distributed.checkpoint folders, pruned to the newest 2
+    # pruned to the newest 2: step 4 one file gathered on rank 0, step 6 a torch.distributed.checkpoint folder
     kept = sorted(p.name for p in runs["run"].glob("step-*"))
     assert kept == ["step-00000004", "step-00000006"]
+    assert set(torch.load(runs["run"] / "step-00000004" / "lit_model.pth", weights_only=True)) == {
+        "model", "optimizer", "train_dataloader", "iter_num", "step_count", "epoch", "rng"
+    }  # fmt: skip
+    assert sorted(p.name for p in (runs["run"] / "step-00000006" / "lit_model.pth").iterdir()) == [
+        ".metadata",
+        "__0_0.distcp",
+        "__1_0.distcp",
+        "meta.pt",
+    ]
     for name in kept:
-        assert sorted(p.name for p in (runs["run"] / name / "lit_model.pth").iterdir()) == [
-            ".metadata",
-            "__0_0.distcp",
-            "__1_0.distcp",
-            "meta.pt",
-        ]
-    provenance = json.loads((runs["run"] / "step-00000006" / "provenance.json").read_text())
-    assert provenance["fsdp"] is True and provenance["world_size"] == 2
+        provenance = json.loads((runs["run"] / name / "provenance.json").read_text())
+        assert provenance["fsdp"] is True and provenance["world_size"] == 2
     assert not list(runs["run"].glob(".*partial"))
 
 
