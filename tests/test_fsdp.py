@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, run_cli, run_in_process
+from conftest import run_cli, run_in_process
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE
 from test_pretrain import cli_args
-from test_reliability import max_difference, wait_for_line
+from test_reliability import max_difference, start, wait_for_line
 
 TESTS = Path(__file__).resolve().parent
 STEPS = 6
@@ -53,19 +53,8 @@ def command(target: Path, corpus: Path, out_dir: Path, teacher: Path, *extra: st
 
 def launch(args: list[str]) -> subprocess.Popen:
     """The console script, in a session of its own (so that SIGKILL can reach every rank, as a lost node does)."""
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        "PYTHONPATH": os.pathsep.join([*os.environ.get("PYTHONPATH", "").split(os.pathsep), str(TESTS)]),
-    }
-    return subprocess.Popen(
-        [str(BIN / args[0]), *args[1:]],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    pythonpath = os.pathsep.join([*os.environ.get("PYTHONPATH", "").split(os.pathsep), str(TESTS)])
+    return start(args, env={"PYTHONPATH": pythonpath}, start_new_session=True)
 
 
 def losses(out_dir: Path) -> dict[int, dict]:
