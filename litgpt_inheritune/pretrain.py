@@ -17,6 +17,7 @@ from typing import Literal, Optional, Union
 
 import lightning as L
 import torch
+from lightning.fabric.connector import _is_using_cli
 from lightning.fabric.strategies import DDPStrategy
 from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.fabric.utilities.throughput import ThroughputMonitor, measure_flops
@@ -231,7 +232,8 @@ def setup(
         # FSDP writes its own files; others stream into the file (see StreamingCheckpointIO)
         plugins=[] if sharded else [StreamingCheckpointIO()],
     )
-    fabric.launch()
+    if not _is_using_cli():  # `fabric run` has started the processes and set them up already
+        fabric.launch()
     if fabric.device.type == "cpu" and fabric.world_size > 1:
         # Lightning's launcher gives each CPU process its share of the cores (OMP_NUM_THREADS) only in the process
         # it was started in, after starting the others: oversubscribed, every collective waits (FSDP's, one per
