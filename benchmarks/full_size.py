@@ -4,11 +4,14 @@ A synthetic reference with OpenLLaMA-3B's exact shape (26 blocks, n_embd 3200, v
 weights) and a real SentencePiece tokenizer.model (LLaMA-style BPE with byte fallback, trained with sentencepiece's
 own trainer on the Lee news corpus) go through: init --n_layers 13 -> pretrain with
 config_hub/pretrain/open_llama_3b-13L-1B-8ep.yaml (overriding only steps, sequence length, micro-batch and the data
-folder) -> a step checkpoint -> SIGKILL -> --resume auto -> final/ -> evaluate on a few items -> export.
+folder) -> a step checkpoint -> SIGKILL -> --resume auto -> final/ -> evaluate on a few items -> export, then the
+same pretrain as two FSDP processes (--strategy fsdp --devices 2, gloo): each rank's peak RSS (pretrain's last line)
+against (weights + gradients + AdamW moments) / 2 per rank plus what every rank holds whole.
 Each stage is a child process, measured with wait4 (peak RSS of that process), a clock and the bytes in its output.
 Needs ~25 GB of free disk and ~20 GB of memory: run it alone.
 
     .venv/bin/python benchmarks/full_size.py [--work_dir benchmarks/.cache/full_size] [--keep false]
+    .venv/bin/python benchmarks/full_size.py --reference pythia-14m --n_layers 2 --seq_len 32  # a tiny trial
 """
 
 import argparse
@@ -112,6 +115,25 @@ def cpu_memory_estimate(target: Path, params: int, baseline: int, micro_tokens: 
         "activations": activations,
         "total": 8 * params + baseline + activations,
     }
+
+
+def fsdp_memory_estimate(params: int, estimate: dict, ranks: int) -> list[int]:
+    """Per rank of an FSDP bf16-true run: weights, gradients and AdamW moments split over the ranks (8 bytes per
+    parameter in all), plus what every rank holds whole (the imports, activations). Rank 0 also maps the whole
+    starting checkpoint while it broadcasts it, and gathers the whole bf16 model for final/ (2 bytes per parameter,
+    one at a time)."""
+    shared = estimate["baseline"] + estimate["activations"]
+    return [8 * params // ranks + shared + (2 * params if rank == 0 else 0) for rank in range(ranks)]
+
+
+def rank_peaks(log: Path) -> list[float]:
+    """Each rank's peak RSS in GB, from pretrain's "Peak memory per rank (peak RSS): a, b GB" line."""
+    import re
+
+    match = re.search(r"Peak memory per rank \([^)]*\): ([\d., ]+) GB", log.read_text())
+    if match is None:
+        sys.exit(f"no peak memory per rank in {log}")
+    return [float(value) for value in match.group(1).split(",")]
 
 
 def main() -> None:
@@ -227,6 +249,9 @@ def main() -> None:
         )
     )
     stages.append(run_stage("export", [BIN / "litgpt", "inheritune", "export", final, "--out_dir", hf], hf))
+    fsdp_run = work / "run_fsdp"
+    fsdp = [*pretrain[: pretrain.index("--out_dir") + 1], fsdp_run, *pretrain[pretrain.index("--out_dir") + 2 :]]
+    stages.append(run_stage("pretrain FSDP, 2 processes", [*fsdp, "--devices", "2", "--strategy", "fsdp"], fsdp_run))
 
     import torch
 
@@ -234,6 +259,8 @@ def main() -> None:
     params = sum(t.numel() for t in step["model"].values())
     target_bytes = (target / "lit_model.pth").stat().st_size
     estimate = cpu_memory_estimate(target, params, baseline, args.seq_len)
+    fsdp_peaks = rank_peaks(work / "pretrain FSDP, 2 processes.log")
+    fsdp_estimate = fsdp_memory_estimate(params, estimate, len(fsdp_peaks))
     summary = {
         "params": params,
         "import_baseline_gb": baseline / 1e9,
@@ -244,6 +271,10 @@ def main() -> None:
         "init_peak_above_baseline_over_target": (stages[1]["peak_rss_gb"] * 1e9 - cli_baseline) / target_bytes,
         "pretrain_estimate_gb": {k: v / 1e9 for k, v in estimate.items()},
         "pretrain_peak_over_estimate": max(s["peak_rss_gb"] for s in stages[2:4]) * 1e9 / estimate["total"],
+        "fsdp_peak_rss_gb_per_rank": fsdp_peaks,
+        "fsdp_peak_rss_gb_summed": sum(fsdp_peaks),
+        "fsdp_estimate_gb_per_rank": [e / 1e9 for e in fsdp_estimate],
+        "fsdp_peak_over_estimate_per_rank": [p * 1e9 / e for p, e in zip(fsdp_peaks, fsdp_estimate)],
         "stages": stages,
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -252,7 +283,7 @@ def main() -> None:
         print(f"| {s['stage']} | {s['peak_rss_gb']:.2f} GB | {s['seconds']:.0f} s | {s['bytes_written_gb']:.2f} GB |")
     print(json.dumps({k: v for k, v in summary.items() if k != "stages"}, indent=2))
     if args.keep != "true":
-        for folder in (reference, target, run, hf):
+        for folder in (reference, target, run, hf, fsdp_run):
             shutil.rmtree(folder, ignore_errors=True)
 
 

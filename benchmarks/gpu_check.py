@@ -8,14 +8,15 @@
 (d) a run killed with SIGKILL after its first checkpoint and resumed with --resume auto against the uninterrupted
     run: the largest absolute weight difference;
 (e) `evaluate` of the trained model on the GPU and on the CPU (both float32), the same items: the scores;
-(f) with more than one GPU: DDP and FSDP runs over all of them and their tokens/s.
+(f) with more than one GPU: DDP and FSDP runs over all of them, their tokens/s and each GPU's peak memory against the
+    recipe's estimate for that strategy.
 
 The checkpoint has the registered config's shape (open_llama_3b-inheritune-13L) with random weights (or pass
 --checkpoint_dir, e.g. a real `init --n_layers 13` of OpenLLaMA-3B) and a SentencePiece tokenizer trained on the
 Lee news corpus (materials.sentencepiece_tokenizer); the text for (c)-(f) is that corpus as RedPajama-style jsonl
 (or --data_dir, a folder of RedPajama jsonl files). Without CUDA it says so and exits 0. --dry-run runs every stage
-on the CPU at toy scale (a 2-block LLaMA-shaped model, 64-token sequences, a few steps; FSDP is skipped because
-`pretrain` refuses it on a CPU, DDP runs as two CPU processes) so that the test suite exercises the same code.
+on the CPU at toy scale (a 2-block LLaMA-shaped model, 64-token sequences, a few steps; DDP and FSDP run as two CPU
+processes over gloo) so that the test suite exercises the same code.
 
     bash scripts/gpu_check.sh [--report out/gpu_check/report.md] [--dry-run] [--repeats 2] [--steps 40]
 """
@@ -437,12 +438,7 @@ def memory(runs: dict, scale: dict, args: argparse.Namespace) -> str:
     recipe = yaml.safe_load(RECIPE.read_text())
     recipe["checkpoint_dir"] = scale["model"]
     recipe["train"].update(micro_batch_size=scale["micro_batch_size"], max_seq_length=scale["seq_length"])
-    if args.dry_run:  # recipe_budget looks the architecture up by name
-        from litgpt.config import configs, name_to_config
-
-        if TOY["name"] not in name_to_config:
-            configs.append(dict(TOY))
-            name_to_config[TOY["name"]] = configs[-1]
+    register_toy(args)
     lines = [
         "## (b) Peak memory vs the recipe's estimate\n",
         f"Micro-batch {scale['micro_batch_size']} x {scale['seq_length']} tokens. Estimate: scripts/recipe_budget.py"
@@ -466,6 +462,15 @@ def memory(runs: dict, scale: dict, args: argparse.Namespace) -> str:
             f"| {precision} | {measured / 1e9:.2f} | {gb(reserved)} | {gb(smi)} | {estimate / 1e9:.2f} | {measured / estimate:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def register_toy(args: argparse.Namespace) -> None:
+    if args.dry_run:  # recipe_budget looks the architecture up by name
+        from litgpt.config import configs, name_to_config
+
+        if TOY["name"] not in name_to_config:
+            configs.append(dict(TOY))
+            name_to_config[TOY["name"]] = configs[-1]
 
 
 def gb(value) -> str:
@@ -571,7 +576,8 @@ def evaluate_devices(final: Path, work: Path, scale: dict, args: argparse.Namesp
 
 
 def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: dict, args: argparse.Namespace) -> str:
-    """(f) DDP and FSDP over every GPU (dry run: DDP as two CPU processes); tokens/s from the logged step times."""
+    """(f) DDP and FSDP over every GPU (dry run: two CPU processes over gloo); tokens/s from the logged step times and
+    each rank's peak memory (pretrain's last line) against recipe_budget's estimate per GPU for that strategy."""
     devices = 2 if args.dry_run else torch.cuda.device_count()
     lines = ["## (f) Several GPUs: DDP and FSDP\n"]
     if devices < 2:
@@ -580,16 +586,15 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
         scale["micro_batch_size"] * devices
     )  # the global batch must be a whole number of micro-batches per device
     global_batch = per_round * -(-scale["global_batch_size"] // per_round)
+    peak_kind = "peak RSS (dry run: not comparable with the GPU estimate)" if args.dry_run else "max_memory_allocated"
     lines += [
-        f"{devices} devices, global batch {global_batch}, the same steps; tokens/s over the"
-        " steps after the first quarter.\n",
-        "| strategy | tokens/s | seconds |",
-        "|---|---|---|",
+        f"{devices} devices, bf16-true, global batch {global_batch}, the same steps; tokens/s over the steps after the"
+        f" first quarter; peak memory per rank: {peak_kind}; estimate: scripts/recipe_budget.py for {RECIPE.name} at"
+        " this shape with that strategy (FSDP: weights, gradients and AdamW moments split over the devices).\n",
+        "| strategy | tokens/s | seconds | peak per rank GB | estimate per GPU GB | largest peak / estimate |",
+        "|---|---|---|---|---|---|",
     ]
     for strategy in ("ddp", "fsdp"):
-        if strategy == "fsdp" and not torch.cuda.is_available():
-            lines.append("| fsdp | skipped: `pretrain` refuses FSDP on a CPU | |")
-            continue
         scaled = {**scale, "global_batch_size": global_batch, "save_interval": None}
         out_dir = work / strategy
         run = measured_run(
@@ -617,9 +622,31 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
             tokens_per_sec = (
                 (len(times) - 1 - w) * scaled["global_batch_size"] * scale["seq_length"] / (times[-1] - times[w])
             )
-        lines.append(f"| {strategy} | {tokens_per_sec:,.1f} | {run['seconds']:.0f} |")
+        peaks = rank_peaks(run["log"])
+        estimate = strategy_estimate(scaled, strategy, devices, args) * 1e9
+        lines.append(
+            f"| {strategy} | {tokens_per_sec:,.1f} | {run['seconds']:.0f} | {', '.join(f'{p:.2f}' for p in peaks)}"
+            f" | {estimate / 1e9:.2f} | {max(peaks) * 1e9 / estimate:.2f} |"
+        )
         shutil.rmtree(out_dir / "final")
     return "\n".join(lines) + "\n"
+
+
+def rank_peaks(log: str) -> list[float]:
+    """Each rank's peak memory in GB, from pretrain's "Peak memory per rank (...): a, b GB" line."""
+    match = re.search(r"Peak memory per rank \([^)]*\): ([\d., ]+) GB", log)
+    if match is None:
+        sys.exit(f"gpu_check: pretrain printed no peak memory per rank:\n{log[-3000:]}")
+    return [float(value) for value in match.group(1).split(",")]
+
+
+def strategy_estimate(scale: dict, strategy: str, devices: int, args: argparse.Namespace) -> float:
+    """recipe_budget's GB per GPU for the recipe at this shape, bf16-true, ``devices`` GPUs with ``strategy``."""
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(checkpoint_dir=scale["model"], precision="bf16-true", strategy=strategy, devices=devices)
+    recipe["train"].update(micro_batch_size=scale["micro_batch_size"], max_seq_length=scale["seq_length"])
+    register_toy(args)
+    return recipe_budget.budget(recipe, "A6000")["memory_gb"]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.wrappers import _unwrap_objects
 from litgpt.config import Config
 from litgpt.utils import save_config
 from tqdm import tqdm
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.cluster import full_disk_is_an_error, partial_dir, state_bytes
 from litgpt_inheritune.files import replace_dir
+from litgpt_inheritune.sharding import full_weights, is_sharded
 
 # What litgpt's Tokenizer and its HF conversion read from a checkpoint directory, besides weights and configs.
 TOKENIZER_FILES = (
@@ -84,6 +86,11 @@ def check_checkpoint(checkpoint_dir: Path, name: str = "checkpoint_dir", tokeniz
 
 def load_lazy_state_dict(path: Path) -> dict:
     """Memory-maps a LitGPT ``.pth`` checkpoint: nothing is read until a tensor is used. Never unpickles objects."""
+    if path.is_dir():
+        fail(
+            f"{path} is a sharded step checkpoint of `pretrain --strategy fsdp`; use the run's final/ (one file), or"
+            f" resume the run from it"
+        )
     if not path.is_file():
         fail(f"{path} does not exist; expected a LitGPT checkpoint file (lit_model.pth)")
     try:
@@ -200,12 +207,13 @@ def checkpoint_damage(directory: Path, read_all: bool = True) -> Optional[str]:
     also checks every tensor's bytes against their CRC-32 (one read of the file: catches altered bytes, which
     ``torch.load`` does not)."""
     weights = directory / "lit_model.pth"
-    if weights.is_dir():
-        return None  # a sharded FSDP checkpoint: torch.distributed.checkpoint's own metadata describes it
     try:
-        recorded = json.loads((directory / PROVENANCE_FILE).read_text()).get("files", {}).get(weights.name)
+        files = json.loads((directory / PROVENANCE_FILE).read_text()).get("files", {})
     except (OSError, ValueError):
         return f"{PROVENANCE_FILE} is missing or unreadable"
+    if weights.is_dir():
+        return sharded_damage(weights, files)
+    recorded = files.get(weights.name)
     if not weights.is_file():
         return f"{weights.name} is missing"
     if recorded is not None and weights.stat().st_size != recorded["size_bytes"]:
@@ -221,6 +229,38 @@ def checkpoint_damage(directory: Path, read_all: bool = True) -> Optional[str]:
                 return f"the bytes of {bad} in {weights.name} do not match their CRC-32 (altered on disk)"
     except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
         return f"{weights.name} is not a readable zip archive ({error})"
+    return None
+
+
+def sharded_damage(folder: Path, recorded: dict) -> Optional[str]:
+    """Why a sharded (torch.distributed.checkpoint) folder cannot be trusted, or None: its metadata must be readable,
+    every shard file it names must hold the bytes it points into, and every file must have the size recorded in
+    provenance.json when it was saved (a missing, truncated or rewritten shard). DCP keeps no checksums, so bytes
+    altered in place at the same size are not caught."""
+    from lightning.fabric.utilities.load import _METADATA_FILENAME
+    from torch.distributed.checkpoint import FileSystemReader
+
+    if not (folder / _METADATA_FILENAME).is_file():
+        return f"{folder.name}/{_METADATA_FILENAME} is missing"
+    try:
+        metadata = FileSystemReader(folder).read_metadata()
+    except Exception as error:  # torch raises many types for a truncated or foreign file
+        return f"{folder.name}/.metadata is unreadable ({type(error).__name__})"
+    needed: dict[str, int] = {}
+    for item in (metadata.storage_data or {}).values():
+        needed[item.relative_path] = max(needed.get(item.relative_path, 0), item.offset + item.length)
+    for name, size in sorted(needed.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{folder.name}/{name} is missing"
+        if path.stat().st_size < size:
+            return f"{folder.name}/{name} has {path.stat().st_size:,} bytes, fewer than the {size:,} its metadata points into (truncated)"
+    for name, record in sorted(recorded.items()):
+        path = folder.parent / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != record["size_bytes"]:
+            return f"{name} has {path.stat().st_size:,} bytes but had {record['size_bytes']:,} when saved (truncated or overwritten)"
     return None
 
 
@@ -260,24 +300,25 @@ def save_step(
 
 
 def save_final(fabric: L.Fabric, state: dict, out_dir: Path, checkpoint_dir: Path, hparams: dict) -> None:
-    """out_dir/final/: a plain LitGPT checkpoint (bare state dict in lit_model.pth, configs, tokenizer, provenance)."""
+    """out_dir/final/: a plain LitGPT checkpoint (bare state dict in lit_model.pth, configs, tokenizer, provenance).
+    Under FSDP the shards are gathered tensor by tensor into rank 0's CPU memory (one full copy of the weights, no
+    optimizer state), which rank 0 writes."""
     # the model is written twice on the way (Fabric's file, then the bare state dict)
     with (
         full_disk_is_an_error(out_dir / "final", 2 * state_bytes({"model": state["model"]})),
         staged_checkpoint(fabric, out_dir / "final", checkpoint_dir, hparams, state) as staging,
     ):
-        saved = staging / "model.pth"
-        fabric.save(saved, {"model": state["model"]})
-        if fabric.global_rank == 0:
-            if saved.is_dir():  # sharded FSDP checkpoint: consolidate into one file
-                from lightning.fabric.utilities.load import _load_distributed_checkpoint
-
-                state_dict = _load_distributed_checkpoint(saved)["model"]
-            else:
-                state_dict = load_lazy_state_dict(saved)
-            torch.save(state_dict, staging / "lit_model.pth")
+        if is_sharded(fabric):
+            state_dict = full_weights(state["model"])  # every rank takes part; rank 0 receives
+            if fabric.global_rank == 0:
+                save_state_dict(state_dict, staging / "lit_model.pth")
             del state_dict
-            shutil.rmtree(saved) if saved.is_dir() else saved.unlink()
+        else:
+            saved = staging / "model.pth"
+            fabric.save(saved, {"model": state["model"]})
+            if fabric.global_rank == 0:
+                save_state_dict(load_lazy_state_dict(saved), staging / "lit_model.pth")
+                saved.unlink()
     fabric.print(f"Saved the trained model to {out_dir / 'final'}")
 
 
@@ -294,12 +335,22 @@ def staged_checkpoint(fabric: L.Fabric, directory: Path, checkpoint_dir: Path, h
     yield staging
     fabric.barrier()
     if fabric.global_rank == 0:
-        write_side_files(staging, state["model"].config, checkpoint_dir, hparams, state)
+        write_side_files(
+            staging, state["model"].config, checkpoint_dir, hparams, state, fabric.world_size, is_sharded(fabric)
+        )
         replace_dir(staging, directory)
     fabric.barrier()
 
 
-def write_side_files(directory: Path, config: Config, checkpoint_dir: Path, hparams: dict, state: dict) -> None:
+def write_side_files(
+    directory: Path,
+    config: Config,
+    checkpoint_dir: Path,
+    hparams: dict,
+    state: dict,
+    world_size: int = 1,
+    fsdp: bool = False,
+) -> None:
     save_config(config, directory)
     copy_tokenizer_files(checkpoint_dir, directory)
     (directory / "hyperparameters.yaml").write_text(yaml.safe_dump(hparams, sort_keys=False))
@@ -313,10 +364,38 @@ def write_side_files(directory: Path, config: Config, checkpoint_dir: Path, hpar
             "epoch": state["epoch"],
             "name": config.name,
             "n_layer": config.n_layer,
-            # size and checksum of the weights, checked before resuming (a truncated or altered file is refused)
-            "files": {path.name: fingerprint(path) for path in [directory / "lit_model.pth"] if path.is_file()},
+            "world_size": world_size,
+            "fsdp": fsdp,
+            # size and checksum of the weights, checked before resuming (a truncated or altered file is refused);
+            # a sharded checkpoint: the size of each of its files
+            "files": weight_records(directory / "lit_model.pth"),
         },
     )
+
+
+def weight_records(weights: Path) -> dict:
+    if weights.is_file():
+        return {weights.name: fingerprint(weights)}
+    if weights.is_dir():
+        return {
+            str(path.relative_to(weights.parent)): {"size_bytes": path.stat().st_size}
+            for path in sorted(weights.iterdir())
+            if path.is_file()
+        }
+    return {}
+
+
+def load_training_state(fabric: L.Fabric, path: Path, state: dict) -> None:
+    """Restores a step checkpoint into ``state``: model, optimizer, counters, RNG states and the training data
+    loader's position. The loader is restored here rather than by Fabric, which under FSDP (ModelParallelStrategy)
+    hands a sharded checkpoint's other entries back as plain values without loading them into their objects."""
+    restored = {key: value for key, value in state.items() if key != "train_dataloader"}
+    remainder = fabric.load(path, restored, weights_only=True)
+    state.update(restored)
+    loader = _unwrap_objects(state["train_dataloader"])
+    if "train_dataloader" in remainder and hasattr(loader, "load_state_dict"):
+        loader.load_state_dict(remainder["train_dataloader"])
+    set_rng_state(state["rng"])
 
 
 def get_rng_state() -> dict:

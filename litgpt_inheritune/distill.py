@@ -13,13 +13,13 @@ from typing import Optional
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.fabric.strategies import FSDPStrategy
 from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import chunked_cross_entropy
 
 from litgpt_inheritune.checkpoint import check_checkpoint, load_lazy_state_dict
 from litgpt_inheritune.cli import fail
+from litgpt_inheritune.sharding import is_sharded, load_full_weights
 
 
 @dataclass
@@ -57,17 +57,18 @@ def check_distill_args(distill: DistillArgs, student: Config) -> Optional[Config
 
 
 def load_teacher(fabric: L.Fabric, teacher_dir: Path, config: Config, seq_len: int):
-    """The frozen teacher in eval mode, on the student's devices and precision (sharded like the student under FSDP)."""
-    fsdp = isinstance(fabric.strategy, FSDPStrategy)
-    with fabric.init_module(empty_init=fsdp):
+    """The frozen teacher in eval mode, on the student's devices and precision (sharded like the student under FSDP:
+    built on the meta device, its weights broadcast from rank 0 shard by shard)."""
+    sharded = is_sharded(fabric)
+    with fabric.init_module(empty_init=sharded):
         teacher = GPT(config)
-    if not fsdp:
+    if not sharded:
         teacher.load_state_dict(load_lazy_state_dict(Path(teacher_dir) / "lit_model.pth"))
     teacher.requires_grad_(False)
     teacher.max_seq_length = seq_len
-    if fsdp:
+    if sharded:
         teacher = fabric.setup_module(teacher)
-        fabric.load_raw(Path(teacher_dir) / "lit_model.pth", teacher, weights_only=True)
+        load_full_weights(fabric, teacher, Path(teacher_dir) / "lit_model.pth")
     else:  # no DDP wrapper: it has nothing to synchronise
         teacher = fabric.to_device(fabric.strategy.precision.convert_module(teacher))
     return teacher.eval()

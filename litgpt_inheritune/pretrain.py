@@ -17,7 +17,9 @@ from typing import Any, Iterator, Literal, Optional, Union
 
 import lightning as L
 import torch
-from lightning.fabric.strategies import DDPStrategy, FSDPStrategy
+from lightning.fabric.connector import _is_using_cli
+from lightning.fabric.strategies import DDPStrategy
+from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 from lightning.fabric.utilities.throughput import ThroughputMonitor, measure_flops
 from litgpt.args import EvalArgs, LogArgs, TrainArgs
 from litgpt.config import Config
@@ -39,9 +41,9 @@ from litgpt_inheritune.checkpoint import (
     StreamingCheckpointIO,
     find_resume_path,
     load_lazy_state_dict,
+    load_training_state,
     save_final,
     save_step,
-    set_rng_state,
 )
 from litgpt_inheritune.cli import fail
 from litgpt_inheritune.cluster import (
@@ -56,6 +58,7 @@ from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teac
 from litgpt_inheritune.plots import plot_loss
 from litgpt_inheritune.progress import Progress
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
+from litgpt_inheritune.sharding import FSDP_PRECISIONS, fsdp_strategy, is_sharded, load_full_weights
 from litgpt_inheritune.settings import (
     check_checkpoint_dir,
     check_one_step,
@@ -98,7 +101,7 @@ def setup(
     devices: Union[int, str] = "auto",
     num_nodes: int = 1,
     strategy: Literal["auto", "ddp", "fsdp"] = "auto",
-    fsdp_state_dict: Literal["full", "sharded"] = "full",
+    fsdp_state_dict: Literal["full", "sharded"] = "sharded",
     activation_checkpointing: bool = False,
     compile: bool = False,
     logger_name: LoggerChoice = "csv",
@@ -138,10 +141,15 @@ def setup(
         optimizer: Optimizer class path and arguments, e.g. "AdamW" or
             {"class_path": "bitsandbytes.optim.AdamW8bit", "init_args": {"lr": 3e-4}}. Default: the paper's AdamW
             (lr 3e-4, weight decay 0.1, betas 0.9/0.95).
-        devices: Devices per node ("auto": all GPUs, or 1 on a CPU). On a CPU, N > 1 runs N processes with DDP over gloo.
-        num_nodes: Number of nodes (launch one process per node with torchrun, SLURM or Lightning's launcher).
-        strategy: "auto" (one device: none; several: FSDP), "ddp" or "fsdp" (one FSDP unit per transformer block).
-        fsdp_state_dict: With FSDP, "full" writes one checkpoint file from rank 0; "sharded" one file per rank.
+        devices: Devices per node ("auto": all GPUs, or 1 on a CPU). On a CPU, N > 1 runs N processes over gloo.
+        num_nodes: Number of nodes (launch one process per device with torchrun, SLURM's srun or ``fabric run``).
+        strategy: "auto" (one device: none; several GPUs: FSDP; several CPU processes: DDP), "ddp" or "fsdp"
+            (FSDP2: PyTorch's fully_shard on every transformer block, then the whole model; across several nodes
+            HSDP: sharded within a node, replicated across nodes). FSDP runs on CPUs (gloo) and GPUs (nccl).
+        fsdp_state_dict: With FSDP, how step checkpoints are written: "sharded" (torch.distributed.checkpoint, a
+            folder lit_model.pth/ with one file per rank; resumable with any number of processes) or "full" (one
+            file gathered on rank 0: the whole model and optimizer state in its CPU memory). final/ is always one
+            plain file. A resumed run may change it.
         activation_checkpointing: Recompute each block's activations in the backward pass to save memory.
         compile: Compile the model with torch.compile (off by default; useful on GPUs).
         logger_name: "csv", "tensorboard", "wandb", "mlflow" or "litlogger".
@@ -179,19 +187,22 @@ def setup(
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
     if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
         fail(f"--resume {resume_path} holds a run of another model than {checkpoint_dir}; choose another --out_dir")
-    check_resumed_settings(resume_path, hparams)
-    if strategy == "fsdp" and not torch.cuda.is_available():
-        fail("--strategy fsdp needs CUDA GPUs (Lightning's FSDP does not run on CPUs); use --strategy ddp here")
     precision = default_precision(precision)
+    sharded = strategy == "fsdp" or (
+        strategy == "auto" and devices * num_nodes > 1 and torch.cuda.is_available() and precision in FSDP_PRECISIONS
+    )
+    check_resumed_settings(resume_path, hparams, sharded)
+    if sharded and precision not in FSDP_PRECISIONS:
+        fail(
+            f"--precision {precision} does not run with --strategy fsdp (Lightning's ModelParallelStrategy takes"
+            f" {', '.join(FSDP_PRECISIONS)}); choose one of those or --strategy ddp"
+        )
     if launched_as_rank_zero():
         lock_out_dir(out_dir)  # before anything is written: a second run on this out_dir stops here
 
-    if strategy == "fsdp" or (strategy == "auto" and devices * num_nodes > 1 and torch.cuda.is_available()):
-        fabric_strategy = FSDPStrategy(
-            auto_wrap_policy={Block},
-            activation_checkpointing_policy={Block} if activation_checkpointing else None,
-            state_dict_type=fsdp_state_dict,
-            sharding_strategy="HYBRID_SHARD" if num_nodes > 1 else "FULL_SHARD",
+    if sharded:
+        fabric_strategy = fsdp_strategy(
+            devices, num_nodes, precision, activation_checkpointing, compile, fsdp_state_dict == "sharded"
         )
     elif strategy == "ddp" or devices * num_nodes > 1:
         fabric_strategy = DDPStrategy(process_group_backend=None if torch.cuda.is_available() else "gloo")
@@ -217,9 +228,16 @@ def setup(
         strategy=fabric_strategy,
         precision=precision,
         loggers=loggers,
-        plugins=[StreamingCheckpointIO()],  # CSV draws loss.png
+        # FSDP writes its own files; others stream into the file (see StreamingCheckpointIO)
+        plugins=[] if sharded else [StreamingCheckpointIO()],
     )
-    fabric.launch()
+    if not _is_using_cli():  # `fabric run` has started the processes and set them up already
+        fabric.launch()
+    if fabric.device.type == "cpu" and fabric.world_size > 1:
+        # Lightning's launcher gives each CPU process its share of the cores (OMP_NUM_THREADS) only in the process
+        # it was started in, after starting the others: oversubscribed, every collective waits (FSDP's, one per
+        # block, most of all)
+        _set_num_threads_if_needed(num_processes=fabric.strategy.num_processes)
     if logger_name in ("tensorboard", "wandb", "mlflow"):
         fabric.logger.log_hyperparams(hparams)
     with one_failure_stops_every_rank(fabric):  # an error on one rank ends all of them, with its message
@@ -267,24 +285,24 @@ def main(
     teacher_config: Optional[Config] = None,
 ) -> None:
     fabric.seed_everything(seed)
-    fsdp = isinstance(fabric.strategy, FSDPStrategy)
-    with fabric.init_module(empty_init=fsdp):
+    sharded = is_sharded(fabric)
+    with fabric.init_module(empty_init=sharded):  # FSDP: on the meta device, materialised shard by shard
         model = GPT(config)
     model.max_seq_length = train_seq_length(config, train)
-    if initialize == "random":
+    if initialize == "random":  # under FSDP this sets the initialisation that materialising the shards runs
         initialize_weights(fabric, model, n_layer=config.n_layer, n_embd=config.n_embd)
-    elif not fsdp:
+    elif not sharded:
         model.load_state_dict(load_lazy_state_dict(checkpoint_dir / "lit_model.pth"))
-    if activation_checkpointing and not fsdp:
+    if activation_checkpointing and not sharded:  # FSDP wraps the blocks itself (sharding.shard_model)
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 
         apply_activation_checkpointing(model, check_fn=lambda module: isinstance(module, Block))
     fabric.print(f"{config.name}: {num_parameters(model):,} parameters, {config.n_layer} blocks, {initialize} weights")
-    if compile:
+    if compile and not sharded:  # FSDP compiles each block before sharding it (sharding.shard_model)
         model = torch.compile(model)
     model = fabric.setup(model)
-    if initialize == "checkpoint" and fsdp:
-        fabric.load_raw(checkpoint_dir / "lit_model.pth", model, weights_only=True)
+    if initialize == "checkpoint" and sharded:
+        load_full_weights(fabric, model, checkpoint_dir / "lit_model.pth")
 
     # litgpt's helper writes into the dict's init_args: give it a copy, not the caller's (or our default)
     optimizer = instantiate_torch_optimizer(deepcopy(optimizer), model.parameters(), fused=fabric.device.type == "cuda")
@@ -307,8 +325,7 @@ def main(
     }
     if resume_path is not None:
         fabric.print(f"Resuming from {resume_path}")
-        fabric.load(resume_path / "lit_model.pth", state, weights_only=True)
-        set_rng_state(state["rng"])
+        load_training_state(fabric, resume_path / "lit_model.pth", state)
 
     teacher = (
         None
@@ -332,6 +349,7 @@ def main(
             distill,
         )
         save_final(fabric, state, out_dir, checkpoint_dir, hparams)
+    fabric.print(peak_memory(fabric))
     for logger in fabric.loggers:
         logger.finalize("success")  # flushes the metrics logged since the last periodic write
     if fabric.global_rank == 0:
@@ -505,6 +523,18 @@ def epochs_of(loader, batches_per_epoch: int, start: int) -> Iterator[tuple[int,
                 f" {batches_per_epoch} its length promised"
             )
         epoch, taken = epoch + 1, 0
+
+
+def peak_memory(fabric: L.Fabric) -> str:
+    """Each rank's peak memory: torch.cuda.max_memory_allocated on a GPU, the process's peak RSS on a CPU."""
+    if fabric.device.type == "cuda":
+        peak, what = torch.cuda.max_memory_allocated(fabric.device), "torch.cuda.max_memory_allocated"
+    else:
+        import resource
+
+        peak, what = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+    peaks = fabric.all_gather(torch.tensor(peak, device=fabric.device)).reshape(-1).tolist()
+    return f"Peak memory per rank ({what}): {', '.join(f'{p / 1e9:.2f}' for p in peaks)} GB"
 
 
 def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:

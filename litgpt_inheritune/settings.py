@@ -1,6 +1,7 @@
 """pretrain's settings: the defaults it picks, the flags it refuses, LitGPT recipe keys, and the hyperparameters.yaml
 that records a run (and that a resumed run must match)."""
 
+import json
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Optional
@@ -173,19 +174,35 @@ RESUME_MAY_CHANGE = (
     "activation_checkpointing",
     "data.init_args.num_workers",
     "data.init_args.cache_dir",
+    "fsdp_state_dict",
 )
 
 
-def check_resumed_settings(resume_path: Optional[Path], hparams: dict) -> None:
-    """Refuses to resume a run with settings that differ from the ones it was started with (its hyperparameters.yaml)."""
+# With FSDP on both sides, the number of processes may change too: torch.distributed.checkpoint reshards the weights
+# and optimizer states, and the global batch (so the schedule) stays.
+RESHARDED_MAY_CHANGE = ("devices", "num_nodes", "strategy")
+
+
+def check_resumed_settings(resume_path: Optional[Path], hparams: dict, sharded: bool = False) -> None:
+    """Refuses to resume a run with settings that differ from the ones it was started with (its hyperparameters.yaml).
+    ``sharded``: this run uses FSDP. A checkpoint written by FSDP resumes only under FSDP, with any number of
+    processes."""
     saved_file = resume_path / "hyperparameters.yaml" if resume_path is not None else None
     if saved_file is None or not saved_file.is_file():
         return
+    provenance = resume_path / "provenance.json"
+    written = json.loads(provenance.read_text()) if provenance.is_file() else {}
+    if written.get("fsdp") and not sharded:
+        fail(
+            f"--resume {resume_path} was written by FSDP on {written['world_size']} processes; resume it with"
+            " --strategy fsdp (with any number of processes: its shards are redistributed)"
+        )
+    may_change = RESUME_MAY_CHANGE + (RESHARDED_MAY_CHANGE if sharded and written.get("fsdp") else ())
     saved, current = flat_settings(yaml.safe_load(saved_file.read_text()) or {}), flat_settings(hparams)
     changed = [
         f"--{key.replace('init_args.', '')} {current.get(key)} (was {saved.get(key)})"
         for key in sorted(set(saved) | set(current))
-        if saved.get(key) != current.get(key) and not key.startswith(RESUME_MAY_CHANGE)
+        if saved.get(key) != current.get(key) and not key.startswith(may_change)
     ]
     if changed:
         fail(

@@ -1,5 +1,6 @@
 """Data modules for two-rank tests: the test's pretrain processes import them by class path (tests/ on PYTHONPATH)."""
 
+import json
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,10 @@ from litgpt_inheritune.redpajama import RedPajamaSample
 
 def rank() -> int:
     return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
 
 @dataclass
@@ -88,3 +93,51 @@ class UnevenTraining(RedPajamaSample):
             sequences = sequences[: len(sequences) - self.missing * self.batch_size]
         log = f"{self.log_dir}/rank-{rank()}.txt"
         return DataLoader(Counted(sequences, log), batch_size=self.batch_size)
+
+
+class Interleaved(IterableDataset):
+    """Sequence i of one stream on rank i mod the world size, from sequence ``start`` of the stream on."""
+
+    def __init__(self, sequences: list) -> None:
+        self.sequences, self.start = sequences, 0
+
+    def __len__(self) -> int:
+        return len(self.sequences) // world_size()
+
+    def __iter__(self):
+        yield from self.sequences[self.start + rank() :: world_size()]
+
+
+class ResumableLoader(DataLoader):
+    """A data loader whose position (sequences of the stream consumed by every rank together) is saved and
+    restored, at any world size."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.yielded = 0
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            self.yielded += 1
+            yield batch
+        self.dataset.start, self.yielded = 0, 0  # the next epoch starts at the beginning
+
+    def state_dict(self) -> dict:
+        return {"sequences": self.dataset.start + self.yielded * self.batch_size * world_size()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dataset.start, self.yielded = state["sequences"], 0
+
+
+@dataclass
+class SameSequencesOnAnyRanks(RedPajamaSample):
+    """Training sequences that make an optimizer step hold the same sequences on 1 rank and on 2: the corpus's
+    documents tokenized in order (EOS after each) and cut into windows, window i on rank i mod the world size, the
+    position resumable at another world size. Validation as RedPajamaSample."""
+
+    def train_dataloader(self) -> DataLoader:
+        documents = [json.loads(line)["text"] for path in sorted(self.data_dir.glob("*.jsonl")) for line in open(path)]
+        tokens = torch.cat([self.tokenizer.encode(text, eos=True) for text in documents])
+        n = (len(tokens) - 1) // (self.seq_length - 1)
+        windows = [tokens[i * (self.seq_length - 1) : i * (self.seq_length - 1) + self.seq_length] for i in range(n)]
+        return ResumableLoader(Interleaved(windows), batch_size=self.batch_size)

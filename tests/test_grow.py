@@ -1,6 +1,7 @@
 """`litgpt inheritune grow`: Algorithm 1 (inherit, train, grow) and its baselines, on a tiny trained reference."""
 
 import json
+import math
 import os
 import signal
 import threading
@@ -242,7 +243,8 @@ def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
 
 
 def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_path):
-    """--devices 2 reaches each round's pretrain, which Fabric's launcher runs as two DDP processes (gloo on a CPU)."""
+    """--devices 2 --strategy fsdp reach each round's pretrain, which Fabric's launcher runs as two FSDP processes
+    (gloo on a CPU); the round's final/ is one plain checkpoint that grow measures."""
     result = grow(
         trained_reference,
         jsonl_corpus,
@@ -253,13 +255,19 @@ def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_
         "",
         "--devices",
         "2",
+        "--strategy",
+        "fsdp",
         "--train.micro_batch_size",
         "2",
         console_script=True,
     )
     assert result.returncode == 0, result.stderr
     assert "2 micro-batches of 2 per rank on 2 ranks" in result.stdout
-    assert json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"][0]["n_layers"] == 6
+    rounds = json.loads((tmp_path / "grow" / "grow.json").read_text())["rounds"]
+    assert rounds[0]["n_layers"] == 6 and math.isfinite(rounds[0]["val_loss"])
+    final = tmp_path / "grow" / "6L" / "train" / "final"
+    assert json.loads((final / "provenance.json").read_text())["fsdp"] is True
+    assert (final / "lit_model.pth").is_file()
 
 
 def test_interrupted_grow_continues_to_the_same_result(trained_reference, tiny_references, jsonl_corpus, tmp_path):

@@ -32,8 +32,9 @@ def max_difference(a: dict, b: dict) -> float:
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def start(command: list[str], **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def start(command: list[str], env: dict = {}, **kwargs) -> subprocess.Popen:
+    """The console script as a child process; ``env`` adds to this process's environment."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **env}
     return subprocess.Popen(
         [str(BIN / command[0]), *command[1:]],
         stdout=subprocess.PIPE,
