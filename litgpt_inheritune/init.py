@@ -60,7 +60,7 @@ def main(
     bridge: Optional[Literal["linear"]] = None,
     data_path: Optional[Path] = None,
     calibration_sequences: int = 64,
-    calibration_seq_len: int = 128,
+    calibration_seq_len: Optional[int] = None,
 ) -> Path:
     """Inherit the token embedding, chosen transformer blocks, final norm and LM head of a reference model.
 
@@ -108,7 +108,7 @@ def main(
         data_path: Calibration text for --bridge linear and --select iterative: a text file, a .jsonl file or a folder
             of them, read as ``analyze`` reads it.
         calibration_sequences: Calibration windows (one per document, at a random offset).
-        calibration_seq_len: Tokens per calibration window.
+        calibration_seq_len: Tokens per calibration window. Default: 128, or the reference's context if shorter.
     """
     reference_dir = resolve_checkpoint_dir(reference_dir, "reference_dir")
     selection = None
@@ -224,7 +224,7 @@ def main(
                         "calibration": {
                             "data_path": str(data_path),
                             "sequences": calibration_sequences,
-                            "seq_len": calibration_seq_len,
+                            "seq_len": calibration[1].size(1),
                             "seed": seed,
                         }
                     }
@@ -282,20 +282,21 @@ def check_derivation(
         fail(f"--{'bridge linear' if bridge else 'select iterative'} needs --data_path: the calibration text")
     if data_path is not None and not Path(data_path).exists():
         fail(f"--data_path {data_path} does not exist; give a text file, a .jsonl file or a folder of them")
-    if calibration_sequences < 1 or calibration_seq_len < 2:
+    if calibration_sequences < 1 or (calibration_seq_len is not None and calibration_seq_len < 2):
         fail(
             f"--calibration_sequences {calibration_sequences} must be at least 1 and --calibration_seq_len"
             f" {calibration_seq_len} at least 2"
         )
 
 
-def calibration_model(reference_dir: Path, data_path: Path, sequences: int, seq_len: int, seed: int) -> tuple:
+def calibration_model(reference_dir: Path, data_path: Path, sequences: int, seq_len: Optional[int], seed: int) -> tuple:
     """The reference model (float32, CPU) and its calibration windows, read as ``analyze`` reads its windows."""
     from litgpt.tokenizer import Tokenizer
 
     from litgpt_inheritune.analyze import load_model, sample_windows
 
     model = load_model(reference_dir)
+    seq_len = min(128, model.config.block_size) if seq_len is None else seq_len
     if seq_len > model.config.block_size:
         fail(f"--calibration_seq_len {seq_len} exceeds the reference's context of {model.config.block_size} tokens")
     model.max_seq_length = seq_len
