@@ -21,6 +21,7 @@ import shutil
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -103,25 +104,24 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    out, started, timings = args.out_dir, time.perf_counter(), {}
+    out, started, timings = args.out_dir, time.perf_counter(), Timings()
     out.mkdir(parents=True, exist_ok=True)
 
     reference = args.reference or smollm2_checkpoint(args.cache_dir)
     data_dir = write_corpus(args.data_path or lee_corpus(args.cache_dir), out / "data" / "lee")
     n, n_reference = args.n_layers, Config.from_file(reference / "model_config.yaml").n_layer
-    clock = time.perf_counter()
     step(f"analyze the reference: {args.analysis_sequences} windows")
-    analysis = analyze(
-        reference,
-        data_path=data_dir,
-        out_dir=out / "analysis",
-        num_sequences=args.analysis_sequences,
-        seq_len=min(100, Config.from_file(reference / "model_config.yaml").block_size),
-        window_sizes=[1, n, n_reference - n],
-        plots=False,
-        overwrite=True,
-    )
-    timings["analyze_s"] = time.perf_counter() - clock
+    with timings("analyze"):
+        analysis = analyze(
+            reference,
+            data_path=data_dir,
+            out_dir=out / "analysis",
+            num_sequences=args.analysis_sequences,
+            seq_len=min(100, Config.from_file(reference / "model_config.yaml").block_size),
+            window_sizes=[1, n, n_reference - n],
+            plots=False,
+            overwrite=True,
+        )
 
     starts = {}
     for label in args.runs:
@@ -129,12 +129,11 @@ def main() -> None:
         if name == "random":
             continue
         step(f"{label}: {STARTS[name]}")
-        clock = time.perf_counter()
         options = start_options(name, n, out / "analysis", data_dir)
         if "data_path" in options:
             options.update(calibration_sequences=args.calibration_sequences, seed=args.seed)
-        starts[label] = init(reference, out_dir=out / "checkpoints" / label, overwrite=True, **options)
-        timings[f"init_{label}_s"] = time.perf_counter() - clock
+        with timings(f"init_{label}"):
+            starts[label] = init(reference, out_dir=out / "checkpoints" / label, overwrite=True, **options)
     if "random" in args.runs:
         starts["random"] = starts.get("first") or init(
             reference, out_dir=out / "checkpoints" / "first", n_layers=n, overwrite=True
@@ -156,18 +155,17 @@ def main() -> None:
             run_dir = out / "runs" / f"{label}-seed{seed}"
             if run_dir.exists():
                 shutil.rmtree(run_dir)
-            clock = time.perf_counter()
-            pretrain(
-                checkpoint,
-                out_dir=run_dir,
-                initialize="random" if label == "random" else "checkpoint",
-                data=data(order_seed=seed),
-                train=train,
-                eval=EvalArgs(interval=args.eval_interval, max_iters=10**9, initial_validation=True),
-                seed=seed,
-                distill=distill,
-            )
-            timings[f"train_{label}_seed{seed}_s"] = time.perf_counter() - clock
+            with timings(f"train_{label}_seed{seed}"):
+                pretrain(
+                    checkpoint,
+                    out_dir=run_dir,
+                    initialize="random" if label == "random" else "checkpoint",
+                    data=data(order_seed=seed),
+                    train=train,
+                    eval=EvalArgs(interval=args.eval_interval, max_iters=10**9, initial_validation=True),
+                    seed=seed,
+                    distill=distill,
+                )
             runs[label, seed] = run_dir
 
     for label, checkpoint in starts.items():
@@ -198,9 +196,8 @@ def main() -> None:
         results[label]["parameters"] = sum(t.numel() for t in load_gpt(checkpoints[0]).parameters())
         results[label]["tokens_per_s"] = tokens_per_second(checkpoints[0], args.seq_len)
         if args.eval_limit:
-            clock = time.perf_counter()
-            results[label]["scores"] = benchmark(checkpoints, args, out / "eval" / label)
-            timings[f"eval_{label}_s"] = time.perf_counter() - clock
+            with timings(f"eval_{label}"):
+                results[label]["scores"] = benchmark(checkpoints, args, out / "eval" / label)
 
     step("compare: table and plot of every training run")
     compare(
@@ -214,12 +211,30 @@ def main() -> None:
         "results": results,
         "lazy_layers": analysis["lazy_layers"],
         "settings": {**{k: str(v) for k, v in vars(args).items()}, "load_average": os.getloadavg()},
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "timings": timings.table,
         "minutes": round((time.perf_counter() - started) / 60, 1),
+        "cpu_minutes": round(time.process_time() / 60, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report(summary, args))
     print((out / "report.md").read_text())
+
+
+class Timings:
+    """Wall and CPU seconds (this process, all threads) of each phase: CPU time is what the machine's other load does
+    not inflate, so a run on a shared machine still estimates the wall time on idle cores."""
+
+    def __init__(self) -> None:
+        self.table = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.table[name] = {
+            "wall_s": round(time.perf_counter() - wall, 1),
+            "cpu_s": round(time.process_time() - cpu, 1),
+        }
 
 
 def initial_loss(run_dir: Path) -> float:
