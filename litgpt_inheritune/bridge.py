@@ -14,20 +14,14 @@ reference's own hidden states, as ReplaceMe fits all of its maps from one pass o
 
 import torch
 
+from litgpt_inheritune.inherit import cut_after
 from litgpt_inheritune.redundancy import capture_block_inputs
 
 
 def cut_ranges(kept: list[int], n_reference: int) -> list[tuple[int, int, int]]:
     """(b, start, stop) for every run of cut blocks start..stop-1 with kept block b = start - 1 before it."""
-    if kept != sorted(set(kept)):
-        raise ValueError(f"--bridge linear needs the kept blocks in model order without repeats; got {kept}")
-    if kept[0] != 0:
-        raise ValueError(
-            f"--bridge linear folds each cut's map into the kept block before it; blocks 0..{kept[0] - 1} have none"
-            f" (keep block 0)"
-        )
-    bounds = kept[1:] + [n_reference]
-    return [(block, block + 1, stop) for block, stop in zip(kept, bounds) if stop > block + 1]
+    cuts = cut_after(kept, n_reference, "--bridge linear")
+    return [(block, block + 1, block + 1 + len(cut)) for block, cut in cuts.items() if cut]
 
 
 def check_foldable(config) -> None:

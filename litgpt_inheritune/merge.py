@@ -7,7 +7,7 @@ in its experiments), from the top of the model down, and stops when the merged m
 from the original's; here the target depth is given, so the schedule runs until that many blocks remain.
 """
 
-from litgpt_inheritune.inherit import BLOCK_KEY
+from litgpt_inheritune.inherit import BLOCK_KEY, cut_after
 
 
 def absorbed_blocks(kept: list[int], n_reference: int) -> dict[int, list[int]]:
@@ -15,15 +15,7 @@ def absorbed_blocks(kept: list[int], n_reference: int) -> dict[int, list[int]]:
 
     ``kept`` must be increasing and start at block 0, so that every cut block has a kept block before it.
     """
-    if kept != sorted(set(kept)):
-        raise ValueError(f"--merge laco needs the kept blocks in model order without repeats; got {kept}")
-    if kept[0] != 0:
-        raise ValueError(
-            f"--merge laco merges each cut block into the kept block before it; blocks 0..{kept[0] - 1} have none"
-            f" (keep block 0)"
-        )
-    bounds = kept[1:] + [n_reference]
-    return {block: list(range(block + 1, stop)) for block, stop in zip(kept, bounds)}
+    return cut_after(kept, n_reference, "--merge laco")
 
 
 def laco_layers(n_layers: int, n_reference: int, group_size: int = 4) -> list[int]:
