@@ -63,7 +63,7 @@ SIZES = {
         val_sequences=64,
         analysis_sequences=30,
         calibration_sequences=64,
-        eval_interval=40,
+        eval_interval=80,
     ),
     "toy": dict(
         n_layers=8,
