@@ -235,6 +235,7 @@ class Timings:
             "wall_s": round(time.perf_counter() - wall, 1),
             "cpu_s": round(time.process_time() - cpu, 1),
         }
+        print(f"{name}: {self.table[name]['wall_s']} s wall, {self.table[name]['cpu_s']} s CPU", file=sys.stderr)
 
 
 def initial_loss(run_dir: Path) -> float:
