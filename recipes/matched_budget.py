@@ -221,8 +221,8 @@ def main() -> None:
 
 
 class Timings:
-    """Wall and CPU seconds (this process, all threads) of each phase: CPU time is what the machine's other load does
-    not inflate, so a run on a shared machine still estimates the wall time on idle cores."""
+    """Wall and CPU seconds (this process, all threads) of each phase. On a crowded machine both grow: torch's
+    threads spin while they wait for a core, and that counts as CPU time."""
 
     def __init__(self) -> None:
         self.table = {}
