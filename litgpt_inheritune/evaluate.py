@@ -1,6 +1,7 @@
 """`litgpt inheritune evaluate`: lm-evaluation-harness on a LitGPT checkpoint, with a table beside chance level."""
 
 import difflib
+import functools
 import json
 import os
 from datetime import datetime
@@ -104,9 +105,9 @@ def main(
         compare = [out_dir / "reference", *(compare or [])]
 
     from lm_eval import evaluator
-    from lm_eval.tasks import TaskManager
 
-    task_manager = TaskManager(include_path=task_folders(include_path, shots))
+    folders = task_folders(include_path, shots)
+    task_manager = indexed_tasks(tuple(folders) if folders else None, folder_stamp(folders or []))
     check_task_names(list(shots), task_manager)
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         fail(f"--batch_size {batch_size} must be a positive number or auto")
@@ -191,6 +192,20 @@ def task_shots(tasks: str, num_fewshot: Optional[int]) -> dict:
             fail(f"--num_fewshot {num_fewshot} must be 0 or more")
         shots = {name: num_fewshot for name in shots}
     return shots
+
+
+@functools.lru_cache(maxsize=4)
+def indexed_tasks(folders: Optional[tuple[str, ...]], stamp: tuple = ()):
+    """lm-eval's TaskManager for these extra task folders, built once per process and state of the folders (``stamp``):
+    it parses every task YAML that ships with lm-eval (seconds), and recipes evaluate many models in one process."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(folders) if folders else None)
+
+
+def folder_stamp(folders: list[str]) -> tuple:
+    """The name and modification time of every YAML file in the folders: a new or edited task builds a new index."""
+    return tuple((str(p), p.stat().st_mtime_ns) for folder in folders for p in sorted(Path(folder).rglob("*.yaml")))
 
 
 def task_folders(include_path: Optional[Path], shots: dict) -> Optional[list[str]]:

@@ -25,10 +25,11 @@ from litgpt_inheritune.cli import fail
 from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals, unlock_out_dir
 from litgpt_inheritune.distill import DistillArgs
-from litgpt_inheritune.inherit import BLOCK_PARTS, count_blocks
+from litgpt_inheritune.inherit import BLOCK_PARTS, compact_layers, count_blocks
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.compare import LossMeter
 from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS
+from litgpt_inheritune.selection import MEASURES
 from litgpt_inheritune.settings import hyperparameters, refuse_unused_args
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 
@@ -49,6 +50,49 @@ BASELINES = {
     "inherit_distill": "the first n blocks (Inheritune) trained with logit distillation from the reference",
 }
 BASELINE_ALIASES = {"lazy": "last_n"}  # the old name: the last n blocks are not always the lazy ones
+
+# How each round's n blocks come from the reference: `init` options (see docs/init.md), and what each start needs.
+STARTS = {
+    "first": "the first n blocks (Inheritune)",
+    "rank": "the contiguous n blocks of highest mean MaxRank (init --select rank --keep window; needs --analysis)",
+    "block_influence": "the n blocks of highest block influence (ShortGPT: init --select block_influence --keep best;"
+    " needs --analysis)",
+    "laco": "LaCo's layer collapse: groups of 4 consecutive blocks merged from the top down until n remain (init"
+    " --merge laco)",
+    "bridge": "the first n blocks with the rest replaced by a linear map folded into block n-1 (init --bridge linear;"
+    " needs --calibration_data)",
+    "replaceme": "ReplaceMe: the contiguous blocks of smallest angular distance cut (block 0 kept) and replaced by a"
+    " linear map (init --select angular_distance --keep cut --bridge linear; needs --analysis and --calibration_data)",
+    "iterative": "SLEB: blocks removed one at a time by calibration loss until n remain (init --select iterative;"
+    " needs --calibration_data)",
+}
+
+
+def start_options(start: str, n: int, analysis: Optional[Path], calibration_data: Optional[Path]) -> dict:
+    """The `init` options that build start ``start`` with n blocks."""
+    if start == "first":
+        return {"layers": ",".join(map(str, range(n)))}
+    if start in ("rank", "block_influence", "replaceme") and analysis is None:
+        fail(
+            f"--start {start} chooses blocks by an analysis; give --analysis DIR (an `analyze` out_dir of the reference)"
+        )
+    if start in ("bridge", "replaceme", "iterative") and calibration_data is None:
+        fail(f"--start {start} needs calibration text; give --calibration_data (a text file, .jsonl file or folder)")
+    calibration = {"data_path": calibration_data}
+    return {"n_layers": n} | {
+        "rank": {"select": "rank", "keep": "window", "analysis": analysis},
+        "block_influence": {"select": "block_influence", "keep": "best", "analysis": analysis},
+        "laco": {"merge": "laco"},
+        "bridge": {"bridge": "linear", **calibration},
+        "replaceme": {
+            "select": "angular_distance",
+            "keep": "cut",
+            "analysis": analysis,
+            "bridge": "linear",
+            **calibration,
+        },
+        "iterative": {"select": "iterative", **calibration},
+    }[start]
 
 
 def main(
@@ -73,6 +117,8 @@ def main(
     grow_from: Literal["reference", "trained"] = "reference",
     distill: DistillArgs = DistillArgs(),
     analysis: Optional[Path] = None,
+    start: str = "first",
+    calibration_data: Optional[Path] = None,
 ) -> dict:
     """Inherit, train, grow (Algorithm 1): rounds of n, n + k, ... blocks until the target's validation loss reaches
     the reference's, then the baselines at that size on the same budget.
@@ -110,7 +156,11 @@ def main(
         distill: --distill.alpha and --distill.temperature of the distillation baselines; the teacher is always the
             reference (leave --distill.teacher_dir unset).
         analysis: An ``analyze`` out_dir of the reference (attention.json): the report names its lazy layers and which
-            of them the last_n baseline holds.
+            of them the last_n baseline holds; the starts that choose blocks by a measure read it.
+        start: How every round's n blocks come from the reference: "first" (the paper), "rank", "block_influence"
+            (ShortGPT), "laco" (LaCo's layer collapse), "bridge" (the first n blocks plus a linear map for the rest),
+            "replaceme" (ReplaceMe's cut and map), "iterative" (SLEB); see docs/init.md. The baselines do not change.
+        calibration_data: Calibration text for the starts that fit or choose on it (bridge, replaceme, iterative).
     """
     reference_dir, out_dir = resolve_checkpoint_dir(reference_dir, "reference_dir"), Path(out_dir)
     check_checkpoint(reference_dir, "reference_dir")
@@ -123,6 +173,18 @@ def main(
     if distill.teacher_dir is not None:
         fail(f"--distill.teacher_dir {distill.teacher_dir}: grow distils from the reference; leave it unset")
     lazy_layers = analysed_lazy_layers(analysis, n_reference)
+    if start not in STARTS:
+        fail(f"--start {start} is not a start; valid: {', '.join(STARTS)}")
+    if start != "first" and grow_from == "trained":
+        fail(
+            f"--grow_from trained adds the reference's next blocks to the first n; it needs --start first, not {start}"
+        )
+    if calibration_data is not None and not Path(calibration_data).exists():
+        fail(
+            f"--calibration_data {calibration_data} does not exist; give a text file, a .jsonl file or a folder of them"
+        )
+    for n in sizes[:1]:  # the start's own requirements, before anything is measured
+        start_options(start, n, analysis, calibration_data)
     if tolerance < 0:
         fail(f"--tolerance {tolerance} must be 0 or more")
     refuse_unused_args(train, eval, log, logger_name)
@@ -142,7 +204,7 @@ def main(
             seed=seed,
         )
     )
-    check_previous_settings(out_dir, pretrain_args, grow_from)
+    check_previous_settings(out_dir, pretrain_args, grow_from, start)
     measure = LossMeter(reference_dir, data, train, eval, precision)
     distill_args = {"teacher_dir": str(reference_dir), "alpha": distill.alpha, "temperature": distill.temperature}
     tokens_per_step = train.global_batch_size * measure.seq_len
@@ -150,7 +212,10 @@ def main(
     report = {
         "reference": {"checkpoint": str(reference_dir), "n_layers": n_reference, "val_loss": measure(reference_dir)},
         "tolerance": tolerance,
-        "settings": run_settings(pretrain_args, measure, grow_from, distill_args, analysis, lazy_layers),
+        "settings": {
+            **run_settings(pretrain_args, measure, grow_from, distill_args, analysis, lazy_layers),
+            "start": start,
+        },
         "rounds": [],
         "baselines": {},
         "result": None,
@@ -163,19 +228,21 @@ def main(
     )
     previous = None
     for n in sizes:
-        layers = list(range(n))
+        options = start_options(start, n, analysis, calibration_data)
         final = train_run(
             reference_dir,
-            layers,
+            list(range(n)) if start == "first" else None,
             out_dir / f"{n}L",
             pretrain_args,
             "checkpoint",
+            {key: value for key, value in options.items() if key != "layers"},
             previous=previous if grow_from == "trained" else None,
         )
         previous = final
+        made = json.loads((out_dir / f"{n}L" / "init" / "provenance.json").read_text())
         entry = {
             "n_layers": n,
-            "layers": f"0-{n - 1}",
+            "layers": compact_layers(made["layers"]).replace("_", ",") + ("" if start == "first" else f" ({start})"),
             "checkpoint": str(final),
             "val_loss": measure(final),
             **trained_budget(final, tokens_per_step),
@@ -283,16 +350,16 @@ def alternate_layers(n: int, n_reference: int) -> list[int]:
 
 def train_run(
     reference_dir: Path,
-    layers: list[int],
+    layers: Optional[list[int]],
     run_dir: Path,
     pretrain_args: dict,
     initialize: str,
     init_options: Optional[dict] = None,
     previous: Optional[Path] = None,
 ) -> Path:
-    """Inherits ``layers`` into run_dir/init (with init's ``init_options``; or, given ``previous``, a trained smaller
-    model plus the reference's next blocks) and trains it into run_dir/train; reuses whatever a previous run with the
-    same settings finished."""
+    """Inherits ``layers`` into run_dir/init (with init's ``init_options``, which choose the blocks when ``layers`` is
+    None; or, given ``previous``, a trained smaller model plus the reference's next blocks) and trains it into
+    run_dir/train; reuses whatever a previous run with the same settings finished."""
     init_dir, train_dir = run_dir / "init", run_dir / "train"
     config = {
         **pretrain_args,
@@ -307,10 +374,16 @@ def train_run(
     check_same_reference(init_dir, reference_dir)
     options = init_options or {}
     wanted = {
-        "layers": layers,
         "half_width": options.get("half_width", False),
         "grown_from": None if previous is None else str(previous),
         "parts": options.get("parts", ",".join(BLOCK_PARTS)).split(","),
+        "start": {
+            "select": options.get("select", "first"),
+            "keep": options.get("keep") if options.get("select", "first") in MEASURES else None,
+            "merge": options.get("merge"),
+            "bridge": options.get("bridge"),
+        },
+        **({"layers": layers} if layers is not None else {"n_layer": options["n_layers"]}),
     }
     made = json.loads((init_dir / "provenance.json").read_text()) if (init_dir / "provenance.json").is_file() else {}
     made = {
@@ -318,17 +391,12 @@ def train_run(
         "half_width": False,
         "grown_from": None,
         "parts": list(BLOCK_PARTS),
+        "start": {"select": "first", "keep": None, "merge": None, "bridge": None},
         **made,
     }  # older provenance lacks the new keys
     if any(made[key] != value for key, value in wanted.items()):
-        init(
-            reference_dir,
-            out_dir=init_dir,
-            layers=",".join(map(str, layers)),
-            overwrite=True,
-            allow_repeats=True,
-            **(init_options or {}),
-        )
+        chosen = {} if layers is None else {"layers": ",".join(map(str, layers)), "allow_repeats": True}
+        init(reference_dir, out_dir=init_dir, overwrite=True, **chosen, **options)
         if previous is not None:
             continue_from_trained(init_dir, previous)
     final = train_dir / "final"
@@ -421,7 +489,7 @@ def flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
-def check_previous_settings(out_dir: Path, pretrain_args: dict, grow_from: str) -> None:
+def check_previous_settings(out_dir: Path, pretrain_args: dict, grow_from: str, start: str = "first") -> None:
     """Refuses, before anything is measured or trained, a re-run whose settings differ from those out_dir's runs were
     trained with, naming the first setting that differs."""
     wanted = flatten(pretrain_args)
@@ -443,6 +511,11 @@ def check_previous_settings(out_dir: Path, pretrain_args: dict, grow_from: str) 
         if before != grow_from:
             fail(
                 f"{out_dir} holds rounds grown with --grow_from {before} but this run asks for {grow_from}; give another --out_dir"
+            )
+        started = json.loads((out_dir / "grow.json").read_text()).get("settings", {}).get("start", "first")
+        if started != start:
+            fail(
+                f"{out_dir} holds rounds started with --start {started} but this run asks for {start}; give another --out_dir"
             )
 
 
@@ -526,6 +599,7 @@ def settings_text(report: dict) -> str:
         f" (stacking trains twice: its half model first).\nValidation loss: the first {validation['batches']} held-out"
         f" batches ({validation['tokens']:,} tokens), the same for every model, on one device.\n"
         f"Rounds grown from: the {settings['grow_from']} model.\n"
+        f"Start of every round: {STARTS[settings.get('start', 'first')]}.\n"
     )
     if "distill" in settings and any(
         name.startswith("distill") or name.endswith("distill") for name in report["baselines"]

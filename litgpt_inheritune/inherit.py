@@ -60,6 +60,20 @@ def first_layers(n_layers: int, n_reference: int) -> list[int]:
     return list(range(n_layers))
 
 
+def cut_after(kept: list[int], n_reference: int, flag: str) -> dict[int, list[int]]:
+    """Each kept block with the cut blocks that follow it, up to the next kept block (or the last block), for the
+    surgery ``flag`` that puts every cut block's work into the kept block before it: so ``kept`` must be increasing
+    and start at block 0."""
+    if kept != sorted(set(kept)):
+        raise ValueError(f"{flag} needs the kept blocks in model order without repeats; got {kept}")
+    if kept[0] != 0:
+        raise ValueError(
+            f"{flag} puts each cut block into the kept block before it; blocks 0..{kept[0] - 1} have none (keep block 0)"
+        )
+    bounds = kept[1:] + [n_reference]
+    return {block: list(range(block + 1, stop)) for block, stop in zip(kept, bounds)}
+
+
 def count_blocks(state_dict: dict) -> int:
     indices = {int(m[1]) for key in state_dict if (m := BLOCK_KEY.match(key))}
     return max(indices) + 1 if indices else 0

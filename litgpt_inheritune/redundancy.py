@@ -88,3 +88,52 @@ def skip_loss_sums(model, idx: torch.Tensor, inputs: list[torch.Tensor]) -> tupl
         with resumed_at(model, layer + 1, inputs[layer]):
             skipped.append(next_token_loss_sum(model, idx))
     return full, torch.stack(skipped)
+
+
+@contextmanager
+def skipping(model, blocks: list[int]):
+    """While active, the given blocks pass their input through: the model runs without them."""
+    layers = model.transformer.h
+    saved = {i: layers[i] for i in blocks}
+    for i in saved:
+        layers[i] = _Resume(None)
+    try:
+        yield
+    finally:
+        for i, block in saved.items():
+            layers[i] = block
+
+
+@torch.no_grad()
+def iterative_removal(model, windows: torch.Tensor, n_keep: int, batch_size: int = 8) -> dict:
+    """SLEB (Song et al. 2024, "SLEB: Streamlining LLMs through Redundancy Verification and Elimination of Transformer
+    Blocks"): remove one block at a time, the one whose removal raises the next-token loss on the calibration windows
+    least (lowest perplexity), and measure again on the model without it, until ``n_keep`` blocks remain.
+
+    Each candidate's loss re-runs only the blocks after it: its input is the same as in the current model's pass.
+    Returns the kept blocks, the removal order and, per removal, every candidate's loss (nats per token).
+    """
+    n_layer = model.config.n_layer
+    if not 1 <= n_keep <= n_layer:
+        raise ValueError(f"--n_layers {n_keep} is out of range; valid: 1..{n_layer}")
+    device = next(model.parameters()).device
+    tokens = windows.size(0) * (windows.size(1) - 1)
+    removed, steps = [], []
+    while n_layer - len(removed) > n_keep:
+        remaining = [i for i in range(n_layer) if i not in removed]
+        sums = dict.fromkeys(remaining, 0.0)
+        for first in range(0, len(windows), batch_size):
+            batch, inputs = windows[first : first + batch_size].to(device), {}
+            with skipping(model, removed), capture_block_inputs(model, inputs.__setitem__):
+                model(batch)
+            for j in remaining:
+                with skipping(model, removed + [j]), resumed_at(model, j + 1, inputs[j]):
+                    sums[j] += next_token_loss_sum(model, batch).item()
+        losses = {j: total / tokens for j, total in sums.items()}
+        choice = min(remaining, key=lambda j: (losses[j], j))
+        removed.append(choice)
+        steps.append(
+            {"removed": choice, "loss": losses[choice], "candidate_losses": {str(j): losses[j] for j in remaining}}
+        )
+    kept = [i for i in range(n_layer) if i not in removed]
+    return {"measure": "iterative", "layers": kept, "removal_order": removed, "steps": steps}

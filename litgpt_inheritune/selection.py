@@ -15,7 +15,7 @@ MEASURES = {
     "entropy": ("entropy: attention entropy, mean over heads", True),
     "sink_mass": ("sink_mass: attention on the first token, mean over heads (a high share marks a lazy block)", False),
 }
-Rule = Literal["prefix", "window", "best"]
+Rule = Literal["prefix", "window", "best", "cut"]
 
 
 def layer_scores(analysis: dict, measure: str) -> list[float]:
@@ -52,6 +52,9 @@ def select_blocks(analysis: dict, measure: str, rule: Rule, n: int) -> dict:
 
     prefix: blocks 0..n-1 (the paper's default; the scores are only recorded). window: the contiguous n blocks with
     the best window score, earliest on ties. best: the n blocks with the best scores, earliest on ties, in model order.
+    cut: every block but the contiguous L - n blocks with the worst window score (for angular_distance the smallest
+    d(start, L - n): Gromov et al.'s and ReplaceMe's choice of blocks to remove), earliest on ties; block 0 always
+    stays, so that the cut has a block before it (where `init --bridge linear` folds its map).
     """
     if measure not in MEASURES:
         raise ValueError(f"--select {measure} is not a measure; valid: first, {', '.join(MEASURES)}")
@@ -70,6 +73,15 @@ def select_blocks(analysis: dict, measure: str, rule: Rule, n: int) -> dict:
         record.update(window_start=start, window_stop=start + n, window_score=windows[start])  # [start, stop)
     elif rule == "best":
         layers = sorted(sorted(range(len(scores)), key=lambda i: (-sign * scores[i], i))[:n])
+    elif rule == "cut":
+        cut = len(scores) - n
+        if cut == 0:
+            layers = list(range(n))
+        else:
+            windows = window_scores(analysis, measure, cut)
+            start = min(range(1, len(windows)), key=lambda i: (sign * windows[i], i))
+            layers = [i for i in range(len(scores)) if not start <= i < start + cut]
+            record.update(cut_start=start, cut_stop=start + cut, cut_score=windows[start])  # [start, stop)
     else:
-        raise ValueError(f"--keep {rule} is not a rule; valid: prefix, window, best")
+        raise ValueError(f"--keep {rule} is not a rule; valid: prefix, window, best, cut")
     return dict(record, layers=layers, kept_scores=[scores[i] for i in layers])

@@ -13,11 +13,20 @@ import csv
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from litgpt.args import EvalArgs, TrainArgs
+from common import (
+    DEFAULT_CACHE,
+    lee_corpus,
+    lee_data,
+    offline_tasks,
+    small_train_args,
+    smollm2_checkpoint,
+    step,
+    write_corpus,
+)
+from litgpt.args import EvalArgs
 from litgpt.config import Config
 
 from litgpt_inheritune.analyze import main as analyze
@@ -27,16 +36,8 @@ from litgpt_inheritune.export import main as export
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.compare import LossMeter
 from litgpt_inheritune.pretrain import setup as pretrain
-from litgpt_inheritune.redpajama import RedPajamaSample
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
-from materials import DEFAULT_CACHE, lee_corpus, offline_tasks, smollm2_checkpoint  # noqa: E402
 
 TASKS = "piqa_offline,arc_easy_offline,boolq_offline,sciq_offline"
-
-
-def step(message: str) -> None:
-    print(f"\n=== {message} [{time.strftime('%H:%M:%S')}]", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -77,27 +78,10 @@ def main() -> None:
         reference, out_dir=out / "checkpoints" / "inherited-init", n_layers=args.n_layers, overwrite=True
     )
 
-    def data() -> RedPajamaSample:  # all of the corpus: 64 sequences held out for validation, the rest for training
-        return RedPajamaSample(
-            data_dir=data_dir,
-            token_budget=10**9,
-            val_tokens=64 * (args.seq_len + 1),
-            num_workers=0,
-            cache_dir=out / "data" / "litdata",
-            seed=args.seed,
-        )
+    def data():  # all of the corpus: 64 sequences held out for validation, the rest for training
+        return lee_data(data_dir, out / "data" / "litdata", 64, args.seq_len, args.seed)
 
-    train = TrainArgs(
-        save_interval=None,
-        log_interval=4,
-        global_batch_size=8,
-        micro_batch_size=4,
-        lr_warmup_steps=4,
-        max_tokens=args.train_tokens,
-        max_seq_length=args.seq_len,
-        max_norm=1.0,
-        min_lr=3e-5,
-    )
+    train = small_train_args(args.train_tokens, args.seq_len, warmup_steps=4)
     runs = {}
     for name, initialize in (("inherited", "checkpoint"), ("random", "random")):
         step(f"pretrain {name} ({initialize} weights) on {args.train_tokens:,} tokens")
@@ -171,16 +155,6 @@ def main() -> None:
     plot_losses(runs, val_losses["reference"], train.global_batch_size * args.seq_len, out / "loss_curves.png")
     (out / "report.md").write_text(report(summary, analysis, runs, out))
     print((out / "report.md").read_text())
-
-
-def write_corpus(text_file: Path, out_dir: Path) -> Path:
-    """The Lee corpus (one article per line) as RedPajama-style jsonl."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    articles = [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    with open(out_dir / "lee.jsonl", "w") as f:
-        for i, article in enumerate(articles):
-            f.write(json.dumps({"text": article, "meta": {"source": "gensim lee_background.cor", "index": i}}) + "\n")
-    return out_dir
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

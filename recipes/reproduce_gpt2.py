@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from demo import step, write_corpus
+from common import DEFAULT_CACHE, lee_corpus, step, write_corpus
 from litgpt.args import EvalArgs, TrainArgs
 from litgpt.config import Config
 from litgpt.model import GPT
@@ -34,8 +34,6 @@ from litgpt_inheritune.compare import LossMeter
 from litgpt_inheritune.pretrain import setup as pretrain
 from litgpt_inheritune.redpajama import RedPajamaSample
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
-from materials import DEFAULT_CACHE, lee_corpus  # noqa: E402
 
 # full: about 20 minutes on this 2-core machine; toy: every step at the test suite's size (about 2 minutes here)
 SIZES = {

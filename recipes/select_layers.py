@@ -15,18 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from demo import step, write_corpus
-from litgpt.args import EvalArgs, TrainArgs
+from common import DEFAULT_CACHE, lee_corpus, lee_data, small_train_args, smollm2_checkpoint, step, write_corpus
+from litgpt.args import EvalArgs
 
 from litgpt_inheritune.analyze import main as analyze
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.compare import LossMeter
 from litgpt_inheritune.pretrain import setup as pretrain
-from litgpt_inheritune.redpajama import RedPajamaSample
 from litgpt_inheritune.selection import MEASURES
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
-from materials import DEFAULT_CACHE, lee_corpus, smollm2_checkpoint  # noqa: E402
 
 
 def main() -> None:
@@ -58,27 +54,10 @@ def main() -> None:
         overwrite=True,
     )
 
-    def data() -> RedPajamaSample:  # the same held-out articles and the same training tokens for every target
-        return RedPajamaSample(
-            data_dir=data_dir,
-            token_budget=10**9,
-            val_tokens=args.val_sequences * (args.seq_len + 1),
-            num_workers=0,
-            cache_dir=out / "data" / "litdata",
-            seed=args.seed,
-        )
+    def data():  # the same held-out articles and the same training tokens for every target
+        return lee_data(data_dir, out / "data" / "litdata", args.val_sequences, args.seq_len, args.seed)
 
-    train = TrainArgs(
-        save_interval=None,
-        log_interval=4,
-        global_batch_size=8,
-        micro_batch_size=4,
-        lr_warmup_steps=2,
-        max_tokens=args.train_tokens,
-        max_seq_length=args.seq_len,
-        max_norm=1.0,
-        min_lr=3e-5,
-    )
+    train = small_train_args(args.train_tokens, args.seq_len, warmup_steps=2)
     meter = LossMeter(reference, data(), train, EvalArgs(max_iters=10**9), precision=None)  # every held-out batch
     results = {"reference": {"layers": list(range(30)), "val_loss_before": None, "val_loss": meter(reference)}}
     for measure in args.measures:

@@ -487,3 +487,70 @@ def test_grow_from_trained_with_baselines_report_plot_and_compare(
     assert "| inherited |" in md and "| half width |" in md and (tmp_path / "compare" / "compare.png").is_file()
     code, _, stderr = run_in_process("compare", f"[{tmp_path}]", "--out_dir", str(tmp_path / "c2"))
     assert code == 1 and "is not a pretrain out_dir with csv logs" in stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("start", "init_options", "layers"),
+    [
+        ("laco", dict(merge="laco"), "0-2 (laco)"),  # 6 to 3 blocks: 2 absorbs 3-5 (one group of 4)
+        ("bridge", dict(bridge="linear", calibration_sequences=64), "0-2 (bridge)"),
+    ],
+)
+def test_grow_starts_each_round_from_a_depth_pruning_start(
+    trained_reference, jsonl_corpus, tmp_path, rounds_in_this_process, start, init_options, layers
+):
+    """Each round's init checkpoint is the one `init` builds with the start's options, and is trained like any round."""
+    from litgpt_inheritune.init import main as init
+
+    result = grow(
+        trained_reference,
+        jsonl_corpus,
+        tmp_path / "grow",
+        "--n_layers",
+        "3",
+        "--tolerance",
+        "100",
+        "--baselines",
+        "",
+        "--start",
+        start,
+        "--calibration_data",
+        str(jsonl_corpus),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "grow" / "grow.json").read_text())
+    assert report["settings"]["start"] == start
+    (entry,) = report["rounds"]
+    round_init = tmp_path / "grow" / "3L" / "init"
+    by_hand = init(trained_reference, out_dir=tmp_path / "by_hand", n_layers=3, data_path=jsonl_corpus, **init_options)
+    expected = torch.load(by_hand / "lit_model.pth", weights_only=True)
+    made = torch.load(round_init / "lit_model.pth", weights_only=True)
+    assert made.keys() == expected.keys() and all(torch.equal(made[k], expected[k]) for k in made)
+    assert not torch.equal(
+        made["transformer.h.2.mlp.proj.weight"],
+        torch.load(trained_reference / "lit_model.pth", weights_only=True)["transformer.h.2.mlp.proj.weight"],
+    )  # merged or bridged, not the plain block
+    assert json.loads((round_init / "provenance.json").read_text())["start"][
+        "merge" if start == "laco" else "bridge"
+    ] == init_options.get("merge", init_options.get("bridge"))
+    table = (tmp_path / "grow" / "grow.md").read_text()
+    assert f"| round | 3 | {layers} |" in table
+    assert "Start of every round: " in table
+
+    other = grow(trained_reference, jsonl_corpus, tmp_path / "grow", "--n_layers", "3", "--baselines", "")
+    assert other.returncode == 1 and f"started with --start {start} but this run asks for first" in other.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--start", "shortgpt"], "--start shortgpt is not a start; valid: first, rank, block_influence, laco"),
+        (["--start", "rank"], "--start rank chooses blocks by an analysis; give --analysis DIR"),
+        (["--start", "bridge"], "--start bridge needs calibration text; give --calibration_data"),
+        (["--start", "laco", "--grow_from", "trained"], "it needs --start first, not laco"),
+    ],
+)
+def test_bad_starts(tiny_references, jsonl_corpus, tmp_path, args, message):
+    result = grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", *args)
+    assert result.returncode == 1 and message in result.stderr
+    assert not (tmp_path / "grow").exists()
