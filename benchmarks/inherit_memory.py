@@ -9,6 +9,7 @@ divided by the time to copy the kept number of bytes from the reference file (pa
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -97,15 +98,14 @@ def main() -> None:
     reference_bytes = (reference_dir / "lit_model.pth").stat().st_size
     copy_seconds(reference_dir / "lit_model.pth", Path("/dev/null"), reference_bytes)  # warm the page cache
 
-    # disk write-back makes single timings noisy: take the median of a few runs of each
-    runs = [run("init", str(reference_dir), str(target_dir)) for _ in range(args.repeats)]
+    # disk write-back makes single timings noisy: the median of a few runs of each, init and copy taken in turn
+    runs, copies = [], []
+    for _ in range(args.repeats):
+        runs.append(run("init", str(reference_dir), str(target_dir)))
+        target_bytes = (target_dir / "lit_model.pth").stat().st_size
+        copies.append(copy_seconds(reference_dir / "lit_model.pth", args.work_dir / "copy.bin", target_bytes))
     inherited = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-    target_bytes = (target_dir / "lit_model.pth").stat().st_size
     full_load = run("load", str(reference_dir))
-    copies = [
-        copy_seconds(reference_dir / "lit_model.pth", args.work_dir / "copy.bin", target_bytes)
-        for _ in range(args.repeats)
-    ]
     copy = sorted(copies)[len(copies) // 2]
     (args.work_dir / "copy.bin").unlink()
 
@@ -120,6 +120,7 @@ def main() -> None:
         "init_seconds": round(inherited["seconds"], 3),
         "copy_kept_bytes_seconds": round(copy, 3),
         "init_time_over_copy": round(inherited["seconds"] / copy, 2),
+        "load_average": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(report, indent=2))
 

