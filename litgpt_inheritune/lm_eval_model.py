@@ -5,6 +5,7 @@ truncation to the last ``max_length + 1`` tokens, the same rolling windows for p
 """
 
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -64,40 +65,43 @@ class LitGPTLM(TemplateLM):
     ) -> list[tuple[float, bool]]:
         """Sum of log-probabilities of each continuation given its context, and whether it is the greedy choice.
 
-        Requests whose model input is the same token sequence (e.g. one context with one-token answers " yes" and
-        " no") share one row of the batch; the vocabulary projection runs once per batch, only at the positions
-        where a continuation token is predicted.
+        The model input of a request is lm-eval's: ``(context + continuation)[-(max_length + 1):][:-1]``. Requests
+        with the same context (the 2-5 choices of a multiple-choice item) share one row of the batch, a token tree:
+        the context once, each choice after it at the positions it would have alone, attending to the context and to
+        itself only (see ``pack``). The vocabulary projection runs once per batch, only where a continuation token is
+        predicted.
         """
-        sharing: dict[tuple[int, ...], list[int]] = {}
-        for i, (_, context, continuation) in enumerate(requests):
-            sharing.setdefault(tuple((context + continuation)[-(self.max_length + 1) :][:-1]), []).append(i)
-        inputs = sorted(sharing, key=len, reverse=True)
-        batch_size = override_bs or self.detect_batch_size(len(inputs[0]) if inputs else 1)
+        rows, scored = pack(
+            [(context, continuation) for _, context, continuation in requests],
+            self.max_length,
+            # litgpt's sliding-window layers build their own causal mask: one plain sequence per distinct input there
+            share_context=self.model.config.sliding_window_size is None,
+        )
+        order = sorted(range(len(rows)), key=lambda r: len(rows[r].tokens), reverse=True)
+        batch_size = override_bs or self.detect_batch_size(len(rows[order[0]].tokens) if rows else 1)
+        by_row: dict[int, list[int]] = {}
+        for i, (row, _, _) in enumerate(scored):
+            by_row.setdefault(row, []).append(i)
         results: list[Optional[tuple[float, bool]]] = [None] * len(requests)
-        for start in tqdm(range(0, len(inputs), batch_size), disable=disable_tqdm, desc="loglikelihood"):
-            rows = inputs[start : start + batch_size]
-            batch = torch.zeros(len(rows), len(rows[0]), dtype=torch.long)
-            for row, tokens in enumerate(rows):
-                batch[row, : len(tokens)] = torch.tensor(tokens)  # right padding: causal attention never sees it
-            # (request, row, positions): a continuation longer than the context window is scored on the part that fits
-            spans = []
-            for row, tokens in enumerate(rows):
-                for i in sharing[tokens]:
-                    n = min(len(requests[i][2]), len(tokens))
-                    spans.append((i, row, range(len(tokens) - n, len(tokens))))
+        for start in tqdm(range(0, len(order), batch_size), disable=disable_tqdm, desc="loglikelihood"):
+            batch_rows = order[start : start + batch_size]
+            idx, positions, mask = batch_tensors([rows[r] for r in batch_rows], self.device)
             with hidden_states_only(self.model) as head:
-                hidden = self.model(batch.to(self.device))
-            row_index = torch.tensor([row for _, row, positions in spans for _ in positions], device=self.device)
-            position_index = torch.tensor([p for _, _, positions in spans for p in positions], device=self.device)
-            log_probs = F.log_softmax(head(hidden[row_index, position_index]).float(), dim=-1).cpu()
+                hidden = tree_forward(self.model, idx, positions, mask)
+            picks = [(b, i, node) for b, r in enumerate(batch_rows) for i in by_row.get(r, []) for node in scored[i][1]]
+            row_index = torch.tensor([b for b, _, _ in picks], device=self.device)
+            node_index = torch.tensor([node for _, _, node in picks], device=self.device)
+            log_probs = F.log_softmax(head(hidden[row_index, node_index]).float(), dim=-1).cpu()
             offset = 0
-            for i, _, positions in spans:
-                span = log_probs[offset : offset + len(positions)]
-                offset += len(positions)
-                target = torch.tensor(requests[i][2][-len(positions) :])
-                greedy = bool((span.argmax(dim=-1) == target).all())
-                results[i] = (float(span.gather(1, target[:, None]).sum()), greedy)
-                self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
+            for r in batch_rows:
+                for i in by_row.get(r, []):
+                    _, nodes, target = scored[i]
+                    span = log_probs[offset : offset + len(nodes)]
+                    offset += len(nodes)
+                    target = torch.tensor(target)
+                    greedy = bool((span.argmax(dim=-1) == target).all())
+                    results[i] = (float(span.gather(1, target[:, None]).sum()), greedy)
+                    self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
         return results
 
     def detect_batch_size(self, length: int) -> int:
@@ -177,6 +181,106 @@ class LitGPTLM(TemplateLM):
             outputs.append(text)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
         return outputs
+
+
+@dataclass
+class TokenTree:
+    """One row of a batch: tokens in depth-first order, each with its position (depth) and its parent (-1: none)."""
+
+    tokens: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    children: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def add(self, tokens: list[int]) -> list[int]:
+        """Inserts a path from the root; returns the index of each of its tokens in the row."""
+        path, parent = [], -1
+        for token in tokens:
+            node = self.children.get((parent, token))
+            if node is None:
+                node = self.children[(parent, token)] = len(self.tokens)
+                self.tokens.append(token)
+                self.positions.append(len(path))
+                self.parents.append(parent)
+            path.append(node)
+            parent = node
+        return path
+
+    def new_tokens(self, tokens: list[int]) -> int:
+        """How many tokens ``add(tokens)`` would append."""
+        parent = -1
+        for depth, token in enumerate(tokens):
+            parent = self.children.get((parent, token), -1)
+            if parent < 0:
+                return len(tokens) - depth
+        return 0
+
+
+def pack(
+    requests: list[tuple[list[int], list[int]]], max_length: int, share_context: bool = True
+) -> tuple[list[TokenTree], list[tuple[int, list[int], list[int]]]]:
+    """Token trees for (context, continuation) pairs, and per pair: its row, the indices of the tokens whose
+    predictions score it, and the continuation tokens they predict (lm-eval's: the last tokens of the input, which is
+    ``(context + continuation)[-(max_length + 1):][:-1]``, cut to the window).
+
+    Pairs sharing the part of the input before their first scored token (the context, when nothing is cut) go into
+    one tree, as long as it holds at most ``max_length`` tokens; pairs with the same input get the same tokens. With
+    ``share_context=False`` only pairs with the same input share a row, each row a plain sequence."""
+    rows: list[TokenTree] = []
+    open_rows: dict[tuple[int, ...], int] = {}
+    scored = []
+    for context, continuation in requests:
+        tokens = (context + continuation)[-(max_length + 1) :][:-1]
+        n = min(len(continuation), len(tokens))
+        shared = tuple(tokens[: len(tokens) - n + 1] if share_context else tokens)
+        row = open_rows.get(shared)
+        if row is None or len(rows[row].tokens) + rows[row].new_tokens(tokens) > max_length:
+            row = open_rows[shared] = len(rows)
+            rows.append(TokenTree())
+        path = rows[row].add(tokens)
+        scored.append((row, path[len(path) - n :], continuation[len(continuation) - n :]))
+    return rows, scored
+
+
+def batch_tensors(
+    rows: list[TokenTree], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Token ids and positions, right-padded, and the attention mask (additive: 0 or -inf; each token sees itself
+    and its ancestors, padding only itself); None when every row is a plain sequence, which causal attention scores."""
+    length = max(len(row.tokens) for row in rows)
+    idx = torch.zeros(len(rows), length, dtype=torch.long)
+    positions = torch.zeros(len(rows), length, dtype=torch.long)
+    for b, row in enumerate(rows):
+        idx[b, : len(row.tokens)] = torch.tensor(row.tokens)
+        positions[b, : len(row.tokens)] = torch.tensor(row.positions)
+    if all(row.parents == list(range(-1, len(row.tokens) - 1)) for row in rows):
+        return idx.to(device), positions.to(device), None
+    allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)
+    for b, row in enumerate(rows):
+        for node, parent in enumerate(row.parents):
+            if parent >= 0:
+                allowed[b, node] |= allowed[b, parent]
+    mask = torch.zeros(len(rows), 1, length, length).masked_fill_(~allowed[:, None], float("-inf"))
+    return idx.to(device), positions.to(device), mask.to(device)
+
+
+def tree_forward(model: GPT, idx: torch.Tensor, positions: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """``model(idx)`` with each token at its own position and the given attention mask (GPT.forward without a KV
+    cache always numbers tokens 0..T-1 and attends causally)."""
+    config = model.config
+    cos, sin = model.cos[positions], model.sin[positions]  # (B, T, rope_n_elem)
+    if mask is not None:
+        mask = mask.to(model.transformer.wte.weight.dtype)
+    x = model.transformer.wte(idx)
+    if config.scale_embeddings:
+        x = x * torch.tensor(config.n_embd**0.5, dtype=x.dtype)
+    for block_idx, block in enumerate(model.transformer.h):
+        if config.rope_indices is not None:
+            indices = config.rope_indices[block_idx]
+            x = block(x, cos[..., indices], sin[..., indices], mask)
+        else:
+            x = block(x, cos, sin, mask)
+    return model.lm_head(model.transformer.ln_f(x))
 
 
 @contextmanager

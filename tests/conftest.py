@@ -216,6 +216,17 @@ def write_jsonl_corpus(
     return out_dir
 
 
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """A folder for the files one test module shares, removed when its tests are done: kept to the end of the run,
+    the SmolLM2-size ones would fill a small disk."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("module")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_target(tiny_references, tmp_path_factory) -> Path:
     """The first 3 of 6 blocks of the tiny LLaMA reference."""

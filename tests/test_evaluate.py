@@ -137,32 +137,39 @@ def test_loglikelihoods_equal_a_direct_computation(tiny_references):
     assert together[0] != pytest.approx(rolling, abs=1e-3)  # 6-token windows see less context than one whole window
 
 
-def test_requests_with_the_same_input_share_one_row(tiny_references):
-    """One row per distinct model input (context + continuation[:-1]); scores and greedy flags as computed alone."""
-    reference = tiny_references["llama-gqa"]
-    lm = LitGPTLM(reference, batch_size=2)
-    alone = LitGPTLM(reference, batch_size=1)
-    requests = [  # inputs: [5, 6, 7] three times, [5, 6, 7, 8] twice, [9, 10] once
-        (None, [5, 6, 7], [8]),
+@pytest.mark.parametrize("style", ["llama-gqa", "gpt-neox", "gemma-2"])
+def test_choices_sharing_a_context_share_one_row(tiny_references, style):
+    """The choices of an item go into one row, a token tree (gemma-2, with sliding-window layers: one plain row per
+    distinct input); every score and greedy flag equals a plain forward pass over the request's own input."""
+    reference = tiny_references[style]
+    lm = LitGPTLM(reference, batch_size=2, max_length=12)
+    model = GPT(Config.from_file(reference / "model_config.yaml"))
+    model.load_state_dict(torch.load(reference / "lit_model.pth", weights_only=True))
+    model.eval()
+    requests = [
+        (None, [5, 6, 7], [8]),  # one-token choices of one context: one input
         (None, [5, 6, 7], [11]),
-        (None, [5, 6], [7, 12]),
-        (None, [5, 6, 7, 8], [3]),
-        (None, [5, 6, 7], [8, 4]),
+        (None, [5, 6, 7], [8, 4, 9]),  # a longer choice of the same context
+        (None, [5, 6, 7], [12, 4]),
+        (None, [5, 6], [7, 12]),  # another context
         (None, [9], [10, 2]),
+        (None, list(range(20, 30)), [3, 4, 5, 6]),  # cut to the last 13 tokens: input [21..29, 3, 4, 5]
+        (None, [], list(range(40, 56))),  # a continuation longer than the window: its last 12 tokens are scored
     ]
     rows = []
     handle = lm.model.transformer.wte.register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
-    shared = lm._loglikelihood_tokens(requests)
+    scores = lm._loglikelihood_tokens(requests)
     handle.remove()
-    assert sorted(rows) == [1, 2]  # three distinct inputs in batches of two
-    for request, (score, greedy) in zip(requests, shared):
-        [(expected, expected_greedy)] = alone._loglikelihood_tokens([request])
-        assert score == pytest.approx(expected, abs=1e-5) and greedy == expected_greedy
-    with torch.no_grad():
-        log_probs = lm.model(torch.tensor([[5, 6, 7]])).log_softmax(-1)[0, -1]
-    assert shared[0][0] == pytest.approx(log_probs[8].item(), abs=1e-5)
-    assert shared[1][0] == pytest.approx(log_probs[11].item(), abs=1e-5)
-    assert shared[0][1] == (log_probs.argmax().item() == 8)
+    trees = style != "gemma-2"
+    assert sum(rows) == (5 if trees else 6)  # the four choices of [5, 6, 7] in one row, or three rows for them
+    for (_, context, continuation), (score, greedy) in zip(requests, scores):
+        tokens = (context + continuation)[-13:]
+        n = min(len(continuation), len(tokens) - 1)
+        with torch.no_grad():
+            log_probs = model(torch.tensor([tokens[:-1]])).log_softmax(-1)[0, -n:]
+        target = torch.tensor(tokens[-n:])
+        assert score == pytest.approx(log_probs.gather(1, target[:, None]).sum().item(), abs=1e-5)
+        assert greedy == bool((log_probs.argmax(-1) == target).all())
 
 
 def test_generate_until_is_greedy_and_stops(tiny_references):

@@ -92,9 +92,9 @@ def test_litgpt_finetune_trains_the_target(tiny_target, tmp_path, monkeypatch, m
 
 
 @pytest.fixture(scope="module")
-def smollm2_4l(smollm2, tmp_path_factory):
+def smollm2_4l(smollm2, module_tmp):
     """The first 4 of SmolLM2-135M's 30 blocks: a real derived model with a real Hugging Face config.json."""
-    return init(smollm2, out_dir=tmp_path_factory.mktemp("derived") / "smollm2-4L", n_layers=4)
+    return init(smollm2, out_dir=module_tmp / "smollm2-4L", n_layers=4)
 
 
 def test_litgpt_convert_from_litgpt_loads_in_transformers(smollm2_4l, tmp_path):
