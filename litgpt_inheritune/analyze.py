@@ -26,6 +26,7 @@ from litgpt_inheritune.attention import (
 )
 from litgpt_inheritune.checkpoint import STEP_DIR_PREFIX, check_checkpoint, load_gpt, resolve_checkpoint_dir
 from litgpt_inheritune.cli import fail
+from litgpt_inheritune.documents import TEXT_FIELD, BadInput, file_documents
 from litgpt_inheritune.files import check_out_dir, staged_dir, write_text_atomic
 from litgpt_inheritune.redundancy import angular_distance, block_influence, capture_block_inputs, skip_loss_sums
 
@@ -188,7 +189,7 @@ def load_model(checkpoint_dir: Path, device: str = "cpu", precision: str = "32-t
     return load_gpt(checkpoint_dir).to(device=device, dtype=DTYPES[precision]).eval()
 
 
-def iter_documents(data_path: Path, seed: int) -> Iterator[str]:
+def iter_documents(data_path: Path, seed: int, text_field: str = TEXT_FIELD) -> Iterator[str]:
     """The documents of a text file, a .jsonl file or a folder of them (file order shuffled by seed), read lazily."""
     files = (
         [data_path]
@@ -197,19 +198,17 @@ def iter_documents(data_path: Path, seed: int) -> Iterator[str]:
     )
     random.Random(seed).shuffle(files)
     for path in files:
-        if path.suffix != ".jsonl":
-            yield path.read_text(encoding="utf-8")
-            continue
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line).get("text", "")
-                    except (json.JSONDecodeError, AttributeError):
-                        fail(f"{path} line {number} is not a JSON object with a 'text' field")
+        try:
+            yield from file_documents(path, text_field)
+        except BadInput as error:
+            if error.line is None:
+                fail(str(error))
+            fail(f"{path} line {error.line} is not a JSON object with a '{text_field}' field")
 
 
-def sample_windows(tokenizer: Tokenizer, data_path: Path, n: int, seq_len: int, seed: int) -> torch.Tensor:
+def sample_windows(
+    tokenizer: Tokenizer, data_path: Path, n: int, seq_len: int, seed: int, text_field: str = TEXT_FIELD
+) -> torch.Tensor:
     """N windows of seq_len tokens, each inside one document, so no end-of-text or start-of-text token of a
     neighbouring document sits inside a window (it would act as an artificial attention sink).
 
@@ -217,7 +216,7 @@ def sample_windows(tokenizer: Tokenizer, data_path: Path, n: int, seq_len: int, 
     window at a random offset. With fewer such documents in the whole data, windows are spread over them at random.
     """
     documents = []
-    for text in iter_documents(data_path, seed):
+    for text in iter_documents(data_path, seed, text_field):
         tokens = tokenizer.encode(text)
         if len(tokens) >= seq_len:
             documents.append(tokens)

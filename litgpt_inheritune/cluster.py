@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 
 from litgpt_inheritune.cli import fail
+from litgpt_inheritune.files import partial_dir
 
 # sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry". Schedulers can requeue on it.
 PREEMPTED_EXIT_CODE = 75
@@ -160,11 +161,6 @@ def unlock_out_dir(out_dir: Path) -> None:
         path.unlink()
         out_dir.rmdir()
     os.close(descriptor)
-
-
-def partial_dir(directory: Path) -> Path:
-    """The hidden folder a checkpoint is written into before it is renamed to ``directory``."""
-    return directory.with_name(f".{directory.name}.partial")
 
 
 def state_bytes(state: dict) -> int:

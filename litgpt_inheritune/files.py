@@ -7,6 +7,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 from litgpt_inheritune.cli import fail
 
@@ -36,22 +37,33 @@ def check_out_dir(out_dir: Path, overwrite: bool, protected: tuple[Path, ...] = 
 
 
 @contextmanager
-def staged_dir(out_dir: Path):
+def staged_dir(out_dir: Path, staging: Optional[Path] = None):
     """Yields a temporary directory next to ``out_dir`` that replaces it only when the block succeeds.
 
-    A failure or interruption leaves ``out_dir`` exactly as it was.
+    A failure or interruption leaves ``out_dir`` exactly as it was. ``staging`` gives the directory a fixed name
+    (cleared first) instead of a fresh one, e.g. ``partial_dir(out_dir)``: what a killed process left there is then
+    cleared by the next run rather than left behind.
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
+    if staging is None:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     replace_dir(staging, out_dir)
+
+
+def partial_dir(directory: Path) -> Path:
+    """The hidden folder a checkpoint is written into before it is renamed to ``directory``."""
+    return directory.with_name(f".{directory.name}.partial")
 
 
 def replace_dir(staging: Path, out_dir: Path) -> None:

@@ -17,7 +17,8 @@ from litdata.streaming import StreamingDataset, TokensLoader
 from litgpt.tokenizer import Tokenizer
 
 from conftest import run_cli, run_in_process, stray_processes, write_jsonl_corpus
-from litgpt_inheritune.redpajama import RedPajama, RedPajamaSample, documents
+from litgpt_inheritune.documents import documents
+from litgpt_inheritune.redpajama import RedPajama, RedPajamaSample
 
 SEQ = 32
 
