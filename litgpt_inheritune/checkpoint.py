@@ -24,7 +24,7 @@ from litgpt.config import Config
 from litgpt.utils import save_config
 from tqdm import tqdm
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.cluster import full_disk_is_an_error, partial_dir, state_bytes
 from litgpt_inheritune.files import replace_dir
 from litgpt_inheritune.sharding import full_weights, is_sharded

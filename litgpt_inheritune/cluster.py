@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 
 # sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry". Schedulers can requeue on it.
 PREEMPTED_EXIT_CODE = 75

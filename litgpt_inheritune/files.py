@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -45,7 +45,7 @@ from litgpt_inheritune.checkpoint import (
     save_final,
     save_step,
 )
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.cluster import (
     StopRequest,
     launched_as_rank_zero,

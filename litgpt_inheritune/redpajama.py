@@ -39,7 +39,7 @@ from litgpt.tokenizer import Tokenizer
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.files import replace_dir
 
 FORMAT_VERSION = 3  # part of the cache key: bump when the sampling rule or the stored layout changes
