@@ -54,6 +54,11 @@ def staged_dir(out_dir: Path):
     replace_dir(staging, out_dir)
 
 
+def partial_dir(directory: Path) -> Path:
+    """The hidden folder a checkpoint is written into before it is renamed to ``directory``."""
+    return directory.with_name(f".{directory.name}.partial")
+
+
 def replace_dir(staging: Path, out_dir: Path) -> None:
     """Puts the finished folder ``staging`` in place of ``out_dir`` (if any): at every moment one complete version
     exists under ``out_dir``'s name or beside it."""
