@@ -44,7 +44,7 @@ import materials  # noqa: E402
 import recipe_budget  # noqa: E402
 import train_throughput  # noqa: E402
 
-from litgpt_inheritune.cli import fail  # noqa: E402
+from litgpt_inheritune.errors import fail  # noqa: E402
 from litgpt_inheritune.files import write_text_atomic  # noqa: E402
 from litgpt_inheritune.compare import logged_seconds  # noqa: E402
 

@@ -25,7 +25,7 @@ from litgpt_inheritune.attention import (
     potent_prefix,
 )
 from litgpt_inheritune.checkpoint import STEP_DIR_PREFIX, check_checkpoint, load_gpt, resolve_checkpoint_dir
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.documents import TEXT_FIELD, BadInput, file_documents
 from litgpt_inheritune.files import check_out_dir, staged_dir, write_text_atomic
 from litgpt_inheritune.redundancy import angular_distance, block_influence, capture_block_inputs, skip_loss_sums

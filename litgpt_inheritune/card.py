@@ -19,7 +19,7 @@ from typing import Optional
 import yaml
 from litgpt.config import Config
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.evaluate import CHANCE, raw_score, results_table
 from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.inherit import BLOCK_PARTS

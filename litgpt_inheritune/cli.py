@@ -1,16 +1,9 @@
 """The `inheritune` commands, as `litgpt inheritune <command>`, `litgpt-inheritune <command>` and
-`python -m litgpt_inheritune <command>`, and how a command stops on bad input."""
-
-from typing import NoReturn
-
-
-def fail(message: str) -> NoReturn:
-    """Stops a command on bad input: one line on stderr, exit code 1, no traceback."""
-    raise SystemExit(f"error: {message}")
+`python -m litgpt_inheritune <command>`."""
 
 
 def commands() -> dict:
-    """The subcommands, imported when a CLI is built (every command module imports ``fail`` from here)."""
+    """The subcommands, imported when a CLI is built."""
     from litgpt_inheritune.analyze import main as analyze_fn
     from litgpt_inheritune.card import main as card_fn
     from litgpt_inheritune.compare import main as compare_fn

@@ -1,19 +1,17 @@
-"""Surviving a shared cluster: preemption signals, one run per out_dir, a full disk.
+"""Surviving a shared cluster: preemption signals, one run per out_dir, failures on one rank.
 
 - SIGTERM and SIGUSR1 (what SLURM sends with ``--signal``) are noted, never acted on mid-step; every rank learns at
   the same optimizer step that one of them was told to stop (an all-reduce of the flag), so all ranks write the same
   step checkpoint and exit with PREEMPTED_EXIT_CODE.
 - A lock file in out_dir (``fcntl.flock``, released by the kernel when its holder dies) keeps a second run off a
   folder that a live run is writing.
-- A checkpoint that does not fit on the disk is reported as such, with the bytes it needs, and leaves no partial
-  folder behind.
 - An error on one rank ends every rank with its message, instead of leaving the others waiting in a collective.
+- The training data are prepared once, on rank 0 while the others wait (as long as it takes), and every rank reads
+  the same number of batches per epoch, so that no rank waits in a collective that the others never reach.
 """
 
-import errno
 import fcntl
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -22,14 +20,15 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
+import lightning as L
 import torch
+from litgpt.data import DataModule
 
-from litgpt_inheritune.cli import fail
-from litgpt_inheritune.files import partial_dir
+from litgpt_inheritune.errors import fail
 
 # sysexits.h EX_TEMPFAIL: "a temporary failure; the user is invited to retry". Schedulers can requeue on it.
 PREEMPTED_EXIT_CODE = 75
@@ -163,65 +162,48 @@ def unlock_out_dir(out_dir: Path) -> None:
     os.close(descriptor)
 
 
-def state_bytes(state: dict) -> int:
-    """Bytes of every tensor in a training state (model, optimizer): about what its checkpoint file holds."""
-    seen, total = set(), 0
-
-    def add(value) -> None:
-        nonlocal total
-        if isinstance(value, torch.Tensor):
-            if id(value) not in seen:
-                seen.add(id(value))
-                total += value.numel() * value.element_size()
-        elif isinstance(value, dict):
-            for item in value.values():
-                add(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                add(item)
-        elif hasattr(value, "state_dict"):
-            add(value.state_dict())
-
-    for key in ("model", "optimizer"):
-        add(state.get(key))
-    return total
-
-
-def out_of_space(error: BaseException) -> bool:
-    """Whether a failed write ran out of room: ENOSPC, a quota, the file size limit, or torch's zip writer failing
-    (it reports a short write without the errno)."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return True
-        if isinstance(error, RuntimeError) and any(
-            mark in str(error) for mark in ("inline_container", "PytorchStreamWriter", "file write failed")
-        ):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-@contextmanager
-def full_disk_is_an_error(directory: Path, needed_bytes: int):
-    """Turns running out of space while writing checkpoint ``directory`` into one line with the bytes it needs,
-    after removing the partial folder; the checkpoints already complete stay as they are."""
-    try:
-        yield
-    except (OSError, RuntimeError) as error:
-        if not out_of_space(error):
-            raise
-        shutil.rmtree(partial_dir(directory), ignore_errors=True)
-        free = shutil.disk_usage(directory.parent).free
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        size_limit = f", file size limit (ulimit -f) {limit:,} bytes" if limit != resource.RLIM_INFINITY else ""
-        from litgpt_inheritune.checkpoint import STEP_DIR_PREFIX  # here: checkpoint imports this module
-
-        kept = sorted(p.name for p in directory.parent.glob(f"{STEP_DIR_PREFIX}*"))
+def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:
+    """Prepares the data once: on one rank, or on rank 0 while the others wait (as long as it takes) for it."""
+    if fabric.world_size == 1 or not hasattr(data, "is_prepared"):
+        with fabric.rank_zero_first():  # litgpt's modules: the others then find the files on a shared filesystem
+            data.prepare_data()
+        return
+    if not all(fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()):
+        if fabric.global_rank == 0:
+            print(
+                f"Preparing the data on rank 0 while the other {fabric.world_size - 1} ranks wait; run `litgpt inheritune"
+                " prepare_data` with the same flags before a multi-GPU launch to start training at once",
+                file=sys.stderr,
+            )
+            data.prepare_data()
+        else:
+            print(
+                f"rank {fabric.global_rank}: waiting for rank 0 to prepare the data in {data.prepared_dir}",
+                file=sys.stderr,
+            )
+        # a barrier of its own without the default 30-minute timeout: tokenizing can take hours
+        torch.distributed.barrier(group=torch.distributed.new_group(backend="gloo", timeout=timedelta(days=30)))
+    seen = fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()
+    if not all(seen):
+        ranks = ", ".join(str(rank) for rank, ok in enumerate(seen) if not ok)
         fail(
-            f"the disk is full: writing {directory} failed ({free:,} bytes free on its disk{size_limit}); a checkpoint"
-            f" needs about {needed_bytes:,} bytes. {'Kept ' + kept[-1] if kept else 'No earlier checkpoint exists'};"
-            f" free space and run the same command with --resume auto"
+            f"ranks {ranks} do not see the prepared data in {data.prepared_dir}; put --data.cache_dir on a shared filesystem"
+            " or run `litgpt inheritune prepare_data` with the same flags on every node (or copy the folder) first"
         )
+
+
+def agreed_batches_per_epoch(fabric: L.Fabric, batches: int) -> int:
+    """Training batches every rank reads per epoch: the fewest any rank holds. A rank with more drops its last ones
+    each epoch; otherwise it would run more steps and wait at the end of an epoch in a gradient all-reduce that the
+    others never join. (litdata's StreamingDataset already gives every rank the same count; other loaders may not.)"""
+    counts = fabric.all_gather(torch.tensor(batches, device=fabric.device)).view(-1).tolist()
+    if min(counts) != max(counts) and fabric.global_rank == 0:
+        print(
+            f"warning: the {fabric.world_size} ranks hold {min(counts):,} to {max(counts):,} training batches; each"
+            f" reads {min(counts):,} per epoch, so that all run the same steps (the others' last batches are left out)",
+            file=sys.stderr,
+        )
+    return min(counts)
 
 
 @contextmanager

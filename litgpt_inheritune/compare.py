@@ -17,7 +17,7 @@ from litgpt.model import GPT
 from litgpt.tokenizer import Tokenizer
 
 from litgpt_inheritune.checkpoint import STEP_DIR_PREFIX, load_gpt
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.plots import plot_loss_curves
 from litgpt_inheritune.pretrain import train_seq_length, validate

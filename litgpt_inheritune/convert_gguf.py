@@ -14,7 +14,7 @@ from typing import Literal, Optional
 
 from litgpt.config import name_to_config
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
 
 

@@ -18,7 +18,7 @@ from litgpt.model import GPT
 from litgpt.utils import chunked_cross_entropy
 
 from litgpt_inheritune.checkpoint import check_checkpoint, load_lazy_state_dict
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.sharding import is_sharded, load_full_weights
 
 

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from litgpt_inheritune.checkpoint import check_checkpoint, resolve_checkpoint_dir
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.offline_tasks import TASKS
 

@@ -27,7 +27,7 @@ from litgpt_inheritune.checkpoint import (
     resolve_checkpoint_dir,
 )
 from litgpt_inheritune.card import card_inputs, write_export_card
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
 from litgpt_inheritune.hf_config import hf_config_for, sliding_layers
 from litgpt_inheritune.hub import push_folder

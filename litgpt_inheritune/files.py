@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 
 
 def write_text_atomic(path: Path, text: str) -> None:

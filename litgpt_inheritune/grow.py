@@ -21,7 +21,7 @@ from litgpt.data import DataModule
 from litgpt.types import LoggerChoice
 
 from litgpt_inheritune.checkpoint import check_checkpoint, fingerprint, load_lazy_state_dict, resolve_checkpoint_dir
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals, unlock_out_dir
 from litgpt_inheritune.distill import DistillArgs

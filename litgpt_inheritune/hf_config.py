@@ -26,7 +26,7 @@ from litgpt.scripts.convert_lit_checkpoint import (
 )
 from transformers import PretrainedConfig
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 
 LLAMA3_ROPE = {"factor", "low_freq_factor", "high_freq_factor", "original_max_seq_len"}
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 
 
 def push_folder(

@@ -17,7 +17,7 @@ from litgpt_inheritune.checkpoint import (
     save_state_dict,
     write_provenance,
 )
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.files import check_out_dir, staged_dir
 from litgpt_inheritune.bridge import bridge_record, check_foldable, cut_ranges, fit_bridges, fold_bridges
 from litgpt_inheritune.inherit import write_hf_config

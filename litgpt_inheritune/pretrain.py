@@ -2,8 +2,9 @@
 
 setup() checks the arguments and launches Fabric; main() builds the model, optimizer and data; fit() is the loop;
 validate() the held-out loss. Every stop condition (epochs, tokens, steps, time, a preemption signal) is honoured.
-Elsewhere: the checks of the arguments and hyperparameters.yaml in settings.py, checkpoint writing and resuming in
-checkpoint.py, signals, locks and full disks in cluster.py, the progress display in progress.py.
+Elsewhere: the checks of the arguments and hyperparameters.yaml in settings.py, the step and final checkpoints and
+resuming in train_state.py, signals, locks and the data on several ranks in cluster.py, the progress display in
+progress.py.
 """
 
 import math
@@ -11,7 +12,6 @@ import sys
 import time
 from copy import deepcopy
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Union
 
@@ -36,31 +36,23 @@ from litgpt.utils import (
     parse_devices,
 )
 
-from litgpt_inheritune.checkpoint import (
-    STEP_DIR_PREFIX,
-    StreamingCheckpointIO,
-    find_resume_path,
-    load_lazy_state_dict,
-    load_training_state,
-    save_final,
-    save_step,
-)
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.checkpoint import load_lazy_state_dict
 from litgpt_inheritune.cluster import (
     StopRequest,
+    agreed_batches_per_epoch,
     launched_as_rank_zero,
     lock_out_dir,
     one_failure_stops_every_rank,
-    preempted,
+    prepare_on_ranks,
     unlock_out_dir,
 )
 from litgpt_inheritune.distill import DistillArgs, check_distill_args, load_teacher, training_loss
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.plots import plot_loss
 from litgpt_inheritune.progress import Progress
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 from litgpt_inheritune.sharding import FSDP_PRECISIONS, fsdp_strategy, is_sharded, load_full_weights
 from litgpt_inheritune.settings import (
-    check_checkpoint_dir,
     check_one_step,
     check_resumed_settings,
     check_train_args,
@@ -68,6 +60,14 @@ from litgpt_inheritune.settings import (
     hyperparameters,
     refuse_unused_args,
     stock_checkpoint_dir,
+)
+from litgpt_inheritune.train_state import (
+    StreamingCheckpointIO,
+    find_resume_path,
+    load_training_state,
+    save_final,
+    save_on_stop,
+    save_step,
 )
 
 PAPER_OPTIMIZER = {
@@ -172,7 +172,7 @@ def setup(
     out_dir = Path(out_dir)
     data = data_or_default(data)
     hparams = hyperparameters(locals())
-    config = check_checkpoint_dir(checkpoint_dir)
+    config = Config.from_file(checkpoint_dir / "model_config.yaml")  # checked by stock_checkpoint_dir
     try:
         devices = parse_devices(devices)
     except ValueError as error:
@@ -184,9 +184,7 @@ def setup(
     if keep_checkpoints is not None and keep_checkpoints < 1:
         fail(f"--keep_checkpoints {keep_checkpoints} must be at least 1 (or unset to keep every step checkpoint)")
     teacher_config = check_distill_args(distill, config)
-    resume_path = find_resume_path(resume, out_dir, checkpoint_dir)
-    if resume_path is not None and Config.from_file(resume_path / "model_config.yaml") != config:
-        fail(f"--resume {resume_path} holds a run of another model than {checkpoint_dir}; choose another --out_dir")
+    resume_path = find_resume_path(resume, out_dir, checkpoint_dir, config)
     precision = default_precision(precision)
     sharded = strategy == "fsdp" or (
         strategy == "auto" and devices * num_nodes > 1 and torch.cuda.is_available() and precision in FSDP_PRECISIONS
@@ -390,7 +388,6 @@ def fit(
     warmup_steps = min(max_steps, train.lr_warmup_steps or 0)
     if train.lr_warmup_fraction:  # litgpt's meaning: a fraction of an epoch (of the training data loader)
         warmup_steps = min(max_steps, math.ceil(train.lr_warmup_fraction * epoch_batches / accumulation))
-    lr_max = optimizer.defaults["lr"]  # param_groups hold the scheduled lr, restored on resume
     if not train.lr_warmup_fraction and fabric.global_rank == 0 and (train.lr_warmup_steps or 0) >= max_steps:
         print(
             f"warning: --train.lr_warmup_steps {train.lr_warmup_steps} is not below the run's {max_steps} optimizer"
@@ -493,109 +490,6 @@ def fit(
         log_validation(fabric, model, val_dataloader, eval, state, progress)
 
 
-def agreed_batches_per_epoch(fabric: L.Fabric, batches: int) -> int:
-    """Training batches every rank reads per epoch: the fewest any rank holds. A rank with more drops its last ones
-    each epoch; otherwise it would run more steps and wait at the end of an epoch in a gradient all-reduce that the
-    others never join. (litdata's StreamingDataset already gives every rank the same count; other loaders may not.)"""
-    counts = fabric.all_gather(torch.tensor(batches, device=fabric.device)).view(-1).tolist()
-    if min(counts) != max(counts) and fabric.global_rank == 0:
-        print(
-            f"warning: the {fabric.world_size} ranks hold {min(counts):,} to {max(counts):,} training batches; each"
-            f" reads {min(counts):,} per epoch, so that all run the same steps (the others' last batches are left out)",
-            file=sys.stderr,
-        )
-    return min(counts)
-
-
-def epochs_of(loader, batches_per_epoch: int, start: int) -> Iterator[tuple[int, Any]]:
-    """(epoch, batch) without end: the first ``batches_per_epoch`` batches of each pass over ``loader``, from batch
-    ``start`` of the run (where a resumed loader continues). The rest of a pass is read and dropped, so that a
-    resumable loader (litdata's) ends its epoch and begins the next instead of replaying the resumed one."""
-    epoch, taken = divmod(start, batches_per_epoch)
-    while True:
-        for batch in loader:
-            if taken < batches_per_epoch:
-                yield epoch, batch
-                taken += 1
-        if taken < batches_per_epoch:
-            raise RuntimeError(
-                f"the training data loader ended after {taken} batches of epoch {epoch}, fewer than the"
-                f" {batches_per_epoch} its length promised"
-            )
-        epoch, taken = epoch + 1, 0
-
-
-def peak_memory(fabric: L.Fabric) -> str:
-    """Each rank's peak memory: torch.cuda.max_memory_allocated on a GPU, the process's peak RSS on a CPU."""
-    if fabric.device.type == "cuda":
-        peak, what = torch.cuda.max_memory_allocated(fabric.device), "torch.cuda.max_memory_allocated"
-    else:
-        import resource
-
-        peak, what = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
-    peaks = fabric.all_gather(torch.tensor(peak, device=fabric.device)).reshape(-1).tolist()
-    return f"Peak memory per rank ({what}): {', '.join(f'{p / 1e9:.2f}' for p in peaks)} GB"
-
-
-def prepare_on_ranks(fabric: L.Fabric, data: DataModule) -> None:
-    """Prepares the data once: on one rank, or on rank 0 while the others wait (as long as it takes) for it."""
-    if fabric.world_size == 1 or not hasattr(data, "is_prepared"):
-        with fabric.rank_zero_first():  # litgpt's modules: the others then find the files on a shared filesystem
-            data.prepare_data()
-        return
-    if not all(fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()):
-        if fabric.global_rank == 0:
-            print(
-                f"Preparing the data on rank 0 while the other {fabric.world_size - 1} ranks wait; run `litgpt inheritune"
-                " prepare_data` with the same flags before a multi-GPU launch to start training at once",
-                file=sys.stderr,
-            )
-            data.prepare_data()
-        else:
-            print(
-                f"rank {fabric.global_rank}: waiting for rank 0 to prepare the data in {data.prepared_dir}",
-                file=sys.stderr,
-            )
-        # a barrier of its own without the default 30-minute timeout: tokenizing can take hours
-        torch.distributed.barrier(group=torch.distributed.new_group(backend="gloo", timeout=timedelta(days=30)))
-    seen = fabric.all_gather(torch.tensor(int(data.is_prepared()), device=fabric.device)).tolist()
-    if not all(seen):
-        ranks = ", ".join(str(rank) for rank, ok in enumerate(seen) if not ok)
-        fail(
-            f"ranks {ranks} do not see the prepared data in {data.prepared_dir}; put --data.cache_dir on a shared filesystem"
-            " or run `litgpt inheritune prepare_data` with the same flags on every node (or copy the folder) first"
-        )
-
-
-def scheduled_lr(lr_max: float, step: int, warmup_steps: int, max_steps: int, min_lr: float) -> float:
-    """litgpt's schedule (linear warm-up, then cosine to min_lr) at 1-based optimizer step ``step``. A warm-up as long
-    as the run only rises: litgpt's ``get_lr`` would divide by zero at its last step."""
-    if warmup_steps >= max_steps:
-        return lr_max * min(step, warmup_steps) / warmup_steps
-    return get_lr(lr_max, step, warmup_steps, max_steps, min_lr)
-
-
-def train_seq_length(config: Config, train: TrainArgs) -> int:
-    """Tokens per training sequence: --train.max_seq_length, at most the model's block size."""
-    return min(config.block_size, train.max_seq_length or config.block_size)
-
-
-def total_steps(train: TrainArgs, steps_per_epoch: int, tokens_per_step: int) -> int:
-    """Optimizer steps until the first of epochs, max_tokens and max_steps."""
-    limits = []
-    if train.epochs is not None:
-        limits.append(train.epochs * steps_per_epoch)
-    if train.max_tokens is not None:
-        limits.append(train.max_tokens // tokens_per_step)
-    if train.max_steps is not None:
-        limits.append(train.max_steps)
-    if not limits:
-        limits.append(steps_per_epoch)  # only max_time given: the schedule spans one epoch
-    if steps_per_epoch < 1:
-        fail("the training data holds less than one optimizer step; lower --train.global_batch_size or add data")
-    return max(1, min(limits))
-
-
 @torch.no_grad()
 def validate(fabric: L.Fabric, model, val_dataloader, max_iters: int) -> float:
     """Mean next-token loss over up to max_iters batches per rank, averaged over ranks. The ranks agree before each
@@ -637,27 +531,60 @@ def log_validation(fabric, model, val_dataloader, eval: EvalArgs, state: dict, p
     )
 
 
-def save_on_stop(
-    fabric: L.Fabric,
-    reason: str,
-    state: dict,
-    out_dir: Path,
-    checkpoint_dir: Path,
-    train: TrainArgs,
-    hparams: dict,
-    keep: Optional[int],
-) -> None:
-    """--train.max_time reached or a stop signal received: a step checkpoint to resume from (unless this step has
-    one already); a signal then ends the process, max_time goes on to the final checkpoint."""
-    step = state["step_count"]
-    directory = out_dir / f"{STEP_DIR_PREFIX}{step:08d}"
-    if step > 0 and not (train.save_interval and step % train.save_interval == 0):
-        save_step(fabric, state, out_dir, checkpoint_dir, hparams, keep)
-    if reason == "time":
-        fabric.print(
-            f"Stopping: --train.max_time {train.max_time} s reached at step {step}; saved {directory} (continue with --resume auto)"
-        )
-        return
-    for logger in fabric.loggers:
-        logger.finalize("success")  # the metrics logged so far reach the files
-    preempted(fabric, reason, step, directory if step > 0 else None)
+def epochs_of(loader, batches_per_epoch: int, start: int) -> Iterator[tuple[int, Any]]:
+    """(epoch, batch) without end: the first ``batches_per_epoch`` batches of each pass over ``loader``, from batch
+    ``start`` of the run (where a resumed loader continues). The rest of a pass is read and dropped, so that a
+    resumable loader (litdata's) ends its epoch and begins the next instead of replaying the resumed one."""
+    epoch, taken = divmod(start, batches_per_epoch)
+    while True:
+        for batch in loader:
+            if taken < batches_per_epoch:
+                yield epoch, batch
+                taken += 1
+        if taken < batches_per_epoch:
+            raise RuntimeError(
+                f"the training data loader ended after {taken} batches of epoch {epoch}, fewer than the"
+                f" {batches_per_epoch} its length promised"
+            )
+        epoch, taken = epoch + 1, 0
+
+
+def peak_memory(fabric: L.Fabric) -> str:
+    """Each rank's peak memory: torch.cuda.max_memory_allocated on a GPU, the process's peak RSS on a CPU."""
+    if fabric.device.type == "cuda":
+        peak, what = torch.cuda.max_memory_allocated(fabric.device), "torch.cuda.max_memory_allocated"
+    else:
+        import resource
+
+        peak, what = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+    peaks = fabric.all_gather(torch.tensor(peak, device=fabric.device)).reshape(-1).tolist()
+    return f"Peak memory per rank ({what}): {', '.join(f'{p / 1e9:.2f}' for p in peaks)} GB"
+
+
+def scheduled_lr(lr_max: float, step: int, warmup_steps: int, max_steps: int, min_lr: float) -> float:
+    """litgpt's schedule (linear warm-up, then cosine to min_lr) at 1-based optimizer step ``step``. A warm-up as long
+    as the run only rises: litgpt's ``get_lr`` would divide by zero at its last step."""
+    if warmup_steps >= max_steps:
+        return lr_max * min(step, warmup_steps) / warmup_steps
+    return get_lr(lr_max, step, warmup_steps, max_steps, min_lr)
+
+
+def train_seq_length(config: Config, train: TrainArgs) -> int:
+    """Tokens per training sequence: --train.max_seq_length, at most the model's block size."""
+    return min(config.block_size, train.max_seq_length or config.block_size)
+
+
+def total_steps(train: TrainArgs, steps_per_epoch: int, tokens_per_step: int) -> int:
+    """Optimizer steps until the first of epochs, max_tokens and max_steps."""
+    limits = []
+    if train.epochs is not None:
+        limits.append(train.epochs * steps_per_epoch)
+    if train.max_tokens is not None:
+        limits.append(train.max_tokens // tokens_per_step)
+    if train.max_steps is not None:
+        limits.append(train.max_steps)
+    if not limits:
+        limits.append(steps_per_epoch)  # only max_time given: the schedule spans one epoch
+    if steps_per_epoch < 1:
+        fail("the training data holds less than one optimizer step; lower --train.global_batch_size or add data")
+    return max(1, min(limits))

@@ -36,7 +36,7 @@ from litgpt.data import DataModule
 from litgpt.tokenizer import Tokenizer
 from torch.utils.data import DataLoader
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.documents import SUFFIXES, TEXT_FIELD, BadInput, Part, file_parts, group_documents, unit_random
 from litgpt_inheritune.files import partial_dir, staged_dir
 from litgpt_inheritune.token_chunks import write_split

@@ -14,7 +14,7 @@ from litgpt.data import DataModule
 from litgpt.utils import get_default_supported_precision
 
 from litgpt_inheritune.checkpoint import check_checkpoint, resolve_checkpoint_dir
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 
 
 def default_precision(precision: Optional[str]) -> str:

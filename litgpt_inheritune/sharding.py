@@ -20,6 +20,8 @@ import torch
 from lightning.fabric.strategies import ModelParallelStrategy
 from lightning.fabric.wrappers import _unwrap_objects
 
+from litgpt_inheritune.checkpoint import load_lazy_state_dict
+
 # what Lightning's ModelParallelStrategy accepts of pretrain's --precision choices (not 16-mixed)
 FSDP_PRECISIONS = ("32-true", "bf16-true", "bf16-mixed")
 
@@ -92,8 +94,6 @@ def load_full_weights(fabric: L.Fabric, model, path: Path) -> None:
     """Loads a plain LitGPT ``lit_model.pth`` into a sharded model: rank 0 memory-maps the file and broadcasts it
     tensor by tensor; every rank keeps its shard. No rank holds more than one full tensor besides rank 0's mapping."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    from litgpt_inheritune.checkpoint import load_lazy_state_dict
 
     state_dict = load_lazy_state_dict(path) if fabric.global_rank == 0 else {}
     set_model_state_dict(

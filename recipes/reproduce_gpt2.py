@@ -26,7 +26,7 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import save_config
 
-from litgpt_inheritune.cli import fail
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.compare import main as compare
 from litgpt_inheritune.configs import gpt2_rope_config
 from litgpt_inheritune.grow import main as grow

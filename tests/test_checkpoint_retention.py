@@ -5,7 +5,7 @@ import subprocess
 import time
 
 from conftest import BIN, run_in_process
-from litgpt_inheritune.checkpoint import prune_step_checkpoints
+from litgpt_inheritune.train_state import prune_step_checkpoints
 from test_pretrain import cli_args
 
 

@@ -167,7 +167,7 @@ def test_a_sharded_checkpoint_resumes_in_one_process_and_only_under_fsdp(runs):
 
 def test_damaged_sharded_checkpoints_are_named_and_never_used(runs, tmp_path):
     """A shard cut short or missing, or unreadable metadata: --resume names the folder and the damage in one line."""
-    from litgpt_inheritune.checkpoint import find_resume_path
+    from litgpt_inheritune.train_state import find_resume_path
 
     for damage, expected in (
         (
