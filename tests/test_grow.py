@@ -257,6 +257,31 @@ def test_an_error_while_growing_leaves_no_lock(tiny_references, jsonl_corpus, tm
     assert not (tmp_path / "grow").exists()
 
 
+def test_a_grown_model_keeps_the_trained_tensors_and_adds_the_references_next_blocks():
+    """--grow_from trained's surgery: the trained model's tensors replace the inherited ones they match; a trained
+    tensor that the next round's model has not, or has in another shape, is refused by name."""
+    from litgpt_inheritune.inherit import grown_state_dict
+
+    qkv = "transformer.h.{}.attn.qkv.weight"
+    inherited = {
+        "transformer.wte.weight": torch.zeros(4, 2),
+        qkv.format(0): torch.zeros(6, 2),
+        qkv.format(1): torch.ones(6, 2),
+    }
+    trained = {"transformer.wte.weight": torch.full((4, 2), 3.0), qkv.format(0): torch.full((6, 2), 3.0)}
+    grown = grown_state_dict(inherited, trained)
+    assert grown.keys() == inherited.keys()
+    assert all(torch.equal(grown[key], tensor) for key, tensor in trained.items())
+    assert torch.equal(grown[qkv.format(1)], inherited[qkv.format(1)])
+    assert grown[qkv.format(1)].data_ptr() != inherited[qkv.format(1)].data_ptr()  # a copy: init's file is rewritten
+    with pytest.raises(
+        ValueError, match=r"holds transformer\.h\.2\.attn\.qkv\.weight \(6, 2\), which the next round's"
+    ):
+        grown_state_dict(inherited, {**trained, qkv.format(2): torch.zeros(6, 2)})
+    with pytest.raises(ValueError, match=r"holds transformer\.wte\.weight \(5, 2\)"):
+        grown_state_dict(inherited, {"transformer.wte.weight": torch.zeros(5, 2)})
+
+
 def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_path):
     """--devices 2 --strategy fsdp reach each round's pretrain, which Fabric's launcher runs as two FSDP processes
     (gloo on a CPU); the round's final/ is one plain checkpoint that grow measures."""
