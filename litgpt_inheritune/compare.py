@@ -1,7 +1,8 @@
 """`litgpt inheritune compare`: one table and one plot for any set of `pretrain` runs (grow's rounds and baselines,
 or out_dirs given by hand): final validation loss, parameters, tokens, wall time, and validation-loss curves against
-tokens with the reference's level as a line (the paper's Figures 5 and 14); and LossMeter, the validation loss of any
-checkpoint on the same held-out batches (grow's rounds against the reference, the recipes' comparisons)."""
+tokens with the reference's level as a line (the paper's Figures 5 and 14); grow's report (grow.json, grow.md and
+grow.png) with the same table and plot; and LossMeter, the validation loss of any checkpoint on the same held-out
+batches (grow's rounds against the reference, the recipes' comparisons)."""
 
 import csv
 import json
@@ -97,20 +98,101 @@ def read_run(run_dir: Path, label: str) -> dict:
 
 
 def comparison_table(runs: list[dict], reference_loss: Optional[float]) -> str:
-    lines = [
-        "| run | final validation loss | vs reference | parameters | steps | tokens | wall time |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    if reference_loss is not None:
-        lines.append(f"| reference | {reference_loss:.4f} | | | | | |")
+    rows = [] if reference_loss is None else [["reference", f"{reference_loss:.4f}", "", "", "", "", ""]]
     for run in runs:
         loss = "n/a" if run["val_loss"] is None else f"{run['val_loss']:.4f}"
         gap = "" if reference_loss is None or run["val_loss"] is None else f"{run['val_loss'] - reference_loss:+.4f}"
-        lines.append(
-            f"| {run['label']} | {loss} | {gap} | {run['parameters'] / 1e6:.3f} M | {run['steps']:,} |"
-            f" {run['tokens']:,} | {run['wall_time_s']:.1f} s |"
-        )
-    return "\n".join(lines)
+        budget = [f"{run['steps']:,}", f"{run['tokens']:,}", f"{run['wall_time_s']:.1f} s"]
+        rows.append([run["label"], loss, gap, f"{run['parameters'] / 1e6:.3f} M", *budget])
+    header = ["run", "final validation loss", "vs reference", "parameters", "steps", "tokens", "wall time"]
+    return markdown_table(header, rows)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of text cells (compare.md's, grow.md's)."""
+    return "\n".join([markdown_row(header), "|" + "---|" * len(header), *map(markdown_row, rows)])
+
+
+def markdown_row(cells: list[str]) -> str:
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"  # an empty cell is one space
+
+
+def write_grow_report(out_dir: Path, report: dict, baselines: dict, starts: dict) -> None:
+    """grow's report: grow.json (the numbers), grow.md (a table of the reference, every round and every baseline, and
+    what they were trained and measured on) and grow.png (their validation-loss curves). ``baselines`` and ``starts``
+    describe grow's baselines and starts in words, by name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "grow.json", json.dumps(report, indent=2) + "\n")
+    result = report["result"] or "none: no round matched the reference"
+    text = (
+        grow_table(report)
+        + f"\n\nGrown model: {result}.\n"
+        + "".join(f"Baseline {name}: {baselines[name]}.\n" for name in report["baselines"])
+    )
+    text += grow_settings_text(report, starts)
+    write_text_atomic(out_dir / "grow.md", text)
+    plot_grow_report(out_dir, report)
+
+
+def grow_table(report: dict) -> str:
+    """The validation loss of the reference, every round and every baseline, with each one's distance to the
+    reference and training budget."""
+    reference = report["reference"]
+    rows = [["reference", f"{reference['n_layers']}", "all", f"{reference['val_loss']:.4f}", "", "", ""]]
+    models = [("round", entry) for entry in report["rounds"]]
+    models += [(f"baseline: {name}", entry) for name, entry in report["baselines"].items()]
+    for model, entry in models:
+        gap = f"{entry['val_loss'] - reference['val_loss']:+.4f}{' matched' if entry.get('matched') else ''}"
+        budget = [f"{entry['steps']:,}", f"{entry['tokens']:,}"] if "steps" in entry else ["", ""]
+        rows.append([model, f"{entry['n_layers']}", entry["layers"], f"{entry['val_loss']:.4f}", gap, *budget])
+    header = ["model", "blocks", "layers of the reference", "validation loss", "vs reference", "steps", "tokens"]
+    return markdown_table(header, rows)
+
+
+def grow_settings_text(report: dict, starts: dict) -> str:
+    """The data, budget, validation size and (with --analysis) the lazy layers, in words under grow's table."""
+    settings = report.get("settings")
+    if settings is None:
+        return ""
+    data = settings["data"]
+    data_text = data if isinstance(data, str) else f"{data['class_path']} {json.dumps(data.get('init_args', {}))}"
+    budget = ", ".join(f"--train.{key} {value}" for key, value in settings["train"].items())
+    validation = settings["validation"]
+    text = (
+        f"\nData: {data_text}.\nBudget of every run: {budget}, sequences of {settings['seq_len']} tokens"
+        f" (stacking trains twice: its half model first).\nValidation loss: the first {validation['batches']} held-out"
+        f" batches ({validation['tokens']:,} tokens), the same for every model, on one device.\n"
+        f"Rounds grown from: the {settings['grow_from']} model.\n"
+        f"Start of every round: {starts[settings.get('start', 'first')]}.\n"
+    )
+    if "distill" in settings and any(
+        name.startswith("distill") or name.endswith("distill") for name in report["baselines"]
+    ):
+        text += f"Distillation: teacher the reference, alpha {settings['distill']['alpha']}, temperature {settings['distill']['temperature']}.\n"
+    last_n = report["baselines"].get("last_n")
+    if settings.get("analysis"):
+        lazy = settings["analysis"]["lazy_layers"]
+        text += f"Lazy layers of the reference by the analysis in {settings['analysis']['path']}: {lazy or 'none'}.\n"
+        if last_n is not None:
+            first, last = map(int, last_n["layers"].split("-"))
+            held = [layer for layer in lazy if first <= layer <= last]
+            text += f"The last_n baseline holds blocks {first}-{last}; lazy among them: {held or 'none'}.\n"
+    elif last_n is not None:
+        text += "No --analysis given: whether the last_n baseline's blocks are lazy is not measured.\n"
+    return text
+
+
+def plot_grow_report(out_dir: Path, report: dict) -> None:
+    """grow.png: validation loss against training tokens of every round and baseline, with the reference's level."""
+    entries = [(f"{entry['n_layers']} blocks (round)", entry) for entry in report["rounds"]]
+    entries += [(f"{name} ({entry['n_layers']} blocks)", entry) for name, entry in report["baselines"].items()]
+    runs = [read_run(Path(entry["checkpoint"]).parent, label) for label, entry in entries]
+    plot_loss_curves(
+        runs,
+        report["reference"]["val_loss"],
+        out_dir / "grow.png",
+        f"grow: validation loss of every round and baseline (reference: {report['reference']['n_layers']} blocks)",
+    )
 
 
 class LossMeter:

@@ -11,7 +11,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
 import torch
 import yaml
@@ -25,12 +25,20 @@ from litgpt_inheritune.errors import fail
 from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE, lock_out_dir, run_forwarding_stop_signals, unlock_out_dir
 from litgpt_inheritune.distill import DistillArgs
-from litgpt_inheritune.inherit import BLOCK_PARTS, compact_layers, count_blocks
+from litgpt_inheritune.inherit import BLOCK_PARTS, compact_layers, count_blocks, grown_state_dict
 from litgpt_inheritune.init import main as init
-from litgpt_inheritune.compare import LossMeter
+from litgpt_inheritune.compare import LossMeter, write_grow_report
 from litgpt_inheritune.pretrain import EVAL_DEFAULTS, PAPER_OPTIMIZER, TRAIN_DEFAULTS
 from litgpt_inheritune.selection import MEASURES
-from litgpt_inheritune.settings import hyperparameters, refuse_unused_args
+from litgpt_inheritune.settings import (
+    Devices,
+    Optimizer,
+    Precision,
+    Strategy,
+    flat_settings,
+    hyperparameters,
+    refuse_unused_args,
+)
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 
 BASELINES = {
@@ -103,14 +111,14 @@ def main(
     max_layers: Optional[int] = None,
     baselines: str = "random,last_n",
     tolerance: float = 0.0,
-    precision: Optional[Literal["bf16-true", "bf16-mixed", "16-mixed", "32-true"]] = None,
+    precision: Precision = None,
     data: Optional[DataModule] = DEFAULT_DATA,
     train: TrainArgs = TRAIN_DEFAULTS,
     eval: EvalArgs = EVAL_DEFAULTS,
     log: LogArgs = LogArgs(),
-    optimizer: Union[str, dict] = PAPER_OPTIMIZER,
-    devices: Union[int, str] = "auto",
-    strategy: Literal["auto", "ddp", "fsdp"] = "auto",
+    optimizer: Optimizer = PAPER_OPTIMIZER,
+    devices: Devices = "auto",
+    strategy: Strategy = "auto",
     activation_checkpointing: bool = False,
     logger_name: LoggerChoice = "csv",
     seed: int = 42,
@@ -166,25 +174,11 @@ def main(
     check_checkpoint(reference_dir, "reference_dir")
     n_reference = Config.from_file(reference_dir / "model_config.yaml").n_layer
     sizes = round_sizes(n_reference, n_layers, grow_by, max_layers)
-    chosen = [BASELINE_ALIASES.get(name.strip(), name.strip()) for name in baselines.split(",") if name.strip()]
-    for name in chosen:
-        if name not in BASELINES:
-            fail(f"--baselines: unknown baseline {name!r}; valid: {', '.join(BASELINES)} (comma-separated) or ''")
+    chosen = chosen_baselines(baselines)
     if distill.teacher_dir is not None:
         fail(f"--distill.teacher_dir {distill.teacher_dir}: grow distils from the reference; leave it unset")
     lazy_layers = analysed_lazy_layers(analysis, n_reference)
-    if start not in STARTS:
-        fail(f"--start {start} is not a start; valid: {', '.join(STARTS)}")
-    if start != "first" and grow_from == "trained":
-        fail(
-            f"--grow_from trained adds the reference's next blocks to the first n; it needs --start first, not {start}"
-        )
-    if calibration_data is not None and not Path(calibration_data).exists():
-        fail(
-            f"--calibration_data {calibration_data} does not exist; give a text file, a .jsonl file or a folder of them"
-        )
-    for n in sizes[:1]:  # the start's own requirements, before anything is measured
-        start_options(start, n, analysis, calibration_data)
+    starts = round_starts(start, sizes, grow_from, analysis, calibration_data)
     if tolerance < 0:
         fail(f"--tolerance {tolerance} must be 0 or more")
     refuse_unused_args(train, eval, log, logger_name)
@@ -205,10 +199,9 @@ def main(
         )
     )
     check_previous_settings(out_dir, pretrain_args, grow_from, start)
+
     measure = LossMeter(reference_dir, data, train, eval, precision)
     distill_args = {"teacher_dir": str(reference_dir), "alpha": distill.alpha, "temperature": distill.temperature}
-    tokens_per_step = train.global_batch_size * measure.seq_len
-
     report = {
         "reference": {"checkpoint": str(reference_dir), "n_layers": n_reference, "val_loss": measure(reference_dir)},
         "tolerance": tolerance,
@@ -220,15 +213,66 @@ def main(
         "baselines": {},
         "result": None,
     }
+    tokens_per_step = train.global_batch_size * measure.seq_len
     lock_out_dir(out_dir)  # one grow per out_dir (each training run also locks its own folder)
-    target_loss = report["reference"]["val_loss"] + tolerance
+    try:
+        grow_rounds(report, reference_dir, out_dir, starts, start, grow_from, pretrain_args, measure, tokens_per_step)
+        train_baselines(report, chosen, reference_dir, out_dir, pretrain_args, distill_args, measure, tokens_per_step)
+        print((out_dir / "grow.md").read_text())
+    finally:
+        unlock_out_dir(out_dir)
+    return report
+
+
+def chosen_baselines(baselines: str) -> list[str]:
+    """The baselines that --baselines names, by their current names."""
+    chosen = [BASELINE_ALIASES.get(name.strip(), name.strip()) for name in baselines.split(",") if name.strip()]
+    for name in chosen:
+        if name not in BASELINES:
+            fail(f"--baselines: unknown baseline {name!r}; valid: {', '.join(BASELINES)} (comma-separated) or ''")
+    return chosen
+
+
+def round_starts(
+    start: str, sizes: list[int], grow_from: str, analysis: Optional[Path], calibration_data: Optional[Path]
+) -> dict[int, dict]:
+    """The `init` options of every round's start, by its size; refuses, before anything is measured, a start that
+    cannot be built."""
+    if start not in STARTS:
+        fail(f"--start {start} is not a start; valid: {', '.join(STARTS)}")
+    if start != "first" and grow_from == "trained":
+        fail(
+            f"--grow_from trained adds the reference's next blocks to the first n; it needs --start first, not {start}"
+        )
+    if calibration_data is not None and not Path(calibration_data).exists():
+        fail(
+            f"--calibration_data {calibration_data} does not exist; give a text file, a .jsonl file or a folder of them"
+        )
+    return {n: start_options(start, n, analysis, calibration_data) for n in sizes}
+
+
+def grow_rounds(
+    report: dict,
+    reference_dir: Path,
+    out_dir: Path,
+    starts: dict[int, dict],
+    start: str,
+    grow_from: str,
+    pretrain_args: dict,
+    measure: LossMeter,
+    tokens_per_step: int,
+) -> None:
+    """Algorithm 1: trains a round of each size in ``starts`` in turn, until one's validation loss reaches the
+    reference's (plus the tolerance); each round goes into the report, which is rewritten after it."""
+    reference_loss = report["reference"]["val_loss"]
+    target_loss = reference_loss + report["tolerance"]
+    sizes = list(starts)
     print(
-        f"grow: reference {reference_dir} ({n_reference} blocks): validation loss {report['reference']['val_loss']:.4f};"
-        f" rounds of {', '.join(map(str, sizes))} blocks until <= {target_loss:.4f}"
+        f"grow: reference {reference_dir} ({report['reference']['n_layers']} blocks): validation loss"
+        f" {reference_loss:.4f}; rounds of {', '.join(map(str, sizes))} blocks until <= {target_loss:.4f}"
     )
     previous = None
-    for n in sizes:
-        options = start_options(start, n, analysis, calibration_data)
+    for n, options in starts.items():
         final = train_run(
             reference_dir,
             list(range(n)) if start == "first" else None,
@@ -243,9 +287,7 @@ def main(
         entry = {
             "n_layers": n,
             "layers": compact_layers(made["layers"]).replace("_", ",") + ("" if start == "first" else f" ({start})"),
-            "checkpoint": str(final),
-            "val_loss": measure(final),
-            **trained_budget(final, tokens_per_step),
+            **measured(final, measure, tokens_per_step),
         }
         entry["matched"] = entry["val_loss"] <= target_loss
         report["rounds"].append(entry)
@@ -253,13 +295,25 @@ def main(
         print(
             f"grow: {n} blocks: validation loss {entry['val_loss']:.4f} ({'matches' if entry['matched'] else 'above'} the reference)"
         )
-        write_report(out_dir, report)
+        write_grow_report(out_dir, report, BASELINES, STARTS)
         if entry["matched"]:
-            break
-    else:
-        print(f"grow: no round up to {sizes[-1]} blocks reached the reference's validation loss", file=sys.stderr)
+            return
+    print(f"grow: no round up to {sizes[-1]} blocks reached the reference's validation loss", file=sys.stderr)
 
-    n = report["rounds"][-1]["n_layers"]
+
+def train_baselines(
+    report: dict,
+    chosen: list[str],
+    reference_dir: Path,
+    out_dir: Path,
+    pretrain_args: dict,
+    distill_args: dict,
+    measure: LossMeter,
+    tokens_per_step: int,
+) -> None:
+    """Trains the ``chosen`` baselines at the size of the last round; each goes into the report, which is rewritten
+    after it."""
+    n, n_reference = report["rounds"][-1]["n_layers"], report["reference"]["n_layers"]
     for name in chosen:
         if name == "last_n" and n == n_reference:
             print(f"grow: baseline last_n skipped: at {n} blocks the last n blocks are the first n")
@@ -270,15 +324,18 @@ def main(
         report["baselines"][name] = {
             "n_layers": n_reference if name == "half_width" else n,
             "layers": layers,
-            "checkpoint": str(final),
-            "val_loss": measure(final),
-            **trained_budget(final, tokens_per_step),
+            **measured(final, measure, tokens_per_step),
         }
         print(f"grow: baseline {name} ({n} blocks): validation loss {report['baselines'][name]['val_loss']:.4f}")
-        write_report(out_dir, report)
-    print((out_dir / "grow.md").read_text())
-    unlock_out_dir(out_dir)
-    return report
+        write_grow_report(out_dir, report, BASELINES, STARTS)
+
+
+def measured(final: Path, measure: LossMeter, tokens_per_step: int) -> dict:
+    """A finished run as the report holds it: its final checkpoint, validation loss, optimizer steps and training
+    tokens (from the checkpoint's provenance)."""
+    val_loss = measure(final)
+    steps = json.loads((final / "provenance.json").read_text())["step"]
+    return {"checkpoint": str(final), "val_loss": val_loss, "steps": steps, "tokens": steps * tokens_per_step}
 
 
 def round_sizes(n_reference: int, n_layers: Optional[int], grow_by: int, max_layers: Optional[int]) -> list[int]:
@@ -439,17 +496,14 @@ def check_same_reference(init_dir: Path, reference_dir: Path) -> None:
 
 
 def continue_from_trained(init_dir: Path, previous: Path) -> None:
-    """--grow_from trained: the freshly inherited n + k blocks take the previous round's trained embedding, blocks,
-    final norm and head in place of the reference's first n blocks; only the k new blocks stay the reference's."""
-    state_dict = load_lazy_state_dict(init_dir / "lit_model.pth")
-    state_dict = {key: tensor.clone() for key, tensor in state_dict.items()}
+    """--grow_from trained: the freshly inherited n + k blocks in init_dir take the previous round's trained embedding,
+    blocks, final norm and head in place of the reference's first n blocks (inherit.grown_state_dict); only the k new
+    blocks stay the reference's."""
     trained = load_lazy_state_dict(previous / "lit_model.pth")
-    for key, tensor in trained.items():
-        if key not in state_dict or state_dict[key].shape != tensor.shape:
-            fail(
-                f"--grow_from trained: {previous} holds {key} {tuple(tensor.shape)}, which the next round's model has not"
-            )
-        state_dict[key] = tensor
+    try:
+        state_dict = grown_state_dict(load_lazy_state_dict(init_dir / "lit_model.pth"), trained)
+    except ValueError as error:
+        fail(f"--grow_from trained: {previous} {error}")
     temporary = init_dir / "lit_model.pth.partial"
     torch.save(state_dict, temporary)
     temporary.replace(init_dir / "lit_model.pth")
@@ -477,33 +531,22 @@ def analysed_lazy_layers(analysis: Optional[Path], n_reference: int) -> Optional
     return result["lazy_layers"]
 
 
-def flatten(values: dict, prefix: str = "") -> dict:
-    """{"train": {"max_steps": 2}} -> {"train.max_steps": 2}; a data module's init_args are named as on the command line."""
-    flat = {}
-    for key, value in values.items():
-        name = prefix if key == "init_args" else f"{prefix}{key}" if not prefix else f"{prefix}.{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
 def check_previous_settings(out_dir: Path, pretrain_args: dict, grow_from: str, start: str = "first") -> None:
     """Refuses, before anything is measured or trained, a re-run whose settings differ from those out_dir's runs were
     trained with, naming the first setting that differs."""
-    wanted = flatten(pretrain_args)
+    wanted = flat_settings(pretrain_args)
     saved_runs = (
         sorted(out_dir.glob("*/pretrain.yaml"))
         + sorted(out_dir.glob("baselines/*/pretrain.yaml"))
         + sorted(out_dir.glob("baselines/*/half/pretrain.yaml"))
     )
     for path in saved_runs:
-        saved = flatten(yaml.safe_load(path.read_text()))
+        saved = flat_settings(yaml.safe_load(path.read_text()))
         for key, value in wanted.items():
             if key in saved and saved[key] != value:
                 fail(
-                    f"{path.parent} was trained with --{key} {saved[key]} but this run asks for {value}; give another --out_dir,"
+                    f"{path.parent} was trained with --{key.replace('init_args.', '')} {saved[key]} but this run asks for"
+                    f" {value}; give another --out_dir,"
                     " or delete the folder to train it again"
                 )
     if (out_dir / "grow.json").is_file():
@@ -543,92 +586,3 @@ def run_settings(
         "distill": {key: distill_args[key] for key in ("alpha", "temperature")},
         "analysis": None if analysis is None else {"path": str(analysis), "lazy_layers": lazy_layers},
     }
-
-
-def trained_budget(final: Path, tokens_per_step: int) -> dict:
-    """Optimizer steps and training tokens of a finished run, from its final checkpoint's provenance."""
-    steps = json.loads((final / "provenance.json").read_text())["step"]
-    return {"steps": steps, "tokens": steps * tokens_per_step}
-
-
-def write_report(out_dir: Path, report: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "grow.json", json.dumps(report, indent=2) + "\n")
-    reference = report["reference"]
-    lines = [
-        "| model | blocks | layers of the reference | validation loss | vs reference | steps | tokens |",
-        "|---|---|---|---|---|---|---|",
-        f"| reference | {reference['n_layers']} | all | {reference['val_loss']:.4f} | | | |",
-    ]
-    for entry in report["rounds"]:
-        lines.append(
-            f"| round | {entry['n_layers']} | {entry['layers']} | {entry['val_loss']:.4f} |"
-            f" {entry['val_loss'] - reference['val_loss']:+.4f}{' matched' if entry['matched'] else ''} |{budget_cells(entry)}"
-        )
-    for name, entry in report["baselines"].items():
-        lines.append(
-            f"| baseline: {name} | {entry['n_layers']} | {entry['layers']} | {entry['val_loss']:.4f} |"
-            f" {entry['val_loss'] - reference['val_loss']:+.4f} |{budget_cells(entry)}"
-        )
-    result = report["result"] or "none: no round matched the reference"
-    text = (
-        "\n".join(lines)
-        + f"\n\nGrown model: {result}.\n"
-        + "".join(f"Baseline {name}: {BASELINES[name]}.\n" for name in report["baselines"])
-    )
-    text += settings_text(report)
-    write_text_atomic(out_dir / "grow.md", text)
-    plot_report(out_dir, report)
-
-
-def budget_cells(entry: dict) -> str:
-    return f" {entry['steps']:,} | {entry['tokens']:,} |" if "steps" in entry else " | |"
-
-
-def settings_text(report: dict) -> str:
-    """The data, budget, validation size and (with --analysis) the lazy layers, in words under the table."""
-    settings = report.get("settings")
-    if settings is None:
-        return ""
-    data = settings["data"]
-    data_text = data if isinstance(data, str) else f"{data['class_path']} {json.dumps(data.get('init_args', {}))}"
-    budget = ", ".join(f"--train.{key} {value}" for key, value in settings["train"].items())
-    validation = settings["validation"]
-    text = (
-        f"\nData: {data_text}.\nBudget of every run: {budget}, sequences of {settings['seq_len']} tokens"
-        f" (stacking trains twice: its half model first).\nValidation loss: the first {validation['batches']} held-out"
-        f" batches ({validation['tokens']:,} tokens), the same for every model, on one device.\n"
-        f"Rounds grown from: the {settings['grow_from']} model.\n"
-        f"Start of every round: {STARTS[settings.get('start', 'first')]}.\n"
-    )
-    if "distill" in settings and any(
-        name.startswith("distill") or name.endswith("distill") for name in report["baselines"]
-    ):
-        text += f"Distillation: teacher the reference, alpha {settings['distill']['alpha']}, temperature {settings['distill']['temperature']}.\n"
-    last_n = report["baselines"].get("last_n")
-    if settings.get("analysis"):
-        lazy = settings["analysis"]["lazy_layers"]
-        text += f"Lazy layers of the reference by the analysis in {settings['analysis']['path']}: {lazy or 'none'}.\n"
-        if last_n is not None:
-            first, last = map(int, last_n["layers"].split("-"))
-            held = [layer for layer in lazy if first <= layer <= last]
-            text += f"The last_n baseline holds blocks {first}-{last}; lazy among them: {held or 'none'}.\n"
-    elif last_n is not None:
-        text += "No --analysis given: whether the last_n baseline's blocks are lazy is not measured.\n"
-    return text
-
-
-def plot_report(out_dir: Path, report: dict) -> None:
-    """grow.png: validation loss against training tokens of every round and baseline, with the reference's level."""
-    from litgpt_inheritune.compare import read_run
-    from litgpt_inheritune.plots import plot_loss_curves
-
-    entries = [(f"{entry['n_layers']} blocks (round)", entry) for entry in report["rounds"]]
-    entries += [(f"{name} ({entry['n_layers']} blocks)", entry) for name, entry in report["baselines"].items()]
-    runs = [read_run(Path(entry["checkpoint"]).parent, label) for label, entry in entries]
-    plot_loss_curves(
-        runs,
-        report["reference"]["val_loss"],
-        out_dir / "grow.png",
-        f"grow: validation loss of every round and baseline (reference: {report['reference']['n_layers']} blocks)",
-    )

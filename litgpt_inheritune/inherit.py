@@ -79,6 +79,19 @@ def count_blocks(state_dict: dict) -> int:
     return max(indices) + 1 if indices else 0
 
 
+def grown_state_dict(inherited: dict, trained: dict) -> dict:
+    """Growing a trained model (grow --grow_from trained): ``inherited`` (the reference's first n + k blocks) with the
+    trained n-block model's embedding, blocks, final norm and head in place of its own; only the k new blocks stay the
+    reference's. The inherited tensors are copied, so the file they may be mapped from can be overwritten with the
+    result. Raises ValueError naming a trained tensor that ``inherited`` has not, or has in another shape."""
+    grown = {key: tensor.clone() for key, tensor in inherited.items()}
+    for key, tensor in trained.items():
+        if key not in grown or grown[key].shape != tensor.shape:
+            raise ValueError(f"holds {key} {tuple(tensor.shape)}, which the next round's model has not")
+        grown[key] = tensor
+    return grown
+
+
 def inherit_state_dict(state_dict: dict, layers: list[int]) -> dict:
     """The target's state dict: all non-block tensors, then the blocks in ``layers`` renumbered 0..n-1.
 

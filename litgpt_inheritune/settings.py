@@ -4,7 +4,7 @@ that records a run (and that a resumed run must match)."""
 import json
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, Union
 
 import torch
 import yaml
@@ -15,6 +15,12 @@ from litgpt.utils import get_default_supported_precision
 
 from litgpt_inheritune.checkpoint import check_checkpoint, resolve_checkpoint_dir
 from litgpt_inheritune.errors import fail
+
+# The types of the flags that pretrain takes and grow passes on to every run it trains, declared once for both.
+Precision = Optional[Literal["bf16-true", "bf16-mixed", "16-mixed", "32-true"]]
+Strategy = Literal["auto", "ddp", "fsdp"]
+Devices = Union[int, str]
+Optimizer = Union[str, dict]
 
 
 def default_precision(precision: Optional[str]) -> str:

@@ -17,7 +17,8 @@ from litgpt.model import GPT
 from litgpt.utils import chunked_cross_entropy
 
 from conftest import run_cli, run_in_process
-from litgpt_inheritune.cluster import PREEMPTED_EXIT_CODE
+from litgpt_inheritune.cluster import LOCK_FILE, PREEMPTED_EXIT_CODE
+from litgpt_inheritune.compare import grow_settings_text
 from litgpt_inheritune.export import main as export
 
 RECIPE = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "tiny-cpu.yaml"
@@ -242,6 +243,45 @@ def test_bad_inputs(tiny_references, jsonl_corpus, tmp_path, args, message):
     assert not (tmp_path / "grow").exists()
 
 
+def test_an_error_while_growing_leaves_no_lock(tiny_references, jsonl_corpus, tmp_path, monkeypatch):
+    """grow releases the lock of its out_dir however it ends: an exception in a round leaves no lock file behind,
+    nor the folder that taking the lock made."""
+
+    def failing_round(*args, **kwargs):
+        raise RuntimeError("the round failed")
+
+    monkeypatch.setattr("litgpt_inheritune.grow.train_run", failing_round)
+    with pytest.raises(RuntimeError, match="the round failed"):
+        grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", "--n_layers", "2", "--baselines", "")
+    assert not (tmp_path / "grow" / LOCK_FILE).exists()
+    assert not (tmp_path / "grow").exists()
+
+
+def test_a_grown_model_keeps_the_trained_tensors_and_adds_the_references_next_blocks():
+    """--grow_from trained's surgery: the trained model's tensors replace the inherited ones they match; a trained
+    tensor that the next round's model has not, or has in another shape, is refused by name."""
+    from litgpt_inheritune.inherit import grown_state_dict
+
+    qkv = "transformer.h.{}.attn.qkv.weight"
+    inherited = {
+        "transformer.wte.weight": torch.zeros(4, 2),
+        qkv.format(0): torch.zeros(6, 2),
+        qkv.format(1): torch.ones(6, 2),
+    }
+    trained = {"transformer.wte.weight": torch.full((4, 2), 3.0), qkv.format(0): torch.full((6, 2), 3.0)}
+    grown = grown_state_dict(inherited, trained)
+    assert grown.keys() == inherited.keys()
+    assert all(torch.equal(grown[key], tensor) for key, tensor in trained.items())
+    assert torch.equal(grown[qkv.format(1)], inherited[qkv.format(1)])
+    assert grown[qkv.format(1)].data_ptr() != inherited[qkv.format(1)].data_ptr()  # a copy: init's file is rewritten
+    with pytest.raises(
+        ValueError, match=r"holds transformer\.h\.2\.attn\.qkv\.weight \(6, 2\), which the next round's"
+    ):
+        grown_state_dict(inherited, {**trained, qkv.format(2): torch.zeros(6, 2)})
+    with pytest.raises(ValueError, match=r"holds transformer\.wte\.weight \(5, 2\)"):
+        grown_state_dict(inherited, {"transformer.wte.weight": torch.zeros(5, 2)})
+
+
 def test_rounds_train_on_several_processes(trained_reference, jsonl_corpus, tmp_path):
     """--devices 2 --strategy fsdp reach each round's pretrain, which Fabric's launcher runs as two FSDP processes
     (gloo on a CPU); the round's final/ is one plain checkpoint that grow measures."""
@@ -345,7 +385,7 @@ def test_interrupted_grow_continues_to_the_same_result(trained_reference, tiny_r
         uninterrupted = torch.load(straight / "final" / "lit_model.pth", weights_only=True)
         assert all(torch.equal(interrupted[k], uninterrupted[k]) for k in interrupted)
 
-    # issue 12 item 3: the same out_dir with another reference is refused, naming both, and nothing changes
+    # the same out_dir with another reference is refused, naming both references, and nothing on disk changes
     other = tiny_references["llama-gqa"]
     code, _, stderr = run_in_process("grow", str(other), *args[1:])
     assert code == 1 and "Traceback" not in stderr
@@ -457,7 +497,9 @@ def test_grow_from_trained_with_baselines_report_plot_and_compare(
     assert "litgpt_inheritune.redpajama.RedPajamaSample" in table and str(jsonl_corpus) in table
     assert f"Lazy layers of the reference by the analysis in {analysis}: [3, 5]." in table
     report["baselines"]["last_n"] = {"layers": "2-5"}
-    assert "The last_n baseline holds blocks 2-5; lazy among them: [3, 5]." in grow_module.settings_text(report)
+    assert "The last_n baseline holds blocks 2-5; lazy among them: [3, 5]." in grow_settings_text(
+        report, grow_module.STARTS
+    )
     assert report["settings"]["validation"] == {"batches": 5, "tokens": 640}
     assert (out / "grow.png").stat().st_size > 10_000
 
