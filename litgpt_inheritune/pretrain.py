@@ -53,6 +53,10 @@ from litgpt_inheritune.progress import Progress
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
 from litgpt_inheritune.sharding import FSDP_PRECISIONS, fsdp_strategy, is_sharded, load_full_weights
 from litgpt_inheritune.settings import (
+    Devices,
+    Optimizer,
+    Precision,
+    Strategy,
     check_one_step,
     check_resumed_settings,
     check_train_args,
@@ -89,7 +93,7 @@ EVAL_DEFAULTS = EvalArgs(interval=1000, max_iters=100)
 def setup(
     checkpoint_dir: Optional[Path] = None,
     out_dir: Path = Path("out/inheritune/pretrain"),
-    precision: Optional[Literal["bf16-true", "bf16-mixed", "16-mixed", "32-true"]] = None,
+    precision: Precision = None,
     initialize: Literal["checkpoint", "random"] = "checkpoint",
     resume: Union[bool, Literal["auto"], Path] = False,
     keep_checkpoints: Optional[int] = None,
@@ -97,10 +101,10 @@ def setup(
     train: TrainArgs = TRAIN_DEFAULTS,
     eval: EvalArgs = EVAL_DEFAULTS,
     log: LogArgs = LogArgs(),
-    optimizer: Union[str, dict] = PAPER_OPTIMIZER,
-    devices: Union[int, str] = "auto",
+    optimizer: Optimizer = PAPER_OPTIMIZER,
+    devices: Devices = "auto",
     num_nodes: int = 1,
-    strategy: Literal["auto", "ddp", "fsdp"] = "auto",
+    strategy: Strategy = "auto",
     fsdp_state_dict: Literal["full", "sharded"] = "sharded",
     activation_checkpointing: bool = False,
     compile: bool = False,
