@@ -21,25 +21,39 @@ def offline(monkeypatch):
 
 
 def test_scores_equal_lm_evals_hugging_face_backend(smollm2, offline_tasks, tmp_path):
-    """Same model (exported to a Hugging Face folder), same items: accuracies agree within one example."""
+    """Same model (exported to a Hugging Face folder), same items: every choice's log-likelihood agrees within 1e-4,
+    and so every accuracy."""
     from lm_eval import evaluator
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     from litgpt_inheritune.export import main as export
 
-    ours = evaluate(smollm2, tasks=OFFLINE, include_path=offline_tasks, limit=20, out_dir=tmp_path / "ours")
+    tasks = OFFLINE
+    ours = evaluate(
+        smollm2, tasks=tasks, include_path=offline_tasks, limit=20, out_dir=tmp_path / "ours", log_samples=True
+    )
     hf_dir = export(smollm2, out_dir=tmp_path / "hf", dtype="float32", verify=False)  # the scores compare the two
     theirs = evaluator.simple_evaluate(
         model=HFLM(pretrained=str(hf_dir), device="cpu", batch_size=8, dtype="float32"),
-        tasks=OFFLINE.split(","),
+        tasks=tasks.split(","),
         limit=20,
         task_manager=TaskManager(include_path=str(offline_tasks)),
         random_seed=1234,
+        log_samples=True,
     )
-    for task in OFFLINE.split(","):
+    for task in tasks.split(","):
+        [samples] = (tmp_path / "ours").glob(f"samples_{task}_*.jsonl")
+        ours_items = {
+            item["doc_id"]: [ll for ((ll, _),) in item["resps"]]
+            for item in map(json.loads, samples.read_text().splitlines())
+        }
+        theirs_items = {item["doc_id"]: [ll for ((ll, _),) in item["resps"]] for item in theirs["samples"][task]}
+        assert sorted(ours_items) == sorted(theirs_items) == list(range(20))
+        for doc_id, lls in theirs_items.items():
+            assert ours_items[doc_id] == pytest.approx(lls, abs=1e-4), (task, doc_id)
         for metric in ("acc,none", "acc_norm,none"):
-            assert abs(ours["results"][task][metric] - theirs["results"][task][metric]) <= 1 / 20 + 1e-9, (task, metric)
+            assert ours["results"][task][metric] == theirs["results"][task][metric], (task, metric)
     assert ours["results"]["piqa_offline"]["acc,none"] > 0.55  # a real model beats chance on PIQA
 
 
