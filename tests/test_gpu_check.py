@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from litgpt.config import Config
-from litgpt.model import GPT
 
 from conftest import MATERIALS
 
@@ -67,12 +66,14 @@ def test_dry_run_writes_every_section(tmp_path):
     ):
         assert f"## {section}" in report
 
-    # (a) MFU = tokens/s x FLOPs per token / peak; per token 6 x parameters + 12 x layers x width x sequence
-    checkpoint = tmp_path / "gpu_check" / "checkpoint"
-    config = Config.from_file(checkpoint / "model_config.yaml")
-    with torch.device("meta"):
-        parameters = sum(p.numel() for p in GPT(config).parameters())
-    per_token = 6 * parameters + 12 * config.n_layer * config.n_embd * 64
+    # (a) MFU = tokens/s x FLOPs per token / peak. The toy, 2 blocks of 64 channels (4 heads, LLaMA MLP of 172) and a
+    # vocabulary of 2000 padded to 2048, has 2 x (2 norms x 64 + qkv 3 x 64 x 64 + proj 64 x 64 + MLP 3 x 64 x 172)
+    # + embedding and head 2 x 2048 x 64 + final norm 64 = 361,280 parameters; per token: 6 x parameters (forward
+    # and backward) + attention 12 x 2 blocks x 64 channels x 64 positions = 2,265,984 FLOPs
+    config = Config.from_file(tmp_path / "gpu_check" / "checkpoint" / "model_config.yaml")
+    assert (config.n_layer, config.n_embd, config.n_head, config.intermediate_size) == (2, 64, 4, 172)
+    assert config.padded_vocab_size == 2048
+    per_token = 2_265_984
     assert number(r"x ([\d.]+) GFLOP/token", report) == float(f"{per_token / 1e9:.6g}")
     ours, stock = number(r"\| ours \| ([\d,.]+) \|", report), number(r"\| stock \| ([\d,.]+) \|", report)
     assert ours > 0 and stock > 0
