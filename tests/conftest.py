@@ -122,8 +122,8 @@ def run_cli(*args, check: bool = False, input: str | None = None) -> subprocess.
 
 
 def run_in_process(*argv: str) -> tuple[int, str, str]:
-    """Runs `litgpt-inheritune ARGV` inside this process (no interpreter start-up, which costs seconds here): exit
-    code, stdout and stderr as the console script would give them. Any other exception escapes: a traceback."""
+    """Runs `litgpt-inheritune ARGV` inside this process (no interpreter start-up, which costs seconds on 2 cores):
+    exit code, stdout and stderr as the console script would give them. Any other exception escapes: a traceback."""
     import contextlib
     import io
 

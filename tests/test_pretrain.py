@@ -211,7 +211,7 @@ def test_random_initialisation_baseline(tiny_target, jsonl_corpus, tmp_path):
 def test_sigkill_and_resume_gives_the_same_weights(tiny_target, jsonl_corpus, tmp_path):
     """A run killed with SIGKILL right after a checkpoint and resumed with --resume auto ends where an uninterrupted run ends.
     The killed run is the console script; the straight and the resumed run the same command line in this process
-    (an interpreter start costs seconds here)."""
+    (an interpreter start costs seconds on 2 cores)."""
     common = ("--train.max_steps", "60", "--train.save_interval", "10", "--train.log_interval", "50")
     code, _, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, tmp_path / "straight", *common)[2:])
     assert code == 0, stderr
