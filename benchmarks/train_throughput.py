@@ -83,7 +83,7 @@ def make_checkpoint(checkpoint_dir: Path) -> None:
 
 
 def make_data(checkpoint_dir: Path, data_dir: Path) -> None:
-    """Random sequences of materials.TEXT's words in 4 files (the first becomes validation), tokenized into train/ and val/."""
+    """Random sequences of materials.TEXT's words in 4 files (the first: validation), tokenized into train/ and val/."""
     from litgpt.data import TextFiles
     from litgpt.tokenizer import Tokenizer
 
