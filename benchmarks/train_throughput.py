@@ -46,8 +46,10 @@ import yaml
 
 from litgpt_inheritune.compare import logged_seconds
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
+import materials  # noqa: E402
+
 BIN = Path(sys.executable).parent
-TESTS = Path(__file__).resolve().parents[1] / "tests"
 SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, SEED = 128, 8, 4, 42
 DEMO_SEQ_LENGTH = 128  # recipes/demo.py's --seq_len
 
@@ -57,9 +59,6 @@ def make_checkpoint(checkpoint_dir: Path) -> None:
     from litgpt.config import Config
     from litgpt.model import GPT
     from litgpt.utils import save_config
-
-    sys.path.insert(0, str(TESTS))
-    from conftest import write_tokenizer
 
     config = Config(
         name="bench-llama",
@@ -80,18 +79,15 @@ def make_checkpoint(checkpoint_dir: Path) -> None:
     torch.manual_seed(0)
     torch.save(GPT(config).state_dict(), checkpoint_dir / "lit_model.pth")
     save_config(config, checkpoint_dir)
-    write_tokenizer(checkpoint_dir, config.vocab_size)
+    materials.write_tokenizer(checkpoint_dir, config.vocab_size)
 
 
 def make_data(checkpoint_dir: Path, data_dir: Path) -> None:
-    """Random sequences of the tests' words in 4 files (the first becomes validation), tokenized into train/ and val/."""
+    """Random sequences of materials.TEXT's words in 4 files (the first: validation), tokenized into train/ and val/."""
     from litgpt.data import TextFiles
     from litgpt.tokenizer import Tokenizer
 
-    sys.path.insert(0, str(TESTS))
-    from conftest import TEXT
-
-    words, rng = TEXT.split(), random.Random(0)
+    words, rng = materials.TEXT.split(), random.Random(0)
     data_dir.mkdir(parents=True)
     for i, n_words in enumerate([5_000, 25_000, 25_000, 25_000]):
         (data_dir / f"part{i}.txt").write_text(" ".join(rng.choice(words) for _ in range(n_words)))
@@ -104,17 +100,12 @@ def make_demo(checkpoint_dir: Path, data_dir: Path, cache_dir: Path) -> None:
     """The demo's inherited 10-block SmolLM2 and its Lee news data, tokenized by RedPajamaSample (train/ and val/)."""
     from litgpt.tokenizer import Tokenizer
 
-    sys.path.insert(0, str(TESTS.parent))
-    sys.path.insert(0, str(TESTS.parent / "recipes"))
-    from demo import write_corpus
-    from materials import DEFAULT_CACHE, lee_corpus, smollm2_checkpoint
-
     from litgpt_inheritune.init import main as init
     from litgpt_inheritune.redpajama import RedPajamaSample
 
-    init(smollm2_checkpoint(DEFAULT_CACHE), out_dir=checkpoint_dir, n_layers=10, overwrite=True)
+    init(materials.smollm2_checkpoint(), out_dir=checkpoint_dir, n_layers=10, overwrite=True)
     data = RedPajamaSample(
-        data_dir=write_corpus(lee_corpus(DEFAULT_CACHE), cache_dir / "lee"),
+        data_dir=materials.write_corpus(materials.lee_corpus(), cache_dir / "lee"),
         token_budget=10**9,
         val_tokens=64 * (DEMO_SEQ_LENGTH + 1),
         num_workers=0,

@@ -1,7 +1,6 @@
-"""Steps the recipes share: progress lines, the Lee corpus as RedPajama-style jsonl, its data module, the small
-training loop's arguments, and the material cache (materials.py, beside the package, not in it)."""
+"""Steps the recipes share: progress lines, the Lee corpus's data module, the small training loop's arguments, and
+the material (materials.py, beside the package, not in it: the cache, SmolLM2, the Lee corpus and its jsonl)."""
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -13,21 +12,11 @@ from litgpt.args import TrainArgs
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
-from materials import DEFAULT_CACHE, lee_corpus, offline_tasks, smollm2_checkpoint  # noqa: E402, F401
+from materials import DEFAULT_CACHE, lee_corpus, offline_tasks, smollm2_checkpoint, write_corpus  # noqa: E402, F401
 
 
 def step(message: str) -> None:
     print(f"\n=== {message} [{time.strftime('%H:%M:%S')}]", file=sys.stderr, flush=True)
-
-
-def write_corpus(text_file: Path, out_dir: Path) -> Path:
-    """The Lee corpus (one article per line) as RedPajama-style jsonl."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    articles = [line.strip() for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    with open(out_dir / "lee.jsonl", "w") as f:
-        for i, article in enumerate(articles):
-            f.write(json.dumps({"text": article, "meta": {"source": "gensim lee_background.cor", "index": i}}) + "\n")
-    return out_dir
 
 
 @dataclass

@@ -35,7 +35,8 @@ from litgpt_inheritune.pretrain import setup as pretrain
 from litgpt_inheritune.redpajama import RedPajamaSample
 
 
-# full: about 20 minutes on this 2-core machine; toy: every step at the test suite's size (about 2 minutes here)
+# full: about 20 minutes on a 2-core x86-64 CPU shared with other jobs; toy: every step at the test suite's size
+# (about 2 minutes on that CPU)
 SIZES = {
     "full": dict(
         n_layer=8,

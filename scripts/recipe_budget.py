@@ -19,6 +19,7 @@ import re
 from dataclasses import replace
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 import yaml
@@ -89,9 +90,11 @@ def activation_bytes(config: Config, precision: str, micro_batch_size: int, seq:
 MEASURED: dict = {}
 
 
-def budget(recipe: dict, gpu: str) -> dict:
-    name = Path(recipe["checkpoint_dir"]).name
-    config = Config.from_name(name)
+def budget(recipe: dict, gpu: str, config: Optional[Config] = None) -> dict:
+    """The recipe's parameters, tokens, steps, FLOPs, hours, GPU memory and disk; ``config``: the model's, for a model
+    that is not a registered name (default: the registered config the recipe's checkpoint_dir names)."""
+    if config is None:
+        config = Config.from_name(Path(recipe["checkpoint_dir"]).name)
     with torch.device("meta"):
         model = GPT(config)
     params = sum(p.numel() for p in model.parameters())

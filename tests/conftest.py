@@ -12,12 +12,10 @@ from litgpt.config import Config
 from litgpt.model import GPT
 from litgpt.utils import save_config
 
+# built on the spot; tests import them from here as well
+from materials import OPEN_LLAMA_TINY, TEXT, write_jsonl_corpus, write_tokenizer  # noqa: F401
+
 BIN = Path(sys.executable).parent
-TEXT = (
-    "the early layers of a deep model carry most of its knowledge while many deeper layers are lazy "
-    "their attention collapses onto a single column so a small model can inherit the potent blocks "
-    "train briefly on a subset of the data and grow until it matches the reference"
-)
 
 # Three block styles LitGPT supports: LLaMA with grouped-query attention, GPT-NeoX with parallel residual and
 # biases, Gemma-2 with post-norms, sliding windows on some layers and soft-capping.
@@ -79,33 +77,6 @@ TINY_CONFIGS = {
 }
 
 
-def write_tokenizer(out_dir: Path, vocab_size: int) -> None:
-    """A byte-level BPE tokenizer trained on TEXT, saved the way Hugging Face checkpoints ship it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([TEXT] * 4, trainer)
-    tokenizer.save(str(out_dir / "tokenizer.json"))
-    (out_dir / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "bos_token": "<s>",
-                "eos_token": "</s>",
-                "add_bos_token": False,
-                "tokenizer_class": "PreTrainedTokenizerFast",
-            }
-        )
-    )
-
-
 def make_reference(out_dir: Path, style: str = "llama-gqa", seed: int = 0, hf_config: bool = True) -> Path:
     """Writes a randomly initialised LitGPT checkpoint directory: weights, model_config.yaml, tokenizer, config.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,8 +122,8 @@ def run_cli(*args, check: bool = False, input: str | None = None) -> subprocess.
 
 
 def run_in_process(*argv: str) -> tuple[int, str, str]:
-    """Runs `litgpt-inheritune ARGV` inside this process (no interpreter start-up, which costs seconds here): exit
-    code, stdout and stderr as the console script would give them. Any other exception escapes: a traceback."""
+    """Runs `litgpt-inheritune ARGV` inside this process (no interpreter start-up, which costs seconds on 2 cores):
+    exit code, stdout and stderr as the console script would give them. Any other exception escapes: a traceback."""
     import contextlib
     import io
 
@@ -196,24 +167,6 @@ def stray_processes(since: float) -> list[str]:
         except psutil.Error:  # ended meanwhile
             continue
     return stray
-
-
-def write_jsonl_corpus(
-    out_dir: Path, n_documents: int = 400, seed: int = 0, documents: list[str] | None = None
-) -> Path:
-    """RedPajama-style jsonl: one {"text", "meta"} object per line, ``documents`` or else documents of 20-80 words
-    drawn from TEXT."""
-    import random
-
-    rng = random.Random(seed)
-    words = TEXT.split()
-    if documents is None:
-        documents = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 80))) for _ in range(n_documents)]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "sample.jsonl", "w") as f:
-        for i, text in enumerate(documents):
-            f.write(json.dumps({"text": text, "meta": {"source": "test", "index": i}}) + "\n")
-    return out_dir
 
 
 @pytest.fixture(scope="module")
@@ -271,22 +224,7 @@ def sentencepiece_reference(lee_text, tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("references") / "open_llama_tiny"
     model_file = sentencepiece_tokenizer(out_dir, lee_text, vocab_size=2000)
     vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(model_file)).vocab_size()
-    config = Config(
-        name="open_llama_tiny",
-        block_size=128,
-        vocab_size=vocab_size,
-        padding_multiple=64,
-        n_layer=4,
-        n_embd=64,
-        n_head=4,
-        rotary_percentage=1.0,
-        parallel_residual=False,
-        bias=False,
-        norm_class_name="RMSNorm",
-        norm_eps=1e-6,
-        mlp_class_name="LLaMAMLP",
-        intermediate_size=172,
-    )
+    config = Config(**{**OPEN_LLAMA_TINY, "vocab_size": vocab_size})
     torch.manual_seed(0)
     torch.save(GPT(config).state_dict(), out_dir / "lit_model.pth")
     save_config(config, out_dir)

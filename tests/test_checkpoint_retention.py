@@ -39,7 +39,7 @@ def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_cor
     kept = step_dirs(out_dir)
     assert len(kept) == 2 and kept[-1] >= "step-00000030"
 
-    # the resume in this process (the kill needs the child process; an interpreter start costs seconds here)
+    # the resume in this process (the kill needs the child process; an interpreter start costs seconds on 2 cores)
     code, stdout, stderr = run_in_process(*cli_args(tiny_target, jsonl_corpus, out_dir, *flags, "--resume", "auto")[2:])
     assert code == 0, stderr
     assert f"Resuming from {out_dir / kept[-1]}" in stdout + stderr

@@ -4,11 +4,11 @@ import json
 import textwrap
 
 import pytest
-from litgpt.config import Config, name_to_config
+from litgpt.config import Config, configs, name_to_config
 
 import litgpt_inheritune  # noqa: F401  (registers)
 from conftest import run_cli
-from litgpt_inheritune.configs import inheritune_configs, register_configs
+from litgpt_inheritune.configs import register_configs
 
 EXPECTED = {
     **{f"open_llama_3b-inheritune-{n}L": ("open_llama_3b", n) for n in (4, 6, 8, 10, 13, 16, 18, 20)},
@@ -43,11 +43,29 @@ def test_gpt2_rope_families(family):
     assert derived == [n for n in (12, 14, 16, 18, 24) if n < n_layer]
 
 
-def test_register_is_idempotent():
-    before = len(name_to_config)
+# every name the package adds to litgpt's table, written out
+REGISTERED = {
+    *(f"open_llama_3b-inheritune-{n}L" for n in (4, 6, 8, 10, 13, 16, 18, 20)),
+    "open_llama_7b-inheritune-7L",
+    "Llama-2-7b-hf-inheritune-7L",
+    "gpt2-rope-medium",
+    *(f"gpt2-rope-medium-inheritune-{n}L" for n in (12, 14, 16, 18)),
+    "gpt2-rope-large",
+    *(f"gpt2-rope-large-inheritune-{n}L" for n in (12, 14, 16, 18, 24)),
+    "gpt2-rope-large32",
+    *(f"gpt2-rope-large32-inheritune-{n}L" for n in (12, 14, 16, 18, 24)),
+    "gpt2-rope-xlarge",
+    *(f"gpt2-rope-xlarge-inheritune-{n}L" for n in (12, 14, 16, 18, 24)),
+}
+
+
+def test_registered_names_and_register_is_idempotent():
+    ours = {name for name in name_to_config if "inheritune" in name or name.startswith("gpt2-rope")}
+    assert ours == REGISTERED and len(REGISTERED) == 33
+    assert all(configs.count(name_to_config[name]) == 1 for name in REGISTERED)  # one entry each in litgpt's list
+    before = len(name_to_config), len(configs)
     register_configs()
-    assert len(name_to_config) == before
-    assert all(c["name"] in name_to_config for c in inheritune_configs(name_to_config))
+    assert (len(name_to_config), len(configs)) == before
 
 
 def test_plain_litgpt_import_sees_configs_without_importing_the_package():

@@ -2,7 +2,7 @@
 missing, unreadable and non-UTF-8 files, empty and malformed jsonl lines. For every input: success or an error exit
 (never an exception), no traceback, and nothing written where the input was refused.
 
-The commands run in this process (an interpreter start costs seconds here); the expensive work an accepted input
+The commands run in this process (an interpreter start costs seconds on 2 cores); the expensive work an accepted input
 starts (training, lm-eval's loop, grow's rounds) is replaced by raising ``Accepted``. One subprocess case confirms
 that the console script behaves as the in-process harness does.
 """

@@ -36,7 +36,7 @@ def test_litgpt_finetune_trains_the_target(tiny_target, tmp_path, monkeypatch, m
     ]
     (tmp_path / "data.json").write_text(json.dumps(examples))
     out_dir = tmp_path / "out"
-    # litgpt's own main with this command line, in this process (an interpreter start costs seconds here; chat and
+    # litgpt's own main with this command line, in this process (an interpreter start costs seconds on 2 cores; chat and
     # convert_from_litgpt below run the console script)
     import sys
 

@@ -45,11 +45,11 @@ def test_reproduction_trains_and_reports_every_method(tmp_path, monkeypatch, cap
     import litgpt_inheritune.grow as grow
 
     spec = importlib.util.spec_from_file_location("reproduce_gpt2", ROOT / "recipes" / "reproduce_gpt2.py")
-    monkeypatch.syspath_prepend(str(ROOT / "recipes"))  # the recipe imports demo.py beside it
+    monkeypatch.syspath_prepend(str(ROOT / "recipes"))  # the recipe imports common.py beside it
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     # grow trains each run in a child process; here in this one, which saves an interpreter start per run (seconds
-    # each on this machine). test_grow.py covers the child processes.
+    # each on a 2-core CPU). test_grow.py covers the child processes.
     monkeypatch.setattr(grow, "run_forwarding_stop_signals", lambda command: (run_in_process(*command[3:])[0], None))
     out = tmp_path / "reproduce"
     monkeypatch.setattr(

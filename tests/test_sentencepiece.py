@@ -37,7 +37,7 @@ def documents(lee_text) -> list[str]:
 @pytest.fixture(scope="module")
 def run(sentencepiece_reference, documents, tmp_path_factory) -> dict:
     """init (2 of 4 blocks), then a few pretraining steps on the Lee articles as RedPajama jsonl through the CLI (in
-    this process: an interpreter start costs seconds here)."""
+    this process: an interpreter start costs seconds on 2 cores)."""
     root = tmp_path_factory.mktemp("sentencepiece")
     corpus = write_jsonl_corpus(root / "redpajama", documents=documents)
     target = root / "open_llama_tiny-2L"
