@@ -33,7 +33,6 @@ from litgpt.utils import (
     chunked_cross_entropy,
     instantiate_torch_optimizer,
     num_parameters,
-    parse_devices,
 )
 
 from litgpt_inheritune.checkpoint import load_lazy_state_dict
@@ -51,12 +50,13 @@ from litgpt_inheritune.errors import fail
 from litgpt_inheritune.plots import plot_loss
 from litgpt_inheritune.progress import Progress
 from litgpt_inheritune.redpajama import DEFAULT_DATA, data_or_default
-from litgpt_inheritune.sharding import FSDP_PRECISIONS, fsdp_strategy, is_sharded, load_full_weights
+from litgpt_inheritune.sharding import fsdp_strategy, is_sharded, load_full_weights, wants_fsdp
 from litgpt_inheritune.settings import (
     Devices,
     Optimizer,
     Precision,
     Strategy,
+    check_launch_args,
     check_one_step,
     check_resumed_settings,
     check_train_args,
@@ -177,28 +177,14 @@ def setup(
     data = data_or_default(data)
     hparams = hyperparameters(locals())
     config = Config.from_file(checkpoint_dir / "model_config.yaml")  # checked by stock_checkpoint_dir
-    try:
-        devices = parse_devices(devices)
-    except ValueError as error:
-        fail(f"--devices {devices}: {error}")
-    if num_nodes < 1:
-        fail(f"--num_nodes {num_nodes} must be 1 or more")
+    devices = check_launch_args(devices, num_nodes, keep_checkpoints)
     check_train_args(train, eval, devices * num_nodes)
     refuse_unused_args(train, eval, log, logger_name)
-    if keep_checkpoints is not None and keep_checkpoints < 1:
-        fail(f"--keep_checkpoints {keep_checkpoints} must be at least 1 (or unset to keep every step checkpoint)")
     teacher_config = check_distill_args(distill, config)
     resume_path = find_resume_path(resume, out_dir, checkpoint_dir, config)
     precision = default_precision(precision)
-    sharded = strategy == "fsdp" or (
-        strategy == "auto" and devices * num_nodes > 1 and torch.cuda.is_available() and precision in FSDP_PRECISIONS
-    )
+    sharded = wants_fsdp(strategy, devices * num_nodes, precision)
     check_resumed_settings(resume_path, hparams, sharded)
-    if sharded and precision not in FSDP_PRECISIONS:
-        fail(
-            f"--precision {precision} does not run with --strategy fsdp (Lightning's ModelParallelStrategy takes"
-            f" {', '.join(FSDP_PRECISIONS)}); choose one of those or --strategy ddp"
-        )
     if launched_as_rank_zero():
         lock_out_dir(out_dir)  # before anything is written: a second run on this out_dir stops here
 

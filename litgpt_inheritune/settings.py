@@ -11,7 +11,7 @@ import yaml
 from litgpt.args import EvalArgs, LogArgs, TrainArgs
 from litgpt.config import Config
 from litgpt.data import DataModule
-from litgpt.utils import get_default_supported_precision
+from litgpt.utils import get_default_supported_precision, parse_devices
 
 from litgpt_inheritune.checkpoint import check_checkpoint, resolve_checkpoint_dir
 from litgpt_inheritune.errors import fail
@@ -89,6 +89,20 @@ def check_checkpoint_dir(checkpoint_dir: Path) -> Config:
     """The checkpoint's config, after making sure weights, config and tokenizer are all there."""
     check_checkpoint(checkpoint_dir, tokenizer=True)
     return Config.from_file(checkpoint_dir / "model_config.yaml")
+
+
+def check_launch_args(devices: Union[int, str], num_nodes: int, keep_checkpoints: Optional[int]) -> int:
+    """--devices as a number of devices (litgpt's reading of "auto", "2", ...), checked with --num_nodes and
+    --keep_checkpoints."""
+    try:
+        devices = parse_devices(devices)
+    except ValueError as error:
+        fail(f"--devices {devices}: {error}")
+    if num_nodes < 1:
+        fail(f"--num_nodes {num_nodes} must be 1 or more")
+    if keep_checkpoints is not None and keep_checkpoints < 1:
+        fail(f"--keep_checkpoints {keep_checkpoints} must be at least 1 (or unset to keep every step checkpoint)")
+    return devices
 
 
 def check_train_args(train: TrainArgs, eval: EvalArgs, world_size: int) -> None:

@@ -21,9 +21,24 @@ from lightning.fabric.strategies import ModelParallelStrategy
 from lightning.fabric.wrappers import _unwrap_objects
 
 from litgpt_inheritune.checkpoint import load_lazy_state_dict
+from litgpt_inheritune.errors import fail
 
 # what Lightning's ModelParallelStrategy accepts of pretrain's --precision choices (not 16-mixed)
 FSDP_PRECISIONS = ("32-true", "bf16-true", "bf16-mixed")
+
+
+def wants_fsdp(strategy: str, world_size: int, precision: str) -> bool:
+    """Whether a run shards its model: --strategy fsdp, or auto on several GPUs with a precision FSDP2 takes. A
+    precision it does not take is refused in one line."""
+    sharded = strategy == "fsdp" or (
+        strategy == "auto" and world_size > 1 and torch.cuda.is_available() and precision in FSDP_PRECISIONS
+    )
+    if sharded and precision not in FSDP_PRECISIONS:
+        fail(
+            f"--precision {precision} does not run with --strategy fsdp (Lightning's ModelParallelStrategy takes"
+            f" {', '.join(FSDP_PRECISIONS)}); choose one of those or --strategy ddp"
+        )
+    return sharded
 
 
 def fsdp_strategy(
