@@ -143,6 +143,12 @@ def main() -> None:
     parser.add_argument("--keep", default="false", help="keep the multi-GB folders afterwards (true/false)")
     parser.add_argument("--reference", default="open_llama_3b", help="litgpt config name of the reference's shape")
     parser.add_argument("--n_layers", type=int, default=13)
+    parser.add_argument(
+        "--stages",
+        choices=("all", "fsdp"),
+        default="all",
+        help="all: every stage; fsdp: the reference, init and the 2-process FSDP pretrain only",
+    )
     args = parser.parse_args()
     work = args.work_dir.resolve()
     shutil.rmtree(work, ignore_errors=True)
@@ -220,43 +226,44 @@ def main() -> None:
         "--keep_checkpoints",
         "1",
     ]
-    stages.append(run_stage("pretrain (killed after step 1)", pretrain, run, kill_when=run / "step-00000001"))
-    stages.append(run_stage("pretrain --resume auto", [*pretrain, "--resume", "auto"], run))
-    final = run / "final"
-    tasks = offline_tasks(cache)
-    stages.append(
-        run_stage(
-            "evaluate",
-            [
-                BIN / "litgpt",
-                "inheritune",
+    if args.stages == "all":
+        stages.append(run_stage("pretrain (killed after step 1)", pretrain, run, kill_when=run / "step-00000001"))
+        stages.append(run_stage("pretrain --resume auto", [*pretrain, "--resume", "auto"], run))
+        final = run / "final"
+        tasks = offline_tasks(cache)
+        stages.append(
+            run_stage(
                 "evaluate",
-                final,
-                "--tasks",
-                "piqa_offline,boolq_offline",
-                "--include_path",
-                tasks,
-                "--limit",
-                "4",
-                "--batch_size",
-                "4",
-                "--out_dir",
+                [
+                    BIN / "litgpt",
+                    "inheritune",
+                    "evaluate",
+                    final,
+                    "--tasks",
+                    "piqa_offline,boolq_offline",
+                    "--include_path",
+                    tasks,
+                    "--limit",
+                    "4",
+                    "--batch_size",
+                    "4",
+                    "--out_dir",
+                    work / "eval",
+                    "--paper",
+                    "false",
+                ],
                 work / "eval",
-                "--paper",
-                "false",
-            ],
-            work / "eval",
+            )
         )
-    )
-    stages.append(run_stage("export", [BIN / "litgpt", "inheritune", "export", final, "--out_dir", hf], hf))
+        stages.append(run_stage("export", [BIN / "litgpt", "inheritune", "export", final, "--out_dir", hf], hf))
     fsdp_run = work / "run_fsdp"
     fsdp = [*pretrain[: pretrain.index("--out_dir") + 1], fsdp_run, *pretrain[pretrain.index("--out_dir") + 2 :]]
     stages.append(run_stage("pretrain FSDP, 2 processes", [*fsdp, "--devices", "2", "--strategy", "fsdp"], fsdp_run))
 
     import torch
 
-    step = torch.load(run / "step-00000002" / "lit_model.pth", weights_only=True, mmap=True)
-    params = sum(t.numel() for t in step["model"].values())
+    target_weights = torch.load(target / "lit_model.pth", weights_only=True, mmap=True)
+    params = sum(t.numel() for t in target_weights.values())
     target_bytes = (target / "lit_model.pth").stat().st_size
     estimate = cpu_memory_estimate(target, params, baseline, args.seq_len)
     fsdp_peaks = rank_peaks(work / "pretrain FSDP, 2 processes.log")
@@ -265,12 +272,17 @@ def main() -> None:
         "params": params,
         "import_baseline_gb": baseline / 1e9,
         "target_bytes_gb": target_bytes / 1e9,
-        "step_checkpoint_gb": sum(f.stat().st_size for f in (run / "step-00000002").rglob("*") if f.is_file()) / 1e9,
         "init_peak_over_target": stages[1]["peak_rss_gb"] * 1e9 / target_bytes,
         "cli_baseline_gb": cli_baseline / 1e9,
         "init_peak_above_baseline_over_target": (stages[1]["peak_rss_gb"] * 1e9 - cli_baseline) / target_bytes,
         "pretrain_estimate_gb": {k: v / 1e9 for k, v in estimate.items()},
-        "pretrain_peak_over_estimate": max(s["peak_rss_gb"] for s in stages[2:4]) * 1e9 / estimate["total"],
+    }
+    if args.stages == "all":
+        step_files = (run / "step-00000002").rglob("*")
+        summary["step_checkpoint_gb"] = sum(f.stat().st_size for f in step_files if f.is_file()) / 1e9
+        peak = max(s["peak_rss_gb"] for s in stages[2:4])
+        summary["pretrain_peak_over_estimate"] = peak * 1e9 / estimate["total"]
+    summary |= {
         "fsdp_peak_rss_gb_per_rank": fsdp_peaks,
         "fsdp_peak_rss_gb_summed": sum(fsdp_peaks),
         "fsdp_estimate_gb_per_rank": [e / 1e9 for e in fsdp_estimate],
