@@ -44,8 +44,8 @@ def test_scores_equal_lm_evals_hugging_face_backend(smollm2, offline_tasks, tmp_
     )
     for task in tasks.split(","):
         [samples] = (tmp_path / "ours").glob(f"samples_{task}_*.jsonl")
-        ours_items = {
-            item["doc_id"]: [ll for ((ll, _),) in item["resps"]]
+        ours_items = {  # lm-eval's tracker writes each (log-likelihood, greedy) pair as two strings
+            item["doc_id"]: [float(ll) for ((ll, _),) in item["resps"]]
             for item in map(json.loads, samples.read_text().splitlines())
         }
         theirs_items = {item["doc_id"]: [ll for ((ll, _),) in item["resps"]] for item in theirs["samples"][task]}
