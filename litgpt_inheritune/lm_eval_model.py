@@ -216,6 +216,9 @@ class TokenTree:
         return 0
 
 
+ROW_TOKENS = 1024  # a token tree grows to this many tokens (or to the longest input): its mask is rows x T x T
+
+
 def pack(
     requests: list[tuple[list[int], list[int]]], max_length: int, share_context: bool = True
 ) -> tuple[list[TokenTree], list[tuple[int, list[int], list[int]]]]:
@@ -223,22 +226,32 @@ def pack(
     predictions score it, and the continuation tokens they predict (lm-eval's: the last tokens of the input, which is
     ``(context + continuation)[-(max_length + 1):][:-1]``, cut to the window).
 
-    Pairs sharing the part of the input before their first scored token (the context, when nothing is cut) go into
-    one tree, as long as it holds at most ``max_length`` tokens; pairs with the same input get the same tokens. With
+    Inputs are taken in sorted order, so those with a common beginning come together. An input joins the tree of the
+    one before it when they share the part before its first scored token (the choices of one item: their context) or
+    at least half of its tokens (items after the same few-shot examples), as long as the tree stays within
+    ``ROW_TOKENS`` tokens or the longest input; pairs with the same input get the same tokens. With
     ``share_context=False`` only pairs with the same input share a row, each row a plain sequence."""
-    rows: list[TokenTree] = []
-    open_rows: dict[tuple[int, ...], int] = {}
-    scored = []
+    inputs = []
     for context, continuation in requests:
         tokens = (context + continuation)[-(max_length + 1) :][:-1]
         n = min(len(continuation), len(tokens))
-        shared = tuple(tokens[: len(tokens) - n + 1] if share_context else tokens)
-        row = open_rows.get(shared)
-        if row is None or len(rows[row].tokens) + rows[row].new_tokens(tokens) > max_length:
-            row = open_rows[shared] = len(rows)
+        inputs.append((tokens, n, continuation[len(continuation) - n :]))
+    limit = max([ROW_TOKENS] + [len(tokens) for tokens, _, _ in inputs])
+    rows: list[TokenTree] = []
+    scored: list = [None] * len(inputs)
+    previous: list[int] = []
+    for i in sorted(range(len(inputs)), key=lambda i: inputs[i][0]):
+        tokens, n, target = inputs[i]
+        common = next((k for k, (a, b) in enumerate(zip(previous, tokens)) if a != b), min(len(previous), len(tokens)))
+        if share_context:
+            joins = common >= len(tokens) - n + 1 or 2 * common >= len(tokens)
+        else:
+            joins = common == len(tokens) == len(previous)
+        if not rows or not joins or len(rows[-1].tokens) + rows[-1].new_tokens(tokens) > limit:
             rows.append(TokenTree())
-        path = rows[row].add(tokens)
-        scored.append((row, path[len(path) - n :], continuation[len(continuation) - n :]))
+        path = rows[-1].add(tokens)
+        scored[i] = (len(rows) - 1, path[len(path) - n :], target)
+        previous = tokens
     return rows, scored
 
 

@@ -169,13 +169,17 @@ def test_choices_sharing_a_context_share_one_row(tiny_references, style):
         (None, [9], [10, 2]),
         (None, list(range(20, 30)), [3, 4, 5, 6]),  # cut to the last 13 tokens: input [21..29, 3, 4, 5]
         (None, [], list(range(40, 56))),  # a continuation longer than the window: its last 12 tokens are scored
+        (None, [*range(60, 68), 1], [4]),  # two items after the same eight tokens (as after the same few shots)
+        (None, [*range(60, 68), 2], [5, 6]),
     ]
     rows = []
     handle = lm.model.transformer.wte.register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
     scores = lm._loglikelihood_tokens(requests)
     handle.remove()
     trees = style != "gemma-2"
-    assert sum(rows) == (5 if trees else 6)  # the four choices of [5, 6, 7] in one row, or three rows for them
+    # trees: the four choices of [5, 6, 7] and the input [5, 6, 7] of another context in one row, the two items after
+    # [60..67] in another; plain rows: one per distinct input
+    assert sum(rows) == (5 if trees else 8)
     for (_, context, continuation), (score, greedy) in zip(requests, scores):
         tokens = (context + continuation)[-13:]
         n = min(len(continuation), len(tokens) - 1)
