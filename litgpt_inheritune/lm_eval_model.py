@@ -106,17 +106,20 @@ class LitGPTLM(TemplateLM):
 
     def detect_batch_size(self, length: int) -> int:
         """lm-eval's ``batch_size="auto"``: the largest batch, from max_batch_size down by halving, whose full forward
-        pass over ``length`` tokens does not run out of memory; found once, on the longest request."""
+        pass over ``length`` tokens (with an attention mask, as a token tree) does not run out of memory; found once,
+        on the longest row."""
         from accelerate import find_executable_batch_size
 
         if isinstance(self.batch_size, int):
             return self.batch_size
 
         @find_executable_batch_size(starting_batch_size=self.max_batch_size)
-        def forward_batch(batch_size: int) -> int:
-            F.log_softmax(
-                self.model(torch.ones(batch_size, length, dtype=torch.long, device=self.device)).float(), dim=-1
-            )
+        def forward_batch(batch_size: int) -> int:  # a row as scored: a token tree (it may outgrow the window)
+            idx = torch.ones(batch_size, length, dtype=torch.long, device=self.device)
+            positions = torch.arange(length, device=self.device).clamp(max=self.max_length - 1).expand(batch_size, -1)
+            mask = torch.zeros(batch_size, 1, length, length, device=self.device)
+            with hidden_states_only(self.model) as head:
+                F.log_softmax(head(tree_forward(self.model, idx, positions, mask)).float(), dim=-1)
             return batch_size
 
         try:
