@@ -396,6 +396,14 @@ def eval_tasks(results: dict) -> list[str]:
     return results.get("tasks") or list(results.get("n-shot") or results.get("results", {}))
 
 
+def stderr_args(results: dict, task: str, metric: str) -> Optional[dict]:
+    """lm-eval's standard error of a score, as the metric's arguments: the Hub's model-index has no field of its own
+    for it."""
+    entry = (results.get("results") or {}).get(task) or (results.get("groups") or {}).get(task) or {}
+    stderr = entry.get(f"{metric}_stderr,none")
+    return {"stderr": stderr} if isinstance(stderr, (int, float)) else None
+
+
 def eval_results(evaluation: dict) -> list:
     """huggingface_hub's EvalResult per task: the model-index the Hub shows as an evaluation table."""
     from huggingface_hub import EvalResult
@@ -425,6 +433,7 @@ def eval_results(evaluation: dict) -> list:
                 metric_type=metric,
                 metric_value=value,
                 metric_name=f"{metric} (lm-evaluation-harness)",
+                metric_args=stderr_args(results, task, metric),
             )
         )
     return entries

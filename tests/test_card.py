@@ -94,6 +94,7 @@ def test_card_metadata_results_and_lineage(derived, tmp_path):
     for entry in data.eval_results:
         assert entry.metric_type == "acc"
         assert entry.metric_value == results["results"][entry.dataset_name]["acc,none"]
+        assert entry.metric_args["stderr"] == results["results"][entry.dataset_name]["acc_stderr,none"] > 0
         assert entry.dataset_args["num_few_shot"] == results["n-shot"][entry.dataset_name] == 0
         assert entry.dataset_args["items"] == LIMIT
     assert {r.dataset_type for r in data.eval_results} == {"ybisk/piqa", "google/boolq"}
