@@ -111,6 +111,7 @@ def main(
     max_layers: Optional[int] = None,
     baselines: str = "random,last_n",
     tolerance: float = 0.0,
+    # pretrain's flags, with its types and defaults (settings.py, pretrain.py): the signature is the CLI, so listed here
     precision: Precision = None,
     data: Optional[DataModule] = DEFAULT_DATA,
     train: TrainArgs = TRAIN_DEFAULTS,
@@ -498,7 +499,8 @@ def check_same_reference(init_dir: Path, reference_dir: Path) -> None:
 def continue_from_trained(init_dir: Path, previous: Path) -> None:
     """--grow_from trained: the freshly inherited n + k blocks in init_dir take the previous round's trained embedding,
     blocks, final norm and head in place of the reference's first n blocks (inherit.grown_state_dict); only the k new
-    blocks stay the reference's."""
+    blocks stay the reference's. The tensors are inherit.py's business; reading and writing the files stay here, as
+    inherit.py imports nothing of the checkpoint modules."""
     trained = load_lazy_state_dict(previous / "lit_model.pth")
     try:
         state_dict = grown_state_dict(load_lazy_state_dict(init_dir / "lit_model.pth"), trained)

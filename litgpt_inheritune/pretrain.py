@@ -4,7 +4,7 @@ setup() checks the arguments and launches Fabric; main() builds the model, optim
 validate() the held-out loss. Every stop condition (epochs, tokens, steps, time, a preemption signal) is honoured.
 Elsewhere: the checks of the arguments and hyperparameters.yaml in settings.py, the step and final checkpoints and
 resuming in train_state.py, signals, locks and the data on several ranks in cluster.py, the progress display in
-progress.py.
+progress.py. Longer than litgpt's own pretrain.py (~530 lines) by what it adds: FSDP2, distillation and preemption.
 """
 
 import math
