@@ -20,7 +20,7 @@ import yaml
 from litgpt.config import Config
 
 from litgpt_inheritune.errors import fail
-from litgpt_inheritune.evaluate import CHANCE, raw_score, results_table
+from litgpt_inheritune.evaluate import CHANCE, raw_score, results_table, task_entry
 from litgpt_inheritune.files import write_text_atomic
 from litgpt_inheritune.inherit import BLOCK_PARTS
 
@@ -399,8 +399,7 @@ def eval_tasks(results: dict) -> list[str]:
 def stderr_args(results: dict, task: str, metric: str) -> Optional[dict]:
     """lm-eval's standard error of a score, as the metric's arguments: the Hub's model-index has no field of its own
     for it."""
-    entry = (results.get("results") or {}).get(task) or (results.get("groups") or {}).get(task) or {}
-    stderr = entry.get(f"{metric}_stderr,none")
+    stderr = (task_entry(results, task) or {}).get(f"{metric}_stderr,none")
     return {"stderr": stderr} if isinstance(stderr, (int, float)) else None
 
 

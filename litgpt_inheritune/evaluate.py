@@ -283,9 +283,14 @@ def check_task_names(names: list[str], task_manager) -> None:
             )
 
 
+def task_entry(results: dict, task: str) -> Optional[dict]:
+    """lm-eval's figures of one task (or of a group such as MMLU) in a results.json."""
+    return (results.get("results") or {}).get(task) or (results.get("groups") or {}).get(task)
+
+
 def raw_score(results: dict, task: str) -> tuple[Optional[str], Optional[float]]:
     """The task's metric (the first of METRICS it has) and its value as lm-eval reports it (accuracy as a fraction)."""
-    entry = results.get("results", {}).get(task) or results.get("groups", {}).get(task)
+    entry = task_entry(results, task)
     if entry is None:
         return None, None
     for metric in METRICS:

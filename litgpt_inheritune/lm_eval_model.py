@@ -4,7 +4,6 @@ Scoring follows lm-eval's own Hugging Face backend (``HFLM``): the same context/
 truncation to the last ``max_length + 1`` tokens, the same rolling windows for perplexity, so the numbers agree.
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -86,12 +85,11 @@ class LitGPTLM(TemplateLM):
         for start in tqdm(range(0, len(order), batch_size), disable=disable_tqdm, desc="loglikelihood"):
             batch_rows = order[start : start + batch_size]
             idx, positions, mask = batch_tensors([rows[r] for r in batch_rows], self.device)
-            with hidden_states_only(self.model) as head:
-                hidden = tree_forward(self.model, idx, positions, mask)
+            hidden = tree_forward(self.model, idx, positions, mask)
             picks = [(b, i, node) for b, r in enumerate(batch_rows) for i in by_row.get(r, []) for node in scored[i][1]]
             row_index = torch.tensor([b for b, _, _ in picks], device=self.device)
             node_index = torch.tensor([node for _, _, node in picks], device=self.device)
-            log_probs = F.log_softmax(head(hidden[row_index, node_index]).float(), dim=-1).cpu()
+            log_probs = F.log_softmax(project(self.model, hidden[row_index, node_index]).float(), dim=-1).cpu()
             offset = 0
             for r in batch_rows:
                 for i in by_row.get(r, []):
@@ -118,8 +116,7 @@ class LitGPTLM(TemplateLM):
             idx = torch.ones(batch_size, length, dtype=torch.long, device=self.device)
             positions = torch.arange(length, device=self.device).clamp(max=self.max_length - 1).expand(batch_size, -1)
             mask = torch.zeros(batch_size, 1, length, length, device=self.device)
-            with hidden_states_only(self.model) as head:
-                F.log_softmax(head(tree_forward(self.model, idx, positions, mask)).float(), dim=-1)
+            F.log_softmax(project(self.model, tree_forward(self.model, idx, positions, mask)).float(), dim=-1)
             return batch_size
 
         try:
@@ -281,8 +278,8 @@ def batch_tensors(
 
 
 def tree_forward(model: GPT, idx: torch.Tensor, positions: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """``model(idx)`` with each token at its own position and the given attention mask (GPT.forward without a KV
-    cache always numbers tokens 0..T-1 and attends causally)."""
+    """The final hidden states of ``model(idx)`` (before the head: see ``project``), with each token at its own
+    position and the given attention mask (GPT.forward without a KV cache numbers tokens 0..T-1, attends causally)."""
     config = model.config
     cos, sin = model.cos[positions], model.sin[positions]  # (B, T, rope_n_elem)
     if mask is not None:
@@ -296,20 +293,11 @@ def tree_forward(model: GPT, idx: torch.Tensor, positions: torch.Tensor, mask: O
             x = block(x, cos[..., indices], sin[..., indices], mask)
         else:
             x = block(x, cos, sin, mask)
-    return model.lm_head(model.transformer.ln_f(x))
+    return model.transformer.ln_f(x)
 
 
-@contextmanager
-def hidden_states_only(model: GPT):
-    """Makes ``model(idx)`` return the final hidden states; yields the LM head (with any logit soft-capping)."""
-    head, softcapping = model.lm_head, model.config.final_logit_softcapping
-    model.lm_head, model.config.final_logit_softcapping = torch.nn.Identity(), None
-
-    def project(hidden: torch.Tensor) -> torch.Tensor:
-        logits = head(hidden)
-        return logits if softcapping is None else torch.tanh(logits / softcapping) * softcapping
-
-    try:
-        yield project
-    finally:
-        model.lm_head, model.config.final_logit_softcapping = head, softcapping
+def project(model: GPT, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on final hidden states, with litgpt's logit soft-capping where the model has it."""
+    logits = model.lm_head(hidden)
+    softcapping = model.config.final_logit_softcapping
+    return logits if softcapping is None else torch.tanh(logits / softcapping) * softcapping
