@@ -99,12 +99,19 @@ def main() -> None:
     parser.add_argument("--eval_interval", type=int, help="optimizer steps between validations during training")
     parser.add_argument("--seed", type=int, default=42, help="seed of the data sample, analysis and calibration")
     parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in out_dir: keep the starts, finished runs and scores already there,"
+        " and resume an unfinished training run from its last step checkpoint",
+    )
     args = parser.parse_args()
     for key, value in SIZES[args.size].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    out, started, timings = args.out_dir, time.perf_counter(), Timings()
+    out, started = args.out_dir, time.perf_counter()
+    timings = Timings(out / "timings.json" if args.resume else None)
     out.mkdir(parents=True, exist_ok=True)
 
     reference = args.reference or smollm2_checkpoint(args.cache_dir)
@@ -129,20 +136,28 @@ def main() -> None:
         if name == "random":
             continue
         step(f"{label}: {STARTS[name]}")
+        if args.resume and (out / "checkpoints" / label / "provenance.json").is_file():
+            starts[label] = out / "checkpoints" / label
+            continue
         options = start_options(name, n, out / "analysis", data_dir)
         if "data_path" in options:
             options.update(calibration_sequences=args.calibration_sequences, seed=args.seed)
         with timings(f"init_{label}"):
             starts[label] = init(reference, out_dir=out / "checkpoints" / label, overwrite=True, **options)
     if "random" in args.runs:
-        starts["random"] = starts.get("first") or init(
-            reference, out_dir=out / "checkpoints" / "first", n_layers=n, overwrite=True
+        first = out / "checkpoints" / "first"
+        starts["random"] = (
+            starts.get("first")
+            or (first if args.resume and first.is_dir() else None)
+            or init(reference, out_dir=out / "checkpoints" / "first", n_layers=n, overwrite=True)
         )
 
     def data(order_seed=None):  # the same sample and held-out articles for every run
         return lee_data(data_dir, out / "data" / "litdata", args.val_sequences, args.seq_len, args.seed, order_seed)
 
     train = small_train_args(args.train_tokens, args.seq_len, warmup_steps=2)
+    if args.resume:  # step checkpoints to resume from, the newest only
+        train.save_interval = args.eval_interval
     meter = LossMeter(reference, data(), train, EvalArgs(max_iters=10**9), precision=None)  # every held-out batch
     results = {"reference": {"layers": list(range(n_reference)), "val_loss": meter(reference)}}
     distill = DistillArgs(teacher_dir=reference) if args.distill else DistillArgs()
@@ -153,7 +168,10 @@ def main() -> None:
                 f"{label}, seed {seed}: pretrain on {args.train_tokens:,} tokens{' with distillation' if args.distill else ''}"
             )
             run_dir = out / "runs" / f"{label}-seed{seed}"
-            if run_dir.exists():
+            runs[label, seed] = run_dir
+            if args.resume and (run_dir / "final" / "lit_model.pth").is_file():
+                continue
+            if run_dir.exists() and not args.resume:
                 shutil.rmtree(run_dir)
             with timings(f"train_{label}_seed{seed}"):
                 pretrain(
@@ -165,8 +183,9 @@ def main() -> None:
                     eval=EvalArgs(interval=args.eval_interval, max_iters=10**9, initial_validation=True),
                     seed=seed,
                     distill=distill,
+                    resume="auto" if args.resume else False,
+                    keep_checkpoints=1 if args.resume else None,
                 )
-            runs[label, seed] = run_dir
 
     for label, checkpoint in starts.items():
         provenance = json.loads((checkpoint / "provenance.json").read_text())
@@ -213,6 +232,7 @@ def main() -> None:
         "settings": {**{k: str(v) for k, v in vars(args).items()}, "load_average": os.getloadavg()},
         "timings": timings.table,
         "minutes": round((time.perf_counter() - started) / 60, 1),
+        "phase_minutes": round(sum(t["wall_s"] for t in timings.table.values()) / 60, 1),
         "cpu_minutes": round(time.process_time() / 60, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -222,20 +242,27 @@ def main() -> None:
 
 class Timings:
     """Wall and CPU seconds (this process, all threads) of each phase. On a crowded machine both grow: torch's
-    threads spin while they wait for a core, and that counts as CPU time."""
+    threads spin while they wait for a core, and that counts as CPU time. With a ``path`` the table is read from it
+    and written back after every phase, so a resumed recipe keeps the timings of the phases it does not repeat (a
+    training run resumed from a step checkpoint counts only the part after it)."""
 
-    def __init__(self) -> None:
-        self.table = {}
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.table = json.loads(path.read_text()) if path is not None and path.is_file() else {}
 
     @contextmanager
     def __call__(self, name: str):
         wall, cpu = time.perf_counter(), time.process_time()
         yield
+        if time.perf_counter() - wall < 1 and name in self.table:
+            return  # resumed: the phase was done before, keep its figures
         self.table[name] = {
             "wall_s": round(time.perf_counter() - wall, 1),
             "cpu_s": round(time.process_time() - cpu, 1),
         }
         print(f"{name}: {self.table[name]['wall_s']} s wall, {self.table[name]['cpu_s']} s CPU", file=sys.stderr)
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.table, indent=2) + "\n")
 
 
 def initial_loss(run_dir: Path) -> float:
@@ -268,13 +295,18 @@ def benchmark(checkpoints: list[Path], args, out_dir: Path) -> dict:
     """Accuracy (%) per task: the mean over the checkpoints (one per seed) and lm-eval's standard error, averaged."""
     per_task = {}
     for i, checkpoint in enumerate(checkpoints):
-        result = evaluate(
-            checkpoint,
-            tasks=args.tasks,
-            include_path=offline_tasks(args.cache_dir),
-            limit=args.eval_limit,
-            out_dir=out_dir / f"seed{i}",
-            paper=False,
+        done = out_dir / f"seed{i}" / "results.json"
+        result = (
+            json.loads(done.read_text())
+            if args.resume and done.is_file()
+            else evaluate(
+                checkpoint,
+                tasks=args.tasks,
+                include_path=offline_tasks(args.cache_dir),
+                limit=args.eval_limit,
+                out_dir=out_dir / f"seed{i}",
+                paper=False,
+            )
         )
         for task in args.tasks.split(","):
             scores = result["results"][task]
@@ -300,7 +332,8 @@ def report(summary: dict, args) -> str:
         f" {args.train_tokens:,} tokens per run",
         "",
         f"Seeds {seeds}; {'with' if args.distill else 'without'} distillation from the reference; wall time"
-        f" {summary['minutes']} min; load average at the end {summary['settings']['load_average']}.",
+        f" {summary['minutes']} min ({summary['phase_minutes']} min in the timed phases of every invocation: analysis,"
+        f" starts, training, benchmarks); load average at the end {summary['settings']['load_average']}.",
         f"Lazy layers of the reference (MaxRank < 2): {summary['lazy_layers'] or 'none'}.",
         "",
         "| start | blocks | mean MaxRank of the blocks | validation loss before | after (mean ± sd over seeds) |"
