@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,29 +24,26 @@ def test_matched_budget_trains_measures_and_reports_every_start(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(40, 90))) for _ in range(120)))
     out_dir = tmp_path / "matched"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "recipes" / "matched_budget.py"),
-            "--size",
-            "toy",
-            "--reference",
-            str(reference),
-            "--data_path",
-            str(corpus),
-            "--n_layers",
-            "3",
-            "--tasks",
-            "piqa_offline",
-            "--out_dir",
-            str(out_dir),
-            "--cache_dir",
-            str(MATERIALS),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    command = [
+        sys.executable,
+        str(ROOT / "recipes" / "matched_budget.py"),
+        "--size",
+        "toy",
+        "--reference",
+        str(reference),
+        "--data_path",
+        str(corpus),
+        "--n_layers",
+        "3",
+        "--tasks",
+        "piqa_offline",
+        "--out_dir",
+        str(out_dir),
+        "--cache_dir",
+        str(MATERIALS),
+        "--resume",  # in an empty out_dir: a fresh run that keeps step checkpoints
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out_dir / "summary.json").read_text())
     results = summary["results"]
@@ -84,3 +82,22 @@ def test_matched_budget_trains_measures_and_reports_every_start(tmp_path):
     for label in ["reference", *starts]:
         assert f"| {label} | " in report
     assert (out_dir / "compare" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+    # interrupted: one run lost its final checkpoint (its step checkpoint stays), one start lost its scores
+    timings = json.loads((out_dir / "timings.json").read_text())
+    shutil.rmtree(out_dir / "runs" / "laco-seed42" / "final")
+    shutil.rmtree(out_dir / "eval" / "shortgpt")
+    untouched = (out_dir / "runs" / "first-seed42" / "final" / "lit_model.pth").stat().st_mtime_ns
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Resuming from" in output and str(out_dir / "runs" / "laco-seed42" / "step-00000002") in output
+    assert output.count("Resuming from") == 1  # the finished runs are not trained again
+    assert (out_dir / "runs" / "first-seed42" / "final" / "lit_model.pth").stat().st_mtime_ns == untouched
+    assert (out_dir / "eval" / "shortgpt" / "seed0" / "results.json").is_file()
+    resumed = json.loads((out_dir / "summary.json").read_text())["results"]
+    for label in ["reference", *starts]:
+        for key in ("val_loss", "val_loss_before", "parameters", "layers", "scores"):
+            assert resumed[label].get(key) == results[label].get(key), (label, key)
+    kept = json.loads((out_dir / "timings.json").read_text())
+    assert kept["train_first_seed42"] == timings["train_first_seed42"]  # figures of phases not repeated stay
