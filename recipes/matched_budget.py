@@ -51,8 +51,14 @@ RUNS = {
     "random": "random",
 }
 OPTIONAL_RUNS = {"sleb": "iterative"}
-TASKS = "piqa_offline,arc_easy_offline,sciq_offline,boolq_offline"
-CHANCE = {"piqa_offline": 50.0, "arc_easy_offline": 25.0, "sciq_offline": 25.0, "boolq_offline": 62.2}
+TASKS = "piqa_offline,arc_easy_offline,sciq_offline,boolq_offline,winogrande_offline"
+CHANCE = {
+    "piqa_offline": 50.0,
+    "arc_easy_offline": 25.0,
+    "sciq_offline": 25.0,
+    "boolq_offline": 62.2,
+    "winogrande_offline": 50.0,
+}
 SIZES = {
     "full": dict(
         n_layers=10,

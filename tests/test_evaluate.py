@@ -11,7 +11,7 @@ from conftest import run_in_process
 from litgpt_inheritune.evaluate import SUITES, column_labels, main as evaluate, task_shots
 from litgpt_inheritune.lm_eval_model import LitGPTLM
 
-OFFLINE = "piqa_offline,arc_easy_offline,boolq_offline"
+OFFLINE = "piqa_offline,arc_easy_offline,boolq_offline,winogrande_offline"
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,9 @@ def test_scores_equal_lm_evals_hugging_face_backend(smollm2, offline_tasks, tmp_
         assert sorted(ours_items) == sorted(theirs_items) == list(range(20))
         for doc_id, lls in theirs_items.items():
             assert ours_items[doc_id] == pytest.approx(lls, abs=1e-4), (task, doc_id)
-        for metric in ("acc,none", "acc_norm,none"):
+        metrics = [m for m in ("acc,none", "acc_norm,none") if m in theirs["results"][task]]  # WinoGrande: acc
+        assert metrics and set(metrics) == {m for m in ("acc,none", "acc_norm,none") if m in ours["results"][task]}
+        for metric in metrics:
             assert ours["results"][task][metric] == theirs["results"][task][metric], (task, metric)
     assert ours["results"]["piqa_offline"]["acc,none"] > 0.55  # a real model beats chance on PIQA
 
@@ -103,6 +105,29 @@ def test_models_sharing_a_name_are_told_apart_by_their_paths():
         "m-10L (10 layers) random/final",
         "m (30 layers)",
     ]
+
+
+def test_winogrande_offline_is_lm_evals_winogrande(offline_tasks):
+    """Our Jinja task renders every WinoGrande item as lm-eval's own winogrande (its preprocess_winogrande.py):
+    the same two contexts, the same scored rest of the sentence, the same right option; lm-eval sees it as a
+    multiple-input task, as it sees its own."""
+    import importlib.util
+    from pathlib import Path
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    path = Path(lm_eval.__file__).parent / "tasks" / "winogrande" / "preprocess_winogrande.py"
+    spec = importlib.util.spec_from_file_location("preprocess_winogrande", path)
+    theirs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(theirs)
+    task = get_task_dict(["winogrande_offline"], TaskManager(include_path=str(offline_tasks)))["winogrande_offline"]
+    docs = list(task.validation_docs())
+    assert len(docs) == 1267 and task.multiple_input == 2
+    for doc in docs:
+        assert task.doc_to_text(doc) == theirs.doc_to_text(doc)
+        assert task.doc_to_choice(doc) == theirs.doc_to_choice(doc)
+        assert task.doc_to_target(doc) == theirs.doc_to_target(doc)
 
 
 def test_low_data_suite_and_shots():
@@ -266,5 +291,5 @@ def test_the_installed_package_carries_evaluates_data_files_and_no_test_material
     installed = {str(path) for path in files("litgpt-inheritune")}
     tasks = Path(__file__).resolve().parents[1] / "litgpt_inheritune" / "tasks"
     shipped = {f"litgpt_inheritune/tasks/{path.name}" for path in tasks.glob("*.yaml")}
-    assert len(shipped) == 7 and shipped <= installed
+    assert len(shipped) == 8 and shipped <= installed
     assert not [path for path in installed if "materials" in path]
