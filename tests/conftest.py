@@ -147,8 +147,10 @@ def run_in_process(*argv: str) -> tuple[int, str, str]:
 
 
 def stray_processes(since: float) -> list[str]:
-    """Processes this test process started (directly, or through a child that has since ended) that are still alive:
-    its children, and copies of it (forked, so the same command line and folder) reparented to init after ``since``."""
+    """Processes this test process started after ``since`` (directly, or through a child that has since ended) that
+    are still alive: its children, and copies of it (forked, so the same command line and folder) reparented to init.
+    Children from before ``since`` belong to earlier tests (multiprocessing's resource tracker, started once per
+    process, lives as long as the process does)."""
     import psutil
 
     me = psutil.Process()
@@ -157,11 +159,9 @@ def stray_processes(since: float) -> list[str]:
         try:
             if process.status() == psutil.STATUS_ZOMBIE:  # ended, not yet reaped by its parent
                 continue
-            if process.ppid() == me.pid or (
-                process.ppid() == 1
-                and process.cmdline() == me.cmdline()
-                and process.cwd() == me.cwd()
-                and process.create_time() >= since
+            if process.create_time() >= since and (
+                process.ppid() == me.pid
+                or (process.ppid() == 1 and process.cmdline() == me.cmdline() and process.cwd() == me.cwd())
             ):
                 stray.append(f"{process.pid}: {' '.join(process.cmdline())}")
         except psutil.Error:  # ended meanwhile
@@ -194,6 +194,22 @@ def jsonl_corpus(tmp_path_factory) -> Path:
 
 
 MATERIALS = Path(__file__).resolve().parent.parent / ".cache" / "materials"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`, the README's test command): the material that tests of several files read (SmolLM2,
+    the Lee corpus, the Wikipedia dump, the benchmark items) is made once, by the controller, before the workers
+    start, so that no two workers write the same cache file; each worker's torch, and the processes it starts, use
+    their share of the cores, so that the workers do not oversubscribe them."""
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput"):
+        threads = str(max(1, (os.cpu_count() or 1) // int(config.workerinput["workercount"])))
+        os.environ["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", threads)
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    elif workers:
+        from materials import fetch, lee_corpus, offline_tasks, smollm2_checkpoint
+
+        smollm2_checkpoint(MATERIALS), lee_corpus(MATERIALS), offline_tasks(MATERIALS), fetch("enwiki", MATERIALS)
 
 
 @pytest.fixture(scope="session")
