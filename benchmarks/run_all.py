@@ -1,10 +1,12 @@
 """Runs every benchmark whose figure the README's Results table quotes and prints that table (markdown).
 
 Each benchmark runs as its own process, one after the other; the ones that compare two programs alternate them
-inside (train_throughput.py, eval_speed.py, analyze_speed.py, inherit_memory.py). Beside each figure stands the
-1-minute load average of the machine while it ran (the larger of the values before and after): a ratio measured
-with the load above --busy_load (1.5 on the 2-core machine of the README) is marked "busy", since other work
-slows the two sides unequally. Not run here: benchmarks/full_size.py (the 1.5B job's true shape, which needs
+inside (train_throughput.py, eval_speed.py, analyze_speed.py, inherit_memory.py). Beside each figure stand the
+1-minute load average (the larger of the values before and after) and the cores that other processes kept busy
+while it ran: the machine's busy CPU time (/proc/stat) less the benchmark's own (its process tree's, from
+getrusage), over the wall time. The load average counts the benchmark's own threads (two on two cores), so the
+mark comes from the second: a figure taken while other processes used more than --busy_cores on average is
+marked "busy", since other work slows the two sides of a ratio unequally. Not run here: benchmarks/full_size.py (the 1.5B job's true shape, which needs
 ~17 GB of memory and an hour) and recipes/reproduce_gpt2.py (20 minutes); their rows are left to their commands.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only train_throughput,eval_speed] [--out results.md]
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -97,7 +100,7 @@ def eval_rows(out: dict) -> list[tuple[str, str]]:
 
 def data_prep_rows(stdout: str) -> list[tuple[str, str]]:
     speedup = re.search(r"speed-up with (\d+) workers: ([\d.]+)x", stdout)
-    growth = re.search(r"peak RSS growth from 1x to 10x: ([\d.]+) MiB", stdout)
+    growth = re.search(r"peak RSS growth from 1x to 10x: (-?[\d.]+) MiB", stdout)
     return [
         (
             f"data preparation tokens/s with {speedup.group(1)} workers / 1 worker, SmolLM2's tokenizer, Lee news text",
@@ -108,6 +111,29 @@ def data_prep_rows(stdout: str) -> list[tuple[str, str]]:
             f"**{float(growth.group(1)):.1f} MiB**",
         ),
     ]
+
+
+def busy_cpu_seconds(stat: str) -> float:
+    """CPU seconds the machine has spent busy since boot, over all cores, from /proc/stat's first line: user, nice,
+    system, irq, softirq and steal time (guest time is inside user); idle and iowait are not busy."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in stat.split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_measured(command: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Runs a benchmark; returns its result, wall seconds and the cores other processes kept busy meanwhile."""
+    busy, own, start = busy_cpu_seconds(Path("/proc/stat").read_text()), children_cpu_seconds(), time.perf_counter()
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
+    seconds = time.perf_counter() - start
+    others = busy_cpu_seconds(Path("/proc/stat").read_text()) - busy - (children_cpu_seconds() - own)
+    return result, seconds, max(0.0, others) / seconds
 
 
 # name: (arguments, arguments for --quick, rows from the parsed output, whether it parses JSON)
@@ -146,7 +172,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="token sizes: checks that every benchmark runs")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--busy_load", type=float, default=1.5, help="load average above which a ratio is marked")
+    parser.add_argument(
+        "--busy_cores",
+        type=float,
+        default=0.25,
+        help="cores kept busy by other processes above which a figure is marked",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(BENCHMARKS)
@@ -154,29 +185,26 @@ def main() -> None:
         if name not in BENCHMARKS:
             parser.error(f"--only {name}: unknown benchmark; choose from {', '.join(BENCHMARKS)}")
 
-    lines = ["| what | figure | load average | command |", "|---|---|---|---|"]
+    lines = ["| what | figure | load average, other processes' cores | command |", "|---|---|---|---|"]
     failures = []
     for name in names:
         arguments, quick, rows, parses_json = BENCHMARKS[name]
         command = [sys.executable, *arguments, *(quick if args.quick else [])]
         print(f"=== {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-        load_before, start = os.getloadavg()[0], time.perf_counter()
-        result = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
-        )
+        load_before = os.getloadavg()[0]
+        result, seconds, others = run_measured(command)
         load = max(load_before, os.getloadavg()[0])
-        seconds = time.perf_counter() - start
         shown = "`.venv/bin/python " + " ".join(command[1:]) + "`"
         if result.returncode != 0:
             failures.append(name)
             print(result.stderr[-3000:], file=sys.stderr)
-            lines.append(f"| {name} | failed (exit code {result.returncode}) | {load:.1f} | {shown} |")
+            lines.append(f"| {name} | failed (exit code {result.returncode}) | {load:.1f}, {others:.2f} | {shown} |")
             continue
         parsed = last_json(result.stdout) if parses_json else result.stdout
-        mark = " (busy)" if load > args.busy_load else ""
+        mark = " (busy)" if others > args.busy_cores else ""
         for what, figure in rows(parsed):
-            lines.append(f"| {what} | {figure} | {load:.1f}{mark} | {shown} |")
-        print(f"    {seconds:.0f} s, load average {load:.1f}", file=sys.stderr, flush=True)
+            lines.append(f"| {what} | {figure} | {load:.1f}, {others:.2f}{mark} | {shown} |")
+        print(f"    {seconds:.0f} s, load average {load:.1f}, other processes {others:.2f} cores", file=sys.stderr)
     table = "\n".join(lines) + "\n"
     if args.quick:
         table += "\n(--quick: token sizes; these figures check that the benchmarks run, not how fast.)\n"
