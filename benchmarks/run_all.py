@@ -6,8 +6,9 @@ inside (train_throughput.py, eval_speed.py, analyze_speed.py, inherit_memory.py)
 while it ran: the machine's busy CPU time (/proc/stat) less the benchmark's own (its process tree's, from
 getrusage), over the wall time. The load average counts the benchmark's own threads (two on two cores), so the
 mark comes from the second: a figure taken while other processes used more than --busy_cores on average is
-marked "busy", since other work slows the two sides of a ratio unequally. Not run here: benchmarks/full_size.py (the 1.5B job's true shape, which needs
-~17 GB of memory and an hour) and recipes/reproduce_gpt2.py (20 minutes); their rows are left to their commands.
+marked "busy", since other work slows the two sides of a ratio unequally. Not run here: benchmarks/full_size.py
+(the 1.5B job's true shape, which needs ~17 GB of memory and an hour) and recipes/reproduce_gpt2.py (20 minutes);
+their rows are left to their commands.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only train_throughput,eval_speed] [--out results.md]
 

@@ -120,6 +120,9 @@ def main() -> None:
     timings = Timings(out / "timings.json" if args.resume else None)
     out.mkdir(parents=True, exist_ok=True)
 
+    def kept(path: Path) -> bool:  # with --resume: what an earlier invocation finished (written whole, by rename)
+        return args.resume and path.is_file()
+
     reference = args.reference or smollm2_checkpoint(args.cache_dir)
     data_dir = write_corpus(args.data_path or lee_corpus(args.cache_dir), out / "data" / "lee")
     n, n_reference = args.n_layers, Config.from_file(reference / "model_config.yaml").n_layer
@@ -142,7 +145,7 @@ def main() -> None:
         if name == "random":
             continue
         step(f"{label}: {STARTS[name]}")
-        if args.resume and (out / "checkpoints" / label / "provenance.json").is_file():
+        if kept(out / "checkpoints" / label / "provenance.json"):
             starts[label] = out / "checkpoints" / label
             continue
         options = start_options(name, n, out / "analysis", data_dir)
@@ -154,8 +157,8 @@ def main() -> None:
         first = out / "checkpoints" / "first"
         starts["random"] = (
             starts.get("first")
-            or (first if args.resume and first.is_dir() else None)
-            or init(reference, out_dir=out / "checkpoints" / "first", n_layers=n, overwrite=True)
+            or (first if kept(first / "provenance.json") else None)
+            or init(reference, out_dir=first, n_layers=n, overwrite=True)
         )
 
     def data(order_seed=None):  # the same sample and held-out articles for every run
@@ -175,7 +178,7 @@ def main() -> None:
             )
             run_dir = out / "runs" / f"{label}-seed{seed}"
             runs[label, seed] = run_dir
-            if args.resume and (run_dir / "final" / "lit_model.pth").is_file():
+            if kept(run_dir / "final" / "lit_model.pth"):
                 continue
             if run_dir.exists() and not args.resume:
                 shutil.rmtree(run_dir)
@@ -221,8 +224,7 @@ def main() -> None:
         results[label]["parameters"] = sum(t.numel() for t in load_gpt(checkpoints[0]).parameters())
         results[label]["tokens_per_s"] = tokens_per_second(checkpoints[0], args.seq_len)
         if args.eval_limit:
-            with timings(f"eval_{label}"):
-                results[label]["scores"] = benchmark(checkpoints, args, out / "eval" / label)
+            results[label]["scores"] = benchmark(checkpoints, args, out / "eval" / label, timings)
 
     step("compare: table and plot of every training run")
     compare(
@@ -260,8 +262,6 @@ class Timings:
     def __call__(self, name: str):
         wall, cpu = time.perf_counter(), time.process_time()
         yield
-        if time.perf_counter() - wall < 1 and name in self.table:
-            return  # resumed: the phase was done before, keep its figures
         self.table[name] = {
             "wall_s": round(time.perf_counter() - wall, 1),
             "cpu_s": round(time.process_time() - cpu, 1),
@@ -297,23 +297,24 @@ def tokens_per_second(checkpoint: Path, seq_len: int, batch_size: int = 4, repea
     return batch_size * seq_len / best
 
 
-def benchmark(checkpoints: list[Path], args, out_dir: Path) -> dict:
-    """Accuracy (%) per task: the mean over the checkpoints (one per seed) and lm-eval's standard error, averaged."""
+def benchmark(checkpoints: list[Path], args, out_dir: Path, timings: "Timings") -> dict:
+    """Accuracy (%) per task: the mean over the checkpoints (one per seed) and lm-eval's standard error, averaged.
+    Each evaluation is a timed phase, eval_<out_dir's name>_seed<i>; with --resume one already written is read."""
     per_task = {}
     for i, checkpoint in enumerate(checkpoints):
         done = out_dir / f"seed{i}" / "results.json"
-        result = (
-            json.loads(done.read_text())
-            if args.resume and done.is_file()
-            else evaluate(
-                checkpoint,
-                tasks=args.tasks,
-                include_path=offline_tasks(args.cache_dir),
-                limit=args.eval_limit,
-                out_dir=out_dir / f"seed{i}",
-                paper=False,
-            )
-        )
+        if args.resume and done.is_file():
+            result = json.loads(done.read_text())
+        else:
+            with timings(f"eval_{out_dir.name}_seed{i}"):
+                result = evaluate(
+                    checkpoint,
+                    tasks=args.tasks,
+                    include_path=offline_tasks(args.cache_dir),
+                    limit=args.eval_limit,
+                    out_dir=out_dir / f"seed{i}",
+                    paper=False,
+                )
         for task in args.tasks.split(","):
             scores = result["results"][task]
             per_task.setdefault(task, []).append((scores["acc,none"], scores.get("acc_stderr,none")))

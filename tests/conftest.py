@@ -209,7 +209,10 @@ def pytest_configure(config):
     elif workers:
         from materials import fetch, lee_corpus, offline_tasks, smollm2_checkpoint
 
-        smollm2_checkpoint(MATERIALS), lee_corpus(MATERIALS), offline_tasks(MATERIALS), fetch("enwiki", MATERIALS)
+        smollm2_checkpoint(MATERIALS)
+        lee_corpus(MATERIALS)
+        offline_tasks(MATERIALS)
+        fetch("enwiki", MATERIALS)
 
 
 @pytest.fixture(scope="session")
