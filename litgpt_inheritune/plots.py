@@ -166,12 +166,21 @@ def save(fig, path: Path, tight: bool = True) -> None:
 
 def plot_loss_curves(runs: list[dict], reference_loss, path: Path, title: str) -> None:
     """Validation loss against training tokens, one line per run (``label`` and ``curve``: [tokens, loss] pairs),
-    with the reference's level as a dashed line."""
+    with the reference's level as a dashed line. Runs whose labels differ only in a trailing "(...)" (the seeds of
+    one start) share a colour and differ in line style."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    groups = list(dict.fromkeys(run["label"].split(" (")[0] for run in runs))
+    palette = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    styles = ["-", "--", ":", "-."]
+    seen: dict[str, int] = {}
     for run in runs:
+        group = run["label"].split(" (")[0]
+        style = styles[seen.get(group, 0) % len(styles)]
+        seen[group] = seen.get(group, 0) + 1
         if run["curve"]:
             tokens, losses = zip(*run["curve"])
-            ax.plot(tokens, losses, marker="o", markersize=3, label=run["label"])
+            color = palette[groups.index(group) % len(palette)]
+            ax.plot(tokens, losses, marker="o", markersize=3, color=color, linestyle=style, label=run["label"])
     if reference_loss is not None:
         ax.axhline(reference_loss, color="black", linestyle="--", linewidth=1, label=f"reference {reference_loss:.3f}")
     ax.set(xlabel="training tokens", ylabel="validation loss", title=title)

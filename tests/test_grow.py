@@ -596,3 +596,20 @@ def test_bad_starts(tiny_references, jsonl_corpus, tmp_path, args, message):
     result = grow(tiny_references["llama-gqa"], jsonl_corpus, tmp_path / "grow", *args)
     assert result.returncode == 1 and message in result.stderr
     assert not (tmp_path / "grow").exists()
+
+
+def test_loss_curves_give_the_seeds_of_one_start_one_colour(tmp_path, monkeypatch):
+    from litgpt_inheritune import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path, tight=True: figures.append(fig))
+    runs = [
+        {"label": label, "curve": [[0, 10.0 - i], [1024, 5.0 - i]]}
+        for i, label in enumerate(["first (seed 42)", "first (seed 43)", "laco (seed 42)", "random"])
+    ]
+    plots.plot_loss_curves(runs, 3.8, tmp_path / "compare.png", "validation loss")
+    lines = figures[0].axes[0].get_lines()[:4]
+    assert [line.get_label() for line in lines] == [run["label"] for run in runs]
+    assert lines[0].get_color() == lines[1].get_color()
+    assert len({lines[0].get_color(), lines[2].get_color(), lines[3].get_color()}) == 3
+    assert (lines[0].get_linestyle(), lines[1].get_linestyle(), lines[2].get_linestyle()) == ("-", "--", "-")
