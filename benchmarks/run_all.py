@@ -42,7 +42,8 @@ def init_rows(out: dict) -> list[tuple[str, str]]:
             f"**{out['init_peak_over_target']:.2f}** (a plain `torch.load` of the reference: {out['torch_load_peak_over_target']:.2f})",
         ),
         (
-            "`init` wall time / copying the kept bytes with read+write, page cache warm",
+            "`init` wall time / copying the kept bytes with read+write, page cache warm, each in a fresh process after the"
+            " same imports and into an output just removed",
             f"**{out['init_time_over_copy']:.2f}** ({out['init_seconds']:.2f} s vs {out['copy_kept_bytes_seconds']:.2f} s)",
         ),
     ]
