@@ -169,17 +169,15 @@ def plot_loss_curves(runs: list[dict], reference_loss, path: Path, title: str) -
     with the reference's level as a dashed line. Runs whose labels differ only in a trailing "(...)" (the seeds of
     one start) share a colour and differ in line style."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    groups = list(dict.fromkeys(run["label"].split(" (")[0] for run in runs))
+    group_of = [run["label"].split(" (")[0] for run in runs]
+    groups = list(dict.fromkeys(group_of))
     palette = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
     styles = ["-", "--", ":", "-."]
-    seen: dict[str, int] = {}
-    for run in runs:
-        group = run["label"].split(" (")[0]
-        style = styles[seen.get(group, 0) % len(styles)]
-        seen[group] = seen.get(group, 0) + 1
+    for i, (run, group) in enumerate(zip(runs, group_of)):
         if run["curve"]:
             tokens, losses = zip(*run["curve"])
             color = palette[groups.index(group) % len(palette)]
+            style = styles[group_of[:i].count(group) % len(styles)]
             ax.plot(tokens, losses, marker="o", markersize=3, color=color, linestyle=style, label=run["label"])
     if reference_loss is not None:
         ax.axhline(reference_loss, color="black", linestyle="--", linewidth=1, label=f"reference {reference_loss:.3f}")
