@@ -1,4 +1,4 @@
-"""Peak memory and time of `init` on a synthetic ~1.2 GB, 24-block reference, keeping 4 blocks.
+"""Peak memory and time of `init` on a synthetic ~1.2 GB, 24-block reference, keeping 4 blocks (or any shape).
 
 Reports, for `init` and for a plain `torch.load` of the same reference, the peak resident memory above the
 post-import baseline divided by the target's bytes (goal for init: <= 1.5, better <= 1.0), and init's wall time
@@ -6,6 +6,8 @@ divided by the time to copy the kept number of bytes from the reference file (pa
 a fresh process after the same imports, as init runs, each into a folder or file just removed).
 
     .venv/bin/python benchmarks/inherit_memory.py [--work_dir benchmarks/.cache/inherit_memory]
+    .venv/bin/python benchmarks/inherit_memory.py --reference open_llama_3b --n_layers 13  # the 1.5B job's true
+        # shape: a 6.9 GB bfloat16 reference (random weights, built as full_size.py builds it), a 3.6 GB target
 """
 
 import argparse
@@ -33,7 +35,7 @@ with open("/proc/self/clear_refs", "w") as f:
 baseline = psutil.Process().memory_info().rss
 start = time.perf_counter()
 if sys.argv[1] == "init":
-    init(Path(sys.argv[2]), out_dir=Path(sys.argv[3]), n_layers=4, overwrite=True)
+    init(Path(sys.argv[2]), out_dir=Path(sys.argv[3]), n_layers=int(sys.argv[4]), overwrite=True)
 elif sys.argv[1] == "copy":  # the kept number of bytes, read and written in 16 MB pieces
     with open(sys.argv[2], "rb") as src, open(sys.argv[3], "wb") as dst:
         remaining = int(sys.argv[4])
@@ -87,11 +89,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", type=Path, default=Path("benchmarks/.cache/inherit_memory"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--reference",
+        default="synthetic-24L",
+        help="the reference's shape: synthetic-24L (float32, 1.27 GB) or a litgpt config name (bfloat16)",
+    )
+    parser.add_argument("--n_layers", type=int, default=4, help="blocks to keep")
     args = parser.parse_args()
-    reference_dir, target_dir = args.work_dir / "reference", args.work_dir / "target"
+    reference_dir = args.work_dir / args.reference / "reference"
+    target_dir = args.work_dir / args.reference / "target"
     if not (reference_dir / "lit_model.pth").is_file():
         print(f"building the synthetic reference in {reference_dir} ...", file=sys.stderr)
-        make_reference(reference_dir)
+        if args.reference == "synthetic-24L":
+            make_reference(reference_dir)
+        else:
+            from full_size import MAKE_REFERENCE  # this folder is on sys.path: the 1.5B job's reference, as built there
+
+            reference_dir.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-c", MAKE_REFERENCE, reference_dir, args.reference], check=True)
     reference_bytes = (reference_dir / "lit_model.pth").stat().st_size
     with open(reference_dir / "lit_model.pth", "rb") as f:  # warm the page cache
         while f.read(16 * 2**20):
@@ -103,12 +118,12 @@ def main() -> None:
     # that reuses its own truncated file in a warm process is not a fair yardstick. The median of a few runs of
     # each, taken in turn, the order alternating.
     runs, copies = [], []
-    copy_path = args.work_dir / "copy.bin"
+    copy_path = args.work_dir / args.reference / "copy.bin"
     for repeat in range(args.repeats):
         for which in ("init", "copy") if repeat % 2 == 0 else ("copy", "init"):
             if which == "init":
                 shutil.rmtree(target_dir, ignore_errors=True)
-                runs.append(run("init", str(reference_dir), str(target_dir)))
+                runs.append(run("init", str(reference_dir), str(target_dir), str(args.n_layers)))
                 target_bytes = (target_dir / "lit_model.pth").stat().st_size
             else:
                 copy_path.unlink(missing_ok=True)
@@ -122,6 +137,8 @@ def main() -> None:
         return round((measured["peak_rss"] - measured["baseline_rss"]) / target_bytes, 3)
 
     report = {
+        "reference": args.reference,
+        "n_layers": args.n_layers,
         "reference_bytes": reference_bytes,
         "target_bytes": target_bytes,
         "init_peak_over_target": max(ratio(r) for r in runs),

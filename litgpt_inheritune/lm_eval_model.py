@@ -4,6 +4,7 @@ Scoring follows lm-eval's own Hugging Face backend (``HFLM``): the same context/
 truncation to the last ``max_length + 1`` tokens, the same rolling windows for perplexity, so the numbers agree.
 """
 
+import bisect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -65,41 +66,39 @@ class LitGPTLM(TemplateLM):
         """Sum of log-probabilities of each continuation given its context, and whether it is the greedy choice.
 
         The model input of a request is lm-eval's: ``(context + continuation)[-(max_length + 1):][:-1]``. Requests
-        with the same context (the 2-5 choices of a multiple-choice item) share one row of the batch, a token tree:
-        the context once, each choice after it at the positions it would have alone, attending to the context and to
-        itself only (see ``pack``). The vocabulary projection runs once per batch, only where a continuation token is
-        predicted.
+        with the same context (the 2-5 choices of a multiple-choice item) share one token tree: the context once,
+        each choice after it at the positions it would have alone, attending to the context and to itself only (see
+        ``pack``). Shorter trees fill the room that padding would take in a batch's rows (see ``batches``). The
+        vocabulary projection runs once per batch, only where a continuation token is predicted.
         """
-        rows, scored = pack(
-            [(context, continuation) for _, context, continuation in requests],
-            self.max_length,
-            # litgpt's sliding-window layers build their own causal mask: one plain sequence per distinct input there
-            share_context=self.model.config.sliding_window_size is None,
+        share_context = self.model.config.sliding_window_size is None
+        # litgpt's sliding-window layers build their own causal mask: one plain sequence per distinct input there
+        trees, scored = pack(
+            [(context, continuation) for _, context, continuation in requests], self.max_length, share_context
         )
-        order = sorted(range(len(rows)), key=lambda r: len(rows[r].tokens), reverse=True)
-        batch_size = override_bs or self.detect_batch_size(len(rows[order[0]].tokens) if rows else 1)
-        by_row: dict[int, list[int]] = {}
-        for i, (row, _, _) in enumerate(scored):
-            by_row.setdefault(row, []).append(i)
+        batch_size = override_bs or self.detect_batch_size(max((len(tree.tokens) for tree in trees), default=1))
+        by_tree: dict[int, list[int]] = {}
+        for i, (tree, _, _) in enumerate(scored):
+            by_tree.setdefault(tree, []).append(i)
         results: list[Optional[tuple[float, bool]]] = [None] * len(requests)
-        for start in tqdm(range(0, len(order), batch_size), disable=disable_tqdm, desc="loglikelihood"):
-            batch_rows = order[start : start + batch_size]
-            idx, positions, mask = batch_tensors([rows[r] for r in batch_rows], self.device)
+        for batch in tqdm(batches(trees, batch_size, fill=share_context), disable=disable_tqdm, desc="loglikelihood"):
+            idx, positions, mask = batch_tensors([[trees[t] for t, _ in row] for row in batch], self.device)
             hidden = tree_forward(self.model, idx, positions, mask)
-            picks = [(b, i, node) for b, r in enumerate(batch_rows) for i in by_row.get(r, []) for node in scored[i][1]]
-            row_index = torch.tensor([b for b, _, _ in picks], device=self.device)
-            node_index = torch.tensor([node for _, _, node in picks], device=self.device)
+            # each request's scoring tokens, in the order of the loop below: (row in the batch, index in the row)
+            placed = [(b, offset, i) for b, row in enumerate(batch) for t, offset in row for i in by_tree.get(t, [])]
+            row_index = torch.tensor([b for b, _, i in placed for _ in scored[i][1]], device=self.device)
+            node_index = torch.tensor(
+                [offset + node for _, offset, i in placed for node in scored[i][1]], device=self.device
+            )
             log_probs = F.log_softmax(project(self.model, hidden[row_index, node_index]).float(), dim=-1).cpu()
-            offset = 0
-            for r in batch_rows:
-                for i in by_row.get(r, []):
-                    _, nodes, target = scored[i]
-                    span = log_probs[offset : offset + len(nodes)]
-                    offset += len(nodes)
-                    target = torch.tensor(target)
-                    greedy = bool((span.argmax(dim=-1) == target).all())
-                    results[i] = (float(span.gather(1, target[:, None]).sum()), greedy)
-                    self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
+            start = 0
+            for _, _, i in placed:
+                target = torch.tensor(scored[i][2])
+                span = log_probs[start : start + len(target)]
+                start += len(target)
+                greedy = bool((span.argmax(dim=-1) == target).all())
+                results[i] = (float(span.gather(1, target[:, None]).sum()), greedy)
+                self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])
         return results
 
     def detect_batch_size(self, length: int) -> int:
@@ -222,7 +221,7 @@ ROW_TOKENS = 1024  # a token tree grows to this many tokens (or to the longest i
 def pack(
     requests: list[tuple[list[int], list[int]]], max_length: int, share_context: bool = True
 ) -> tuple[list[TokenTree], list[tuple[int, list[int], list[int]]]]:
-    """Token trees for (context, continuation) pairs, and per pair: its row, the indices of the tokens whose
+    """Token trees for (context, continuation) pairs, and per pair: its tree, the indices of the tokens whose
     predictions score it, and the continuation tokens they predict (lm-eval's: the last tokens of the input, which is
     ``(context + continuation)[-(max_length + 1):][:-1]``, cut to the window).
 
@@ -230,14 +229,14 @@ def pack(
     one before it when they share the part before its first scored token (the choices of one item: their context) or
     at least half of its tokens (items after the same few-shot examples), as long as the tree stays within
     ``ROW_TOKENS`` tokens or the longest input; pairs with the same input get the same tokens. With
-    ``share_context=False`` only pairs with the same input share a row, each row a plain sequence."""
+    ``share_context=False`` only pairs with the same input share a tree, each tree a plain sequence."""
     inputs = []
     for context, continuation in requests:
         tokens = (context + continuation)[-(max_length + 1) :][:-1]
         n = min(len(continuation), len(tokens))
         inputs.append((tokens, n, continuation[len(continuation) - n :]))
     limit = max([ROW_TOKENS] + [len(tokens) for tokens, _, _ in inputs])
-    rows: list[TokenTree] = []
+    trees: list[TokenTree] = []
     scored: list = [None] * len(inputs)
     previous: list[int] = []
     for i in sorted(range(len(inputs)), key=lambda i: inputs[i][0]):
@@ -247,30 +246,64 @@ def pack(
             joins = common >= len(tokens) - n + 1 or 2 * common >= len(tokens)
         else:
             joins = common == len(tokens) == len(previous)
-        if not rows or not joins or len(rows[-1].tokens) + rows[-1].new_tokens(tokens) > limit:
-            rows.append(TokenTree())
-        path = rows[-1].add(tokens)
-        scored[i] = (len(rows) - 1, path[len(path) - n :], target)
+        if not trees or not joins or len(trees[-1].tokens) + trees[-1].new_tokens(tokens) > limit:
+            trees.append(TokenTree())
+        path = trees[-1].add(tokens)
+        scored[i] = (len(trees) - 1, path[len(path) - n :], target)
         previous = tokens
-    return rows, scored
+    return trees, scored
+
+
+def batches(trees: list[TokenTree], batch_size: int, fill: bool = True) -> list[list[list[tuple[int, int]]]]:
+    """Batches of ``batch_size`` rows, the longest trees first; a row is a list of (tree, index of its first token).
+
+    Every row of a batch is padded to the batch's longest, so with ``fill`` a row's room up to that width goes to the
+    longest trees that fit in it instead of to padding: fewer rows for the same tokens, none of them wider (attention
+    costs by the width). Without ``fill``, one tree per row."""
+    pending = sorted((len(tree.tokens), t) for t, tree in enumerate(trees))  # ascending: the longest last
+    result = []
+    while pending:
+        width, batch = pending[-1][0], []
+        while pending and len(batch) < batch_size:
+            row, used = [], 0
+            while pending:
+                k = bisect.bisect_right(pending, (width - used, len(trees))) - 1  # the longest tree that still fits
+                if k < 0:
+                    break
+                length, t = pending.pop(k)
+                row.append((t, used))
+                used += length
+                if not fill:
+                    break
+            batch.append(row)
+        result.append(batch)
+    return result
 
 
 def batch_tensors(
-    rows: list[TokenTree], device: torch.device
+    rows: list[list[TokenTree]], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """Token ids and positions, right-padded, and the attention mask (additive: 0 or -inf; each token sees itself
-    and its ancestors, padding only itself); None when every row is a plain sequence, which causal attention scores."""
-    length = max(len(row.tokens) for row in rows)
+    """Token ids and positions of rows of token trees side by side, right-padded, and the attention mask (additive: 0
+    or -inf; each token sees itself and its ancestors in its own tree, padding only itself); None when every row is
+    one plain sequence, which causal attention scores."""
+    parents = []
+    for row in rows:
+        parents.append([])
+        for tree in row:
+            offset = len(parents[-1])
+            parents[-1] += [parent + offset if parent >= 0 else -1 for parent in tree.parents]
+    length = max(len(row_parents) for row_parents in parents)
     idx = torch.zeros(len(rows), length, dtype=torch.long)
     positions = torch.zeros(len(rows), length, dtype=torch.long)
     for b, row in enumerate(rows):
-        idx[b, : len(row.tokens)] = torch.tensor(row.tokens)
-        positions[b, : len(row.tokens)] = torch.tensor(row.positions)
-    if all(row.parents == list(range(-1, len(row.tokens) - 1)) for row in rows):
+        n = len(parents[b])
+        idx[b, :n] = torch.tensor([token for tree in row for token in tree.tokens])
+        positions[b, :n] = torch.tensor([position for tree in row for position in tree.positions])
+    if all(row_parents == list(range(-1, len(row_parents) - 1)) for row_parents in parents):
         return idx.to(device), positions.to(device), None
     allowed = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1)
-    for b, row in enumerate(rows):
-        for node, parent in enumerate(row.parents):
+    for b, row_parents in enumerate(parents):
+        for node, parent in enumerate(row_parents):
             if parent >= 0:
                 allowed[b, node] |= allowed[b, parent]
     mask = torch.zeros(len(rows), 1, length, length).masked_fill_(~allowed[:, None], float("-inf"))

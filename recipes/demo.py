@@ -5,7 +5,7 @@ analyze SmolLM2-135M-Instruct (30 blocks) → inherit its first n blocks → con
 and random on PIQA, ARC-Easy, BoolQ and SciQ items → out_dir/report.md and out_dir/summary.json → export the
 inherited model to out_dir/hf/inherited, a Hugging Face folder with its model card (README.md).
 
-    .venv/bin/python recipes/demo.py [--n_layers 10 --train_tokens 98304 --eval_limit 50]
+    .venv/bin/python recipes/demo.py [--n_layers 10 --train_tokens 49152 --lr 1e-3 --eval_limit 50]
 """
 
 import argparse
@@ -35,7 +35,7 @@ from litgpt_inheritune.evaluate import main as evaluate
 from litgpt_inheritune.export import main as export
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.compare import LossMeter
-from litgpt_inheritune.pretrain import setup as pretrain
+from litgpt_inheritune.pretrain import PAPER_OPTIMIZER, setup as pretrain
 
 TASKS = "piqa_offline,arc_easy_offline,boolq_offline,sciq_offline"
 
@@ -45,7 +45,14 @@ def main() -> None:
     parser.add_argument("--out_dir", type=Path, default=Path("out/demo"))
     parser.add_argument("--n_layers", type=int, default=10, help="blocks to inherit (the reference has 30)")
     parser.add_argument(
-        "--train_tokens", type=int, default=98304, help="training tokens for each of inherited and random"
+        "--train_tokens", type=int, default=49152, help="training tokens for each of inherited and random"
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="peak learning rate of both runs (AdamW, betas 0.9/0.95, weight decay 0.1, cosine to 3e-5 after 4 warm-up"
+        " steps); at 48 steps the paper's 3e-4 leaves the inherited model still recovering from its cut",
     )
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--eval_limit", type=int, default=50, help="items per benchmark")
@@ -96,6 +103,7 @@ def main() -> None:
             train=train,
             eval=EvalArgs(interval=8, max_iters=4, initial_validation=True),
             seed=args.seed,
+            optimizer={**PAPER_OPTIMIZER, "init_args": {**PAPER_OPTIMIZER["init_args"], "lr": args.lr}},
         )
         runs[name] = run_dir
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from conftest import MATERIALS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,8 @@ def test_demo_runs_the_whole_method(tmp_path):
             "4",
             "--train_tokens",
             "512",  # 2 optimizer steps of 8 x 32 tokens per model: the stages run, the comparison needs no more
+            "--lr",
+            "2e-3",
             "--eval_limit",
             "3",
             "--analysis_sequences",
@@ -51,6 +55,9 @@ def test_demo_runs_the_whole_method(tmp_path):
         assert set(summary[name]["scores"]) == {"piqa_offline", "arc_easy_offline", "boolq_offline", "sciq_offline"}
     # the reference is the trained 30-block model: far better on held-out text than 512 tokens of training can make a 4-block one
     assert summary["reference"]["val_loss"] < min(summary["inherited"]["val_loss"], summary["random"]["val_loss"])
+    for run in ("inherited", "random"):  # --lr is both runs' peak learning rate, the paper's other AdamW settings kept
+        hyperparameters = yaml.safe_load((out_dir / "runs" / run / "final" / "hyperparameters.yaml").read_text())
+        assert hyperparameters["optimizer"]["init_args"] == {"lr": 2e-3, "weight_decay": 0.1, "betas": [0.9, 0.95]}
     report = (out_dir / "report.md").read_text()
     assert "| reference | 30 |" in report and "| random | 4 |" in report
     for picture in ("loss_curves.png", "analysis/max_rank.png", "hf/inherited/loss.png", "hf/inherited/max_rank.png"):

@@ -202,9 +202,10 @@ def test_choices_sharing_a_context_share_one_row(tiny_references, style):
     scores = lm._loglikelihood_tokens(requests)
     handle.remove()
     trees = style != "gemma-2"
-    # trees: the four choices of [5, 6, 7] and the input [5, 6, 7] of another context in one row, the two items after
-    # [60..67] in another; plain rows: one per distinct input
-    assert sum(rows) == (5 if trees else 8)
+    # trees: the four choices of [5, 6, 7] and the input [5, 6, 7] of another context in one tree (6 tokens), the two
+    # items after [60..67] in another (11); with the two 12-token inputs, batches of 2 rows 12 and 11 wide, where the
+    # 2-token tree of [9, 10] fills the room beside the 6-token one: 4 rows. Plain rows: one per distinct input
+    assert sum(rows) == (4 if trees else 8)
     for (_, context, continuation), (score, greedy) in zip(requests, scores):
         tokens = (context + continuation)[-13:]
         n = min(len(continuation), len(tokens) - 1)
@@ -213,6 +214,38 @@ def test_choices_sharing_a_context_share_one_row(tiny_references, style):
         target = torch.tensor(tokens[-n:])
         assert score == pytest.approx(log_probs.gather(1, target[:, None]).sum().item(), abs=1e-5)
         assert greedy == bool((log_probs.argmax(-1) == target).all())
+
+
+def test_batches_fill_the_padding_with_whole_trees():
+    """Longest trees first; beside a row shorter than its batch's first, the longest trees that fit the room."""
+    from litgpt_inheritune.lm_eval_model import TokenTree, batches
+
+    lengths = [3, 10, 9, 1, 4, 9, 3]
+    trees = [TokenTree(tokens=[7] * n) for n in lengths]
+
+    def shape(result):  # each row as the lengths of its trees, checking that each tree starts where the last ended
+        rows = []
+        for batch in result:
+            rows.append([])
+            for row in batch:
+                assert [offset for _, offset in row] == [sum(lengths[t] for t, _ in row[:k]) for k in range(len(row))]
+                rows[-1].append([lengths[t] for t, _ in row])
+        return rows
+
+    filled = batches(trees, batch_size=2)
+    assert shape(filled) == [[[10], [9, 1]], [[9], [4, 3]], [[3]]]
+    assert sorted(t for batch in filled for row in batch for t, _ in row) == list(range(len(lengths)))
+    assert shape(batches(trees, batch_size=2, fill=False)) == [[[10], [9]], [[9], [4]], [[3], [3]], [[1]]]
+
+
+def test_tasks_in_the_include_path_skip_lm_evals_own_index(offline_tasks):
+    """lm-eval's ~10,000 task YAMLs are indexed only when a task asked for is not in the given folders."""
+    from litgpt_inheritune.evaluate import indexed_tasks
+
+    local = indexed_tasks((str(offline_tasks),), (), ("piqa_offline", "boolq_offline"))
+    assert "piqa_offline" in local.all_tasks and "hellaswag" not in local.all_tasks
+    both = indexed_tasks((str(offline_tasks),), (), ("piqa_offline", "hellaswag"))
+    assert {"piqa_offline", "hellaswag"} <= set(both.all_tasks)
 
 
 def test_generate_until_is_greedy_and_stops(tiny_references):
