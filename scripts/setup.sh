@@ -16,9 +16,9 @@ want=$(sha256sum requirements/lock.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing the pinned dependencies (requirements/lock.txt); the first time takes several minutes"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  # --no-compile: Python writes a module's bytecode when it is first imported; pip would compile every file of every
-  # package first (55 of 116 s on a 2-core CPU, for files most runs never import)
-  "$VENV/bin/python" -m pip install -q --no-compile -r requirements/lock.txt
+  # pip compiles every file to bytecode here (55 of the 116 s on a 2-core CPU); keep it: with PYTHONDONTWRITEBYTECODE
+  # set, as on some machines, Python would otherwise compile every module it imports again in every process
+  "$VENV/bin/python" -m pip install -q -r requirements/lock.txt
   echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" -m pip install -q --no-deps --force-reinstall .
