@@ -30,7 +30,7 @@ import yaml
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material, not in the package
 from materials import DEFAULT_CACHE, offline_tasks, smollm2_checkpoint  # noqa: E402
-from run_all import busy_cpu_seconds  # noqa: E402  (this folder is on sys.path)
+from run_all import busy_cpu_seconds, other_cores  # noqa: E402  (this folder is on sys.path)
 
 ZERO_SHOT = ["piqa_offline", "arc_easy_offline", "boolq_offline", "sciq_offline"]
 MMLU_SUBJECT = "high_school_psychology"
@@ -117,9 +117,7 @@ def others_busy(run, *args) -> tuple:
     """run(*args), and the cores other processes kept busy meanwhile: machine busy CPU time less this process's."""
     machine, own, start = busy_cpu_seconds(Path("/proc/stat").read_text()), time.process_time(), time.perf_counter()
     result = run(*args)
-    seconds = time.perf_counter() - start
-    others = busy_cpu_seconds(Path("/proc/stat").read_text()) - machine - (time.process_time() - own)
-    return (*result, max(0.0, others) / seconds)
+    return (*result, other_cores(machine, time.process_time() - own, time.perf_counter() - start))
 
 
 def compare(name: str, tasks: list[str], shots, checkpoint: Path, hf_dir: Path, include_path: Path, args, work) -> dict:

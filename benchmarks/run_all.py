@@ -2,14 +2,14 @@
 
 Each benchmark runs as its own process, one after the other; the ones that compare two programs alternate them
 inside (train_throughput.py, eval_speed.py, analyze_speed.py, inherit_memory.py; the last twice, on the 1.27 GB
-synthetic reference and on the 1.5B job's 6.9 GB true shape, which needs ~15 GB of free disk). Beside each figure stand the
-1-minute load average (the larger of the values before and after) and the cores that other processes kept busy
-while it ran: the machine's busy CPU time (/proc/stat) less the benchmark's own (its process tree's, from
-getrusage), over the wall time. The load average counts the benchmark's own threads (two on two cores), so the
-mark comes from the second: a figure taken while other processes used more than --busy_cores on average is
-marked "busy", since other work slows the two sides of a ratio unequally. Not run here: benchmarks/full_size.py
-(the 1.5B job's true shape, which needs ~17 GB of memory and an hour) and recipes/reproduce_gpt2.py (20 minutes);
-their rows are left to their commands.
+synthetic reference and on the 1.5B job's 6.9 GB true shape, which needs ~15 GB of free disk). Beside each figure
+stand the 1-minute load average (the larger of the values before and after) and the cores that other processes kept
+busy while it ran: the machine's busy CPU time (/proc/stat) less the benchmark's own (its process tree's, from
+getrusage), over the wall time. The load average counts the benchmark's own threads (two on two cores), so the mark
+comes from the second: a figure taken while other processes used more than --busy_cores on average is marked "busy",
+since other work slows the two sides of a ratio unequally. Not run here: benchmarks/full_size.py (the 1.5B job's
+true shape, which needs ~17 GB of memory and an hour) and recipes/reproduce_gpt2.py (20 minutes); their rows are
+left to their commands.
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--only train_throughput,eval_speed] [--out results.md]
 
@@ -134,6 +134,13 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def other_cores(busy_before: float, own_cpu_seconds: float, seconds: float) -> float:
+    """The cores other processes kept busy over the last ``seconds``: the machine's busy CPU time since
+    ``busy_before`` (a ``busy_cpu_seconds`` reading) less what the measured work used itself."""
+    others = busy_cpu_seconds(Path("/proc/stat").read_text()) - busy_before - own_cpu_seconds
+    return max(0.0, others) / seconds
+
+
 def run_measured(command: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
     """Runs a benchmark; returns its result, wall seconds and the cores other processes kept busy meanwhile."""
     busy, own, start = busy_cpu_seconds(Path("/proc/stat").read_text()), children_cpu_seconds(), time.perf_counter()
@@ -141,8 +148,7 @@ def run_measured(command: list[str]) -> tuple[subprocess.CompletedProcess, float
         command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
     )
     seconds = time.perf_counter() - start
-    others = busy_cpu_seconds(Path("/proc/stat").read_text()) - busy - (children_cpu_seconds() - own)
-    return result, seconds, max(0.0, others) / seconds
+    return result, seconds, other_cores(busy, children_cpu_seconds() - own, seconds)
 
 
 # name: (arguments, arguments for --quick, rows from the parsed output, whether it parses JSON)
