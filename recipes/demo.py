@@ -35,6 +35,7 @@ from litgpt_inheritune.evaluate import main as evaluate
 from litgpt_inheritune.export import main as export
 from litgpt_inheritune.init import main as init
 from litgpt_inheritune.compare import LossMeter
+from litgpt_inheritune.errors import fail
 from litgpt_inheritune.pretrain import PAPER_OPTIMIZER, setup as pretrain
 
 TASKS = "piqa_offline,arc_easy_offline,boolq_offline,sciq_offline"
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--cache_dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
+    if not args.lr > 0:
+        fail(f"--lr {args.lr} must be a positive learning rate, e.g. 1e-3")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)

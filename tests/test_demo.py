@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,31 +14,25 @@ from conftest import MATERIALS
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def readme_toy_demo() -> list[str]:
+    """The README's toy-size demo line, split as the shell would split it."""
+    line = next(
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith(".venv/bin/python recipes/demo.py ")
+    )
+    return shlex.split(line)
+
+
 def test_demo_runs_the_whole_method(tmp_path):
+    """The README's toy line as written (2 optimizer steps of 8 x 32 tokens per model: the stages run, the comparison
+    needs no more; 32-token sequences, as the validation loss of the 30-block reference on every held-out sequence is
+    most of the run's time at the default 128), with this test's output folder and material cache."""
     out_dir = tmp_path / "demo"
+    _, script, *args = readme_toy_demo()
+    args[args.index("--out_dir") + 1] = str(out_dir)
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "recipes" / "demo.py"),
-            "--out_dir",
-            str(out_dir),
-            "--cache_dir",
-            str(MATERIALS),
-            "--n_layers",
-            "4",
-            "--train_tokens",
-            "512",  # 2 optimizer steps of 8 x 32 tokens per model: the stages run, the comparison needs no more
-            "--lr",
-            "2e-3",
-            "--eval_limit",
-            "3",
-            "--analysis_sequences",
-            "2",
-            # 32-token sequences: the validation loss of the 30-block reference on every held-out sequence is most of the
-            # run's time at the default 128, and nothing below depends on the length
-            "--seq_len",
-            "32",
-        ],
+        [sys.executable, str(ROOT / script), *args, "--cache_dir", str(MATERIALS)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -81,3 +76,14 @@ def test_demo_runs_the_whole_method(tmp_path):
         "report",
     ):
         assert f"=== {stage}" in result.stderr
+
+
+def test_a_learning_rate_that_is_not_positive_is_one_line_and_writes_nothing(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "demo.py"), "--lr", "0", "--out_dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: --lr 0.0 must be a positive learning rate, e.g. 1e-3"
+    assert not (tmp_path / "demo").exists()
