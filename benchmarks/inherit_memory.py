@@ -96,6 +96,10 @@ def main() -> None:
     )
     parser.add_argument("--n_layers", type=int, default=4, help="blocks to keep")
     args = parser.parse_args()
+    from litgpt.config import name_to_config
+
+    if args.reference != "synthetic-24L" and args.reference not in name_to_config:
+        parser.error(f"--reference {args.reference}: not synthetic-24L or a litgpt config name (e.g. open_llama_3b)")
     reference_dir = args.work_dir / args.reference / "reference"
     target_dir = args.work_dir / args.reference / "target"
     if not (reference_dir / "lit_model.pth").is_file():
