@@ -263,6 +263,7 @@ def throughput(setup: Setup) -> str:
         warmup=scale["throughput_warmup"],
         repeats=scale["repeats"],
         compile=args.compile,
+        per_tensor_optimizer=False,  # on CUDA both run AdamW fused
         num_workers=scale["num_workers"],
         work_dir=work,
         seq_length=scale["seq_length"],

@@ -67,6 +67,20 @@ def throughput_rows(label: str):
     return rows
 
 
+def optimizer_rows(out: dict) -> list[tuple[str, str]]:
+    return [
+        (
+            f"AdamW step time, fused / torch's per-tensor loop (stock `litgpt pretrain` on a CPU), {label}",
+            f"**{r['fused_over_per_tensor']:.2f}** ({r['fused_ms']} ms vs {r['per_tensor_ms']} ms; weights within"
+            f" {r['max_abs_weight_difference']:.1e})",
+        )
+        for label, r in (
+            (f"tiny model ({out['tiny']['parameters'] / 1e6:.1f}M parameters)", out["tiny"]),
+            (f"the demo's 10-block SmolLM2 ({out['demo']['parameters'] / 1e6:.0f}M parameters)", out["demo"]),
+        )
+    ]
+
+
 def analyze_rows(out: dict) -> list[tuple[str, str]]:
     rows = [
         (
@@ -161,13 +175,20 @@ BENCHMARKS = {
         True,
     ),
     "train_throughput": (
-        ["benchmarks/train_throughput.py"],
+        ["benchmarks/train_throughput.py", "--repeats", "5"],
         ["--steps", "6", "--warmup", "2", "--repeats", "1"],
         throughput_rows("same tiny model, data, settings, eager"),
         True,
     ),
+    "train_throughput_loops": (
+        ["benchmarks/train_throughput.py", "--per_tensor_optimizer", "--repeats", "5"],
+        ["--steps", "6", "--warmup", "2", "--repeats", "1"],
+        throughput_rows("same tiny model, data, settings, eager, ours with stock's per-tensor AdamW: the loops alone"),
+        True,
+    ),
+    "optimizer_step": (["benchmarks/optimizer_step.py"], ["--steps", "2", "--repeats", "1"], optimizer_rows, True),
     "train_throughput_compiled": (
-        ["benchmarks/train_throughput.py", "--compile"],
+        ["benchmarks/train_throughput.py", "--compile", "--repeats", "5"],
         ["--steps", "6", "--warmup", "2", "--repeats", "1"],
         throughput_rows("same tiny model, data, settings, both compiled"),
         True,

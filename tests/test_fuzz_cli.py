@@ -21,8 +21,8 @@ RECIPE = Path(__file__).resolve().parent.parent / "config_hub" / "pretrain" / "t
 # Found by this test and left to the engineers who own the code (README, Reliability): --train.lr_warmup_fraction
 # (litgpt's TrainArgs raises ValueError with the default warm-up steps), a negative --data.seed (numpy raises in the
 # data module), --train.max_seq_length below 1 in grow (division by zero in the data module's loader), evaluate's
-# --device / --dtype given a blank (torch raises), pretrain's --optimizer "" (litgpt raises AttributeError), analyze's
-# --out_dir naming a file and --data_path with a truncated jsonl line. Those flags are left out below.
+# --device / --dtype given a blank (torch raises), analyze's --out_dir naming a file and --data_path with a truncated
+# jsonl line. Those flags are left out below.
 KNOWN = {
     ("pretrain", "--train.lr_warmup_fraction"),
     ("grow", "--train.lr_warmup_fraction"),
@@ -31,7 +31,6 @@ KNOWN = {
     ("grow", "--train.max_seq_length"),
     ("evaluate", "--device"),
     ("evaluate", "--dtype"),
-    ("pretrain", "--optimizer"),
     ("analyze", "--out_dir"),
     ("analyze", "--data_path"),
 }
@@ -195,7 +194,16 @@ def command_lines(tiny_target, tiny_references, jsonl_corpus, text_file, offline
                 "--precision": STRINGS,
                 "--initialize": STRINGS,
                 "--resume": [*STRINGS, *files],
-                "--optimizer": STRINGS,
+                "--optimizer": [
+                    *STRINGS,
+                    "torch.optim",
+                    "torch.nn.Linear",
+                    '{"class_path": "torch.optim.SGD"}',
+                    '{"class_path": 5}',
+                    '{"class_path": "torch.optim.SGD", "init_args": {"lr": "fast"}}',
+                    '{"class_path": "torch.optim.AdamW", "init_args": {"betas": [2, 0.9]}}',
+                ],
+                "--optimizer.lr": NUMBERS,
                 "--devices": ["0", "-5", "abc", "", "1.5"],
                 "--num_nodes": ["0", "-1", "abc", ""],
                 "--strategy": STRINGS,

@@ -365,6 +365,52 @@ def test_bad_inputs_fail_with_one_line(tiny_target, jsonl_corpus, tmp_path, monk
     )
 
 
+def test_optimizer_on_the_command_line_whole_or_refused_in_one_line(tiny_target, jsonl_corpus, tmp_path):
+    """The documented form, a whole class_path dict, replaces the default AdamW (jsonargparse 4.41 alone ends in a
+    traceback there); a class name or class_path alone takes the class's defaults; a wrong name, argument or value,
+    or a single argument given as --optimizer.lr (which the loop would not read), ends in one line and writes
+    nothing."""
+
+    def run(name: str, *optimizer: str) -> tuple[int, str]:
+        argv = cli_args(tiny_target, jsonl_corpus, tmp_path / name, "--train.max_steps", "1", *optimizer)
+        code, _, stderr = run_in_process(*argv[2:])
+        assert "Traceback" not in stderr, stderr
+        return code, stderr.strip().splitlines()[-1]
+
+    sgd = '{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05, "momentum": 0.9}}'
+    for name, optimizer, momentum in [
+        ("dict", ["--optimizer", sgd], 0.9),
+        ("class_path", ["--optimizer.class_path", "torch.optim.SGD"], 0),  # SGD's default
+    ]:
+        assert run(name, *optimizer, "--train.save_interval", "1")[0] == 0
+        saved = torch.load(tmp_path / name / "step-00000001" / "lit_model.pth", weights_only=True)
+        group = saved["optimizer"]["param_groups"][0]
+        assert group["momentum"] == momentum and "betas" not in group
+    assert yaml.safe_load((tmp_path / "dict" / "final" / "hyperparameters.yaml").read_text())["optimizer"] == {
+        "class_path": "torch.optim.SGD",
+        "init_args": {"lr": 0.05, "momentum": 0.9},
+    }
+
+    for optimizer, message in [
+        (["--optimizer", "Adamw"], "error: --optimizer 'Adamw' names no optimizer class"),
+        (["--optimizer", ""], "error: --optimizer '' names no optimizer class"),
+        (["--optimizer", "torch.optim.lr_scheduler"], "error: --optimizer 'torch.optim.lr_scheduler' is not a torch"),
+        (
+            ["--optimizer", '{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1, "betas": [0.9, 0.95]}}'],
+            "error: --optimizer torch.optim.SGD does not take init_args",
+        ),
+        (
+            ["--optimizer", '{"class_path": "torch.optim.AdamW", "init_args": {"lr": -1}}'],
+            'error: --optimizer torch.optim.AdamW does not take init_args {"lr": -1}: Invalid learning rate: -1',
+        ),
+        (["--optimizer.lr", "1e-3"], "error: --optimizer.lr is not read: give the optimizer whole"),
+        (["--optimizer.init_args.lr", "1e-3"], "error: --optimizer.lr is not read: give the optimizer whole"),
+    ]:
+        code, last_line = run("refused", *optimizer)
+        assert code == 1 and last_line.startswith(message), (optimizer, last_line)
+        assert not (tmp_path / "refused").exists()
+
+
 def test_activation_checkpointing_and_optimizer_by_class_path(tiny_target, jsonl_corpus, tmp_path):
     """Recomputing activations changes memory, not results; any torch optimizer can be named by class path."""
     sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05, "momentum": 0.9}}
@@ -386,6 +432,37 @@ def test_activation_checkpointing_and_optimizer_by_class_path(tiny_target, jsonl
         "param_groups"
     ]
     assert groups[0]["momentum"] == 0.9 and "betas" not in groups[0]
+
+
+def test_adamw_runs_fused_on_a_cpu_and_matches_torchs_per_tensor_update(tiny_target, jsonl_corpus, tmp_path):
+    """On a CPU the optimizer gets torch's fused kernel (stock litgpt passes fused only on CUDA); the weights after
+    three steps match torch's default per-tensor AdamW up to float rounding, and init_args that choose fused or
+    foreach are kept."""
+    paper = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-3, "weight_decay": 0.1, "betas": [0.9, 0.95]}}
+    per_tensor = {"class_path": "torch.optim.AdamW", "init_args": {**paper["init_args"], "fused": False}}
+    foreach = {"class_path": "torch.optim.AdamW", "init_args": {**paper["init_args"], "foreach": True}}
+    for name, optimizer in (("fused", paper), ("per_tensor", per_tensor), ("foreach", foreach)):
+        pretrain(
+            tiny_target,
+            out_dir=tmp_path / name,
+            data=data_module(jsonl_corpus),
+            optimizer=optimizer,
+            train=train_args(max_steps=3, save_interval=3),
+            eval=EvalArgs(final_validation=False),
+        )
+    saved = {
+        name: torch.load(tmp_path / name / "step-00000003" / "lit_model.pth", weights_only=True)
+        for name in ("fused", "per_tensor", "foreach")
+    }
+    groups = {name: state["optimizer"]["param_groups"][0] for name, state in saved.items()}
+    assert (groups["fused"]["fused"], groups["fused"]["foreach"]) == (True, None)
+    assert (groups["per_tensor"]["fused"], groups["per_tensor"]["foreach"]) == (False, None)
+    assert (groups["foreach"]["fused"], groups["foreach"]["foreach"]) == (None, True)
+    start = torch.load(tiny_target / "lit_model.pth", weights_only=True)
+    fused, plain = saved["fused"]["model"], saved["per_tensor"]["model"]
+    assert max((fused[k] - start[k]).abs().max().item() for k in start) > 1e-3  # three steps moved the weights
+    assert max((fused[k] - plain[k]).abs().max().item() for k in plain) <= 1e-5
+    assert paper["init_args"] == {"lr": 3e-3, "weight_decay": 0.1, "betas": [0.9, 0.95]}  # the caller's dict is kept
 
 
 def test_every_logged_step_reaches_the_csv(tiny_target, jsonl_corpus, tmp_path):
