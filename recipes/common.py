@@ -35,17 +35,19 @@ class ReorderedSample(RedPajamaSample):
 
 def lee_data(
     data_dir: Path, cache_dir: Path, val_sequences: int, seq_len: int, seed: int, order_seed: Optional[int] = None
-) -> ReorderedSample:
-    """All of the corpus: ``val_sequences`` sequences held out for validation, the rest for training."""
-    return ReorderedSample(
+) -> RedPajamaSample:
+    """All of the corpus: ``val_sequences`` sequences held out for validation, the rest for training. Without an
+    ``order_seed`` it is the package's RedPajamaSample, so that a run's hyperparameters.yaml (and a model card made
+    from it) names a class that ``litgpt inheritune pretrain --config`` finds outside this folder."""
+    sample = dict(
         data_dir=data_dir,
         token_budget=10**9,
         val_tokens=val_sequences * (seq_len + 1),
         num_workers=0,
         cache_dir=cache_dir,
         seed=seed,
-        order_seed=order_seed,
     )
+    return RedPajamaSample(**sample) if order_seed is None else ReorderedSample(**sample, order_seed=order_seed)
 
 
 def small_train_args(train_tokens: int, seq_len: int, warmup_steps: int, log_interval: int = 4) -> TrainArgs:
