@@ -135,8 +135,17 @@ TEXT = (
 )
 
 # OpenLLaMA's block (RMSNorm with eps 1e-6, LLaMA MLP, rotary over the whole head, no biases) at 64 channels;
+# the block of LLaMA-style configs (RoPE over the whole head, RMSNorm, gated MLP, no biases) made for tests and benchmarks
+LLAMA_BLOCK = dict(
+    rotary_percentage=1.0,
+    parallel_residual=False,
+    bias=False,
+    norm_class_name="RMSNorm",
+    mlp_class_name="LLaMAMLP",
+)
 # the tests' SentencePiece reference and gpu_check's dry run set its depth, context and vocabulary
 OPEN_LLAMA_TINY = dict(
+    LLAMA_BLOCK,
     name="open_llama_tiny",
     block_size=128,
     vocab_size=2000,
@@ -144,12 +153,7 @@ OPEN_LLAMA_TINY = dict(
     n_layer=4,
     n_embd=64,
     n_head=4,
-    rotary_percentage=1.0,
-    parallel_residual=False,
-    bias=False,
-    norm_class_name="RMSNorm",
     norm_eps=1e-6,
-    mlp_class_name="LLaMAMLP",
     intermediate_size=172,
 )
 

@@ -56,7 +56,11 @@ def make_reference(reference_dir: Path) -> None:
     from litgpt.model import GPT
     from litgpt.utils import save_config
 
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # materials.py: demo and test material
+    from materials import LLAMA_BLOCK
+
     config = Config(
+        **LLAMA_BLOCK,
         name="synthetic-24L",
         block_size=2048,
         vocab_size=32000,
@@ -64,11 +68,6 @@ def make_reference(reference_dir: Path) -> None:
         n_layer=24,
         n_embd=1024,
         n_head=16,
-        rotary_percentage=1.0,
-        parallel_residual=False,
-        bias=False,
-        norm_class_name="RMSNorm",
-        mlp_class_name="LLaMAMLP",
         intermediate_size=2048,
     )
     with torch.device("meta"):

@@ -57,6 +57,7 @@ BIN = Path(sys.executable).parent
 SEQ_LENGTH, GLOBAL_BATCH, MICRO_BATCH, SEED = 128, 8, 4, 42
 DEMO_SEQ_LENGTH = 128  # recipes/demo.py's --seq_len
 TINY_MODEL = dict(
+    materials.LLAMA_BLOCK,
     name="bench-llama",
     block_size=SEQ_LENGTH,
     vocab_size=320,
@@ -64,11 +65,6 @@ TINY_MODEL = dict(
     n_layer=4,
     n_embd=256,
     n_head=4,
-    rotary_percentage=1.0,
-    parallel_residual=False,
-    bias=False,
-    norm_class_name="RMSNorm",
-    mlp_class_name="LLaMAMLP",
     intermediate_size=768,
 )
 

@@ -13,7 +13,7 @@ from litgpt.model import GPT
 from litgpt.utils import save_config
 
 # built on the spot; tests import them from here as well
-from materials import OPEN_LLAMA_TINY, TEXT, write_jsonl_corpus, write_tokenizer  # noqa: F401
+from materials import LLAMA_BLOCK, OPEN_LLAMA_TINY, TEXT, write_jsonl_corpus, write_tokenizer  # noqa: F401
 
 BIN = Path(sys.executable).parent
 
@@ -29,12 +29,8 @@ TINY_CONFIGS = {
         n_embd=32,
         n_head=4,
         n_query_groups=2,
-        rotary_percentage=1.0,
-        parallel_residual=False,
-        bias=False,
-        norm_class_name="RMSNorm",
-        mlp_class_name="LLaMAMLP",
         intermediate_size=48,
+        **LLAMA_BLOCK,
     ),
     "gpt-neox": dict(
         name="tiny-pythia",
