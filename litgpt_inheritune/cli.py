@@ -67,10 +67,8 @@ def take_a_whole_optimizer_dict() -> None:
         return
 
     def take(self, *args, **kwargs):
-        if len(args) == 4 and args[3] in (
-            f"--{self.dest}",
-            f"--{self.dest}.class_path",
-        ):  # (parser, cfg, value, option)
+        # args: parser, cfg, value, option string (none when jsonargparse calls it to build the action)
+        if len(args) == 4 and args[3] in (f"--{self.dest}", f"--{self.dest}.class_path"):
             previous = args[1].get(self.dest)
             if isinstance(previous, dict) and "init_args" in previous:
                 args[1][self.dest] = None

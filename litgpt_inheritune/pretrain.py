@@ -295,11 +295,11 @@ def main(
         load_full_weights(fabric, model, checkpoint_dir / "lit_model.pth")
 
     # litgpt's helper writes into the dict's init_args (which it needs): a copy, not the caller's (or our default)
+    whole, init_args = optimizer, {}
     if isinstance(optimizer, dict):  # checked by check_optimizer: a class_path and init_args, perhaps none
-        whole = {"class_path": optimizer["class_path"], "init_args": deepcopy(optimizer.get("init_args") or {})}
-    else:
-        whole = optimizer
-    optimizer = instantiate_torch_optimizer(whole, model.parameters(), **fused(optimizer, fabric.device))
+        init_args = deepcopy(optimizer.get("init_args") or {})
+        whole = {"class_path": optimizer["class_path"], "init_args": init_args}
+    optimizer = instantiate_torch_optimizer(whole, model.parameters(), **fused(init_args, fabric.device))
     optimizer = fabric.setup_optimizers(optimizer)
 
     tokenizer = Tokenizer(checkpoint_dir)
@@ -486,12 +486,11 @@ def fit(
         log_validation(fabric, model, val_dataloader, eval, state, progress)
 
 
-def fused(optimizer: Union[str, dict], device: torch.device) -> dict:
+def fused(init_args: dict, device: torch.device) -> dict:
     """fused=True on CUDA (as stock litgpt pretrain passes) and on CPUs, where torch has fused Adam, AdamW, SGD and
-    Adagrad kernels too: one kernel per parameter and the same update up to float rounding, 3x (tiny model) to 7x
-    (SmolLM2's blocks) faster than the per-tensor loop torch runs on a CPU by default. Optimizers without a fused
+    Adagrad kernels too: one kernel per parameter and the same update up to float rounding, several times faster than
+    the per-tensor loop torch runs on a CPU by default (benchmarks/optimizer_step.py). Optimizers without a fused
     argument do not get one (litgpt's helper drops it); init_args that choose fused or foreach themselves are kept."""
-    init_args = (optimizer.get("init_args") or {}) if isinstance(optimizer, dict) else {}
     if "fused" in init_args or "foreach" in init_args:
         return {}
     return {"fused": device.type in ("cuda", "cpu")}

@@ -114,12 +114,10 @@ def check_optimizer(optimizer: Optimizer) -> None:
     path, init_args = optimizer, {}
     if isinstance(optimizer, dict):
         path, init_args = optimizer.get("class_path"), optimizer.get("init_args") or {}
-        for key in set(optimizer) - {
-            "class_path",
-            "init_args",
-        }:  # --optimizer.lr and --optimizer.init_args.lr land here
+        loose = sorted(set(optimizer) - {"class_path", "init_args"})  # --optimizer.lr, --optimizer.init_args.lr
+        if loose:
             fail(
-                f"--optimizer.{key} is not read: give the optimizer whole, with its class_path and init_args, {example}"
+                f"--optimizer.{loose[0]} is not read: give the optimizer whole, with its class_path and init_args, {example}"
             )
         if not isinstance(path, str) or not isinstance(init_args, dict):
             fail(f"--optimizer {json.dumps(optimizer)} must be a class name or a class_path with init_args, {example}")
