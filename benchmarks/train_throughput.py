@@ -14,15 +14,17 @@ CPU, so that the two training loops are compared alone.
 Both log one CSV row per optimizer step with ThroughputMonitor's `time` (seconds since the training loop started)
 and `tokens`. A run's throughput is (tokens at the last step - tokens at step W) / (time at the last step - time at
 step W), W = --warmup, which leaves out startup, data-loader start-up, the first steps and compilation; each command's
-figure is its best run (other load on the machine only ever slows a run down). The ratio of the best runs' median
-step times is reported too, as it shrugs off short stalls. Other processes on the machine distort both badly (two
+figure is its best run (other load on the machine only ever slows a run down). Two more ratios are reported: that
+of the best runs' median step times, which shrugs off short stalls, and the median over repeats of ours / stock in
+each alternating pair, which shrugs off the machine's slower and faster minutes (on a shared VM a command's runs
+spread by up to 15 % within minutes; the two runs of a pair are seconds apart). Other processes on the machine distort both badly (two
 threads each on 2 cores): each run records the CPU seconds the rest of the machine used while it ran.
 
 Stock `litgpt pretrain` always calls torch.compile(model); ours only with --compile true. By default both run eager:
 TORCHDYNAMO_DISABLE=1, set for both processes, turns stock's torch.compile into a no-op, so the training loops are
 compared on the same eager model. With --compile both compile (ours gets --compile true).
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--warmup 15] [--repeats 3] [--compile]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 100] [--warmup 20] [--repeats 3] [--compile]
         [--per_tensor_optimizer] [--num_workers 1] [--work_dir benchmarks/.cache/train_throughput] [--model tiny|demo]
 
 --model demo runs the demo's training instead (recipes/demo.py): the first 10 of SmolLM2-135M-Instruct's 30 blocks
@@ -41,6 +43,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -254,11 +257,14 @@ def compare(checkpoint_dir: Path, args: argparse.Namespace) -> dict:
     def best_median_step(which: str) -> float:
         return min(r["median_step_seconds"] for r in runs[which])
 
+    pairs = sorted(a["tokens_per_sec"] / b["tokens_per_sec"] for a, b in zip(runs["ours"], runs["stock"]))
+
     return {
         "ours_tokens_per_sec": ours,
         "stock_tokens_per_sec": stock,
         "ratio": round(ours / stock, 3),
         "ratio_of_median_steps": round(best_median_step("stock") / best_median_step("ours"), 3),
+        "median_pair_ratio": round(statistics.median(pairs), 3),
         "steps_measured": args.steps - args.warmup,
         "stock_torch_compile": args.compile,
         "ours_torch_compile": args.compile,
@@ -283,8 +289,8 @@ def compare(checkpoint_dir: Path, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("tiny", "demo"), default="tiny", help="tiny LLaMA or the demo's model")
-    parser.add_argument("--steps", type=int, help="optimizer steps per run (default: 40 tiny, 12 demo)")
-    parser.add_argument("--warmup", type=int, help="first steps left out of the measurement (default: 15 tiny, 4 demo)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per run (default: 100 tiny, 12 demo)")
+    parser.add_argument("--warmup", type=int, help="first steps left out of the measurement (default: 20 tiny, 4 demo)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command, alternating")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (default: neither)")
     parser.add_argument(
@@ -294,7 +300,7 @@ def main() -> None:
     parser.add_argument("--work_dir", type=Path, help="default: benchmarks/.cache/train_throughput[-demo]")
     args = parser.parse_args()
     demo = args.model == "demo"
-    defaults = dict(steps=12, warmup=4, num_workers=0) if demo else dict(steps=40, warmup=15, num_workers=1)
+    defaults = dict(steps=12, warmup=4, num_workers=0) if demo else dict(steps=100, warmup=20, num_workers=1)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
