@@ -29,9 +29,15 @@ def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_cor
     process = subprocess.Popen(
         [str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    # kill once step 30 is complete and the oldest is gone: a step's checkpoint is complete before the oldest is
+    # deleted, so a kill in between (the moment step 30 appears) leaves keep + 1 and the resume prunes them
     seen = set()
-    while not (out_dir / "step-00000030").exists() and process.poll() is None:
-        seen.add(len(step_dirs(out_dir)) if out_dir.exists() else 0)
+    while process.poll() is None:
+        dirs = step_dirs(out_dir) if out_dir.exists() else []
+        if "step-00000030" in dirs and len(dirs) <= 2:
+            break
+        if "step-00000030" not in dirs:
+            seen.add(len(dirs))
         time.sleep(0.002)
     process.send_signal(signal.SIGKILL)
     process.wait()
