@@ -134,7 +134,6 @@ TEXT = (
     "train briefly on a subset of the data and grow until it matches the reference"
 )
 
-# OpenLLaMA's block (RMSNorm with eps 1e-6, LLaMA MLP, rotary over the whole head, no biases) at 64 channels;
 # the block of LLaMA-style configs (RoPE over the whole head, RMSNorm, gated MLP, no biases) made for tests and benchmarks
 LLAMA_BLOCK = dict(
     rotary_percentage=1.0,
@@ -143,6 +142,8 @@ LLAMA_BLOCK = dict(
     norm_class_name="RMSNorm",
     mlp_class_name="LLaMAMLP",
 )
+
+# OpenLLaMA's block (RMSNorm with eps 1e-6, LLaMA MLP, rotary over the whole head, no biases) at 64 channels;
 # the tests' SentencePiece reference and gpu_check's dry run set its depth, context and vocabulary
 OPEN_LLAMA_TINY = dict(
     LLAMA_BLOCK,

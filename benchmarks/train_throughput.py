@@ -17,8 +17,9 @@ step W), W = --warmup, which leaves out startup, data-loader start-up, the first
 figure is its best run (other load on the machine only ever slows a run down). Two more ratios are reported: that
 of the best runs' median step times, which shrugs off short stalls, and the median over repeats of ours / stock in
 each alternating pair, which shrugs off the machine's slower and faster minutes (on a shared VM a command's runs
-spread by up to 15 % within minutes; the two runs of a pair are seconds apart). Other processes on the machine distort both badly (two
-threads each on 2 cores): each run records the CPU seconds the rest of the machine used while it ran.
+spread by up to 15 % within minutes; the two runs of a pair are seconds apart). Other processes on the machine
+distort both badly (two threads each on 2 cores): each run records the CPU seconds the rest of the machine used
+while it ran.
 
 Stock `litgpt pretrain` always calls torch.compile(model); ours only with --compile true. By default both run eager:
 TORCHDYNAMO_DISABLE=1, set for both processes, turns stock's torch.compile into a no-op, so the training loops are
@@ -257,7 +258,7 @@ def compare(checkpoint_dir: Path, args: argparse.Namespace) -> dict:
     def best_median_step(which: str) -> float:
         return min(r["median_step_seconds"] for r in runs[which])
 
-    pairs = sorted(a["tokens_per_sec"] / b["tokens_per_sec"] for a, b in zip(runs["ours"], runs["stock"]))
+    pairs = [a["tokens_per_sec"] / b["tokens_per_sec"] for a, b in zip(runs["ours"], runs["stock"])]
 
     return {
         "ours_tokens_per_sec": ours,

@@ -30,7 +30,7 @@ def test_keep_newest_checkpoints_across_a_kill_and_resume(tiny_target, jsonl_cor
         [str(BIN / command[0]), *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     # kill once step 30 is complete and the oldest is gone: a step's checkpoint is complete before the oldest is
-    # deleted, so a kill in between (the moment step 30 appears) leaves keep + 1 and the resume prunes them
+    # deleted, so a kill in between (the moment step 30 appears) leaves keep + 1, which the next save prunes
     seen = set()
     while process.poll() is None:
         dirs = step_dirs(out_dir) if out_dir.exists() else []
